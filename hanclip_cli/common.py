@@ -1,0 +1,75 @@
+"""What every command shares: consoles, the one-line error exit, progress bars, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, NoReturn, TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from hanclip_model.errors import HanclipError
+
+USAGE_ERROR = 2
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
+    """Print `error: message` on one line to stderr and exit."""
+    import typer
+
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def notice(message: str) -> None:
+    err_console.print(f"[yellow]{message}[/]", highlight=False, soft_wrap=True)
+
+
+def handle_errors(command: F) -> F:
+    """Turn a HanclipError raised by a command into the one-line error exit."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except HanclipError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    """Valid JSON on stdout whatever the paths contain (no rich markup, no wrapping)."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def make_progress(*, disable: bool = False) -> Progress:
+    """A rich progress bar on stderr, so --json output on stdout stays clean."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=disable,
+        transient=False,
+    )

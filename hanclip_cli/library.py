@@ -1,0 +1,118 @@
+"""A photo library on disk: where it lives, its lock, and which model it uses."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hanclip_cli.store import PhotoStore
+from hanclip_model.bundle import BUILTIN_BUNDLES, MANIFEST_NAME
+from hanclip_model.errors import HanclipError
+
+DEFAULT_MODEL = "mclip"
+LOCK_NAME = "index.lock"
+MODELS_DIR = "models"
+
+
+def library_dir(explicit: Path | None) -> Path:
+    """`--library`, else env HANCLIP_HOME, else the platform's user data directory."""
+    if explicit is not None:
+        return Path(os.path.abspath(os.path.expanduser(explicit)))
+    env = os.environ.get("HANCLIP_HOME")
+    if env:
+        return Path(os.path.abspath(os.path.expanduser(env)))
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("hanclip", appauthor=False))
+
+
+class LibraryBusy(HanclipError):
+    """Another process holds the library's writer lock."""
+
+
+class Library:
+    """The library directory: `library.db`, the HNSW files, `models/`, the index lock."""
+
+    def __init__(self, directory: Path, *, create: bool) -> None:
+        self.directory = directory
+        if create:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HanclipError(f"cannot create library directory {directory}: {exc}") from None
+            if not os.access(directory, os.W_OK):
+                raise HanclipError(f"library directory {directory} is not writable")
+        self.store = PhotoStore(directory, create=create)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.directory / MODELS_DIR
+
+    def close(self) -> None:
+        self.store.close()
+
+    @contextmanager
+    def writer_lock(self, *, wait: bool = False) -> Iterator[None]:
+        """Only one process writes a library at a time; a second one stops with a message."""
+        with open(self.directory / LOCK_NAME, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise LibraryBusy(
+                    f"another `hanclip index` is running on {self.directory}; wait for it to finish"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class ModelChoice:
+    """Which model a command uses and why (`notice` is shown to the user when set)."""
+
+    model: str
+    notice: str | None = None
+
+
+def installed_bundle(models_dir: Path) -> Path | None:
+    """`models/default`, else the only bundle in `models/`."""
+    if (models_dir / "default" / MANIFEST_NAME).is_file():
+        return models_dir / "default"
+    if not models_dir.is_dir():
+        return None
+    bundles = sorted(p for p in models_dir.iterdir() if (p / MANIFEST_NAME).is_file())
+    return bundles[0] if len(bundles) == 1 else None
+
+
+def choose_model(explicit: str | None, library: Library | None) -> ModelChoice:
+    """`--model`, else env HANCLIP_MODEL, else the model the library was indexed with, else
+    the bundle installed in the library's `models/`, else the built-in `mclip`."""
+    if explicit:
+        return ModelChoice(_absolute_if_path(explicit))
+    env = os.environ.get("HANCLIP_MODEL")
+    if env:
+        return ModelChoice(_absolute_if_path(env))
+    if library is not None:
+        recorded = library.store.get_meta("model")
+        if isinstance(recorded, str) and (recorded in BUILTIN_BUNDLES or Path(recorded).exists()):
+            return ModelChoice(recorded)
+        bundle = installed_bundle(library.models_dir)
+        if bundle is not None:
+            return ModelChoice(str(bundle))
+    return ModelChoice(
+        DEFAULT_MODEL,
+        notice="no model given: using the built-in 'mclip' (Multilingual-CLIP); "
+        "pass --model or set HANCLIP_MODEL to use another",
+    )
+
+
+def _absolute_if_path(name: str) -> str:
+    if name in BUILTIN_BUNDLES:
+        return name
+    path = Path(os.path.expanduser(name))
+    return str(path.resolve()) if path.exists() else name

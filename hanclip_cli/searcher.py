@@ -1,0 +1,131 @@
+"""`hanclip search`: a Korean query (or a photo) in, the nearest photos out."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hanclip_cli.library import Library, LibraryBusy
+from hanclip_cli.vector_index import VectorIndex, sync_index
+from hanclip_model.errors import HanclipError
+from hanclip_model.model import HanclipModel
+
+
+@dataclass
+class SearchHit:
+    rank: int
+    path: str
+    score: float
+    taken_at: str | None
+    width: int | None
+    height: int | None
+
+
+def normalise_query(text: str) -> str:
+    """NFC (macOS and some IMEs send decomposed Hangul), trimmed; empty is an error."""
+    query = unicodedata.normalize("NFC", text).strip()
+    if not query:
+        raise HanclipError(
+            "the search query is empty: give some words, e.g. hanclip search '바다 위 노을'"
+        )
+    return query
+
+
+def check_image_space(library: Library, model: HanclipModel, model_name: str) -> None:
+    """The stored raw embeddings are only usable with the image model that made them."""
+    store = library.store
+    recorded = store.get_meta("image_fingerprint")
+    if recorded is not None and recorded != model.spec.image_fingerprint:
+        roots = " ".join(_quote(r) for r in store.get_meta("roots") or ["PATH"])
+        raise HanclipError(
+            f"the photos in {library.directory} were embedded with image model "
+            f"{store.get_meta('image_model')!r}, but model {model.name!r} uses "
+            f"{model.spec.image_model!r}; run: hanclip index {roots} --library "
+            f"{_quote(str(library.directory))} --model {_quote(model_name)} --reembed"
+        )
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def current_index(library: Library, model: HanclipModel) -> VectorIndex:
+    """The HNSW index for `model`, brought up to date with SQLite.
+
+    While an `index` run holds the library, the index is updated in memory only and reflects
+    the last committed state of SQLite.
+    """
+    try:
+        with library.writer_lock():
+            return sync_index(library.directory, library.store, model, write=True)
+    except LibraryBusy:
+        return sync_index(library.directory, library.store, model, write=False)
+
+
+def query_vector(
+    library: Library, model: HanclipModel, text: str | None, image: Path | None
+) -> np.ndarray:
+    if image is not None:
+        path = os.path.abspath(image)
+        stored = library.store.record_for_path(path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise HanclipError(f"cannot read {image}: {exc.strerror or exc}") from None
+        if stored is not None and (stored.size, stored.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            raw = library.store.embedding(stored.id)[None]
+        else:
+            raw = model.raw_image_embeddings([path])
+        return model.project_images(raw)[0]
+    return model.embed_texts([normalise_query(text or "")])[0]
+
+
+def search_library(
+    library: Library,
+    model: HanclipModel,
+    model_name: str,
+    *,
+    text: str | None = None,
+    image: Path | None = None,
+    limit: int = 10,
+) -> list[SearchHit]:
+    if text is not None:
+        text = normalise_query(text)
+    if limit < 1:
+        raise HanclipError("-n must be at least 1")
+    if library.store.count() == 0:
+        raise HanclipError(
+            f"no photos indexed in {library.directory} yet: run `hanclip index PATH` first"
+        )
+    check_image_space(library, model, model_name)
+    vector = query_vector(library, model, text, image)
+    vindex = current_index(library, model)
+    if vector.shape[0] != vindex.dim:
+        raise HanclipError(
+            f"model {model.name!r} gives {vector.shape[0]}-d query vectors but its image "
+            f"vectors are {vindex.dim}-d: its text and image encoders do not share a space"
+        )
+    found = vindex.search(vector, limit)
+    records = library.store.records_by_ids(photo_id for photo_id, _ in found)
+    hits = []
+    for photo_id, score in found:
+        record = records.get(photo_id)
+        if record is None:
+            continue
+        hits.append(
+            SearchHit(
+                rank=len(hits) + 1,
+                path=record.path,
+                score=score,
+                taken_at=record.taken_at,
+                width=record.width,
+                height=record.height,
+            )
+        )
+    return hits

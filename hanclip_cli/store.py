@@ -1,0 +1,268 @@
+"""The photo library's SQLite database: the source of truth for everything indexed.
+
+One row per photo (path, size, mtime, content hash, dimensions, EXIF date, the raw CLIP image
+embedding) and one row per file that could not be read, with the reason. The HNSW index is
+derived from this and can always be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from hanclip_model.errors import HanclipError
+
+DB_NAME = "library.db"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class PhotoRecord:
+    """What the library knows about one indexed photo."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    taken_at: str | None = None
+
+
+@dataclass
+class NewPhoto:
+    """A photo about to be stored, with its raw CLIP embedding."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int | None
+    height: int | None
+    taken_at: str | None
+    embedding: np.ndarray
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _record(row: dict) -> PhotoRecord:
+    return PhotoRecord(
+        id=row["id"],
+        path=row["path"],
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        sha256=row["sha256"],
+        width=row.get("width"),
+        height=row.get("height"),
+        taken_at=row.get("taken_at"),
+    )
+
+
+class PhotoStore:
+    """Typed access to `library.db`; every statement is parameterised."""
+
+    def __init__(self, directory: Path, *, create: bool = True) -> None:
+        self.path = directory / DB_NAME
+        if not create and not self.path.exists():
+            raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=30)
+            self.db = sqlite_utils.Database(conn)
+            # WAL lets `search` read the last committed state while `index` writes.
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                self._create_schema()
+        except sqlite3.DatabaseError as exc:
+            raise HanclipError(f"cannot open library database {self.path}: {exc}") from None
+
+    def _create_schema(self) -> None:
+        with self.db.conn:
+            # AUTOINCREMENT: an id is never reused, so a stale HNSW label can't alias a new photo.
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS photos ("
+                "id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, "
+                "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+                "width INTEGER, height INTEGER, taken_at TEXT, embedding BLOB NOT NULL, "
+                "indexed_at TEXT)"
+            )
+            self.db["photos"].create_index(["path"], unique=True, if_not_exists=True)
+            self.db["photos"].create_index(["sha256"], if_not_exists=True)
+            self.db["failures"].create(
+                {"path": str, "size": int, "mtime_ns": int, "error": str, "failed_at": str},
+                pk="path",
+                if_not_exists=True,
+            )
+            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        if self.get_meta("schema_version") is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> object | None:
+        rows = list(self.db.query("SELECT value FROM meta WHERE key = ?", [key]))
+        return json.loads(rows[0]["value"]) if rows else None
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self.db.conn:
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [key, json.dumps(value, ensure_ascii=False)],
+            )
+
+    # -- photos -----------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0])
+
+    def ids(self) -> np.ndarray:
+        rows = self.db.execute("SELECT id FROM photos ORDER BY id").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def records_under(self, roots: Iterable[Path]) -> dict[str, PhotoRecord]:
+        """Photos whose path is one of `roots` or lies below one of them."""
+        found: dict[str, PhotoRecord] = {}
+        for root in roots:
+            prefix = str(root).rstrip("/") + "/"
+            # LIKE would treat % and _ in folder names as wildcards; compare a prefix instead.
+            for row in self.db.query(
+                "SELECT id, path, size, mtime_ns, sha256 FROM photos "
+                "WHERE path = ? OR substr(path, 1, ?) = ?",
+                [str(root), len(prefix), prefix],
+            ):
+                found[row["path"]] = _record(row)
+        return found
+
+    def record_for_path(self, path: str) -> PhotoRecord | None:
+        rows = list(self.db.query("SELECT * FROM photos WHERE path = ?", [path]))
+        return _record(rows[0]) if rows else None
+
+    def records_by_ids(self, ids: Iterable[int]) -> dict[int, PhotoRecord]:
+        ids = [int(i) for i in ids]
+        found: dict[int, PhotoRecord] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.query(
+                f"SELECT id, path, size, mtime_ns, sha256, width, height, taken_at "
+                f"FROM photos WHERE id IN ({marks})",
+                chunk,
+            ):
+                found[row["id"]] = _record(row)
+        return found
+
+    def find_by_hash(self, sha256: str) -> PhotoRecord | None:
+        rows = list(self.db.query("SELECT * FROM photos WHERE sha256 = ? LIMIT 1", [sha256]))
+        return _record(rows[0]) if rows else None
+
+    def embedding(self, photo_id: int) -> np.ndarray:
+        row = self.db.execute("SELECT embedding FROM photos WHERE id = ?", [photo_id]).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def embeddings(self, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, raw embeddings) for `ids`, or for every photo, in id order."""
+        if ids is None:
+            rows = self.db.execute("SELECT id, embedding FROM photos ORDER BY id").fetchall()
+        else:
+            rows = []
+            wanted = [int(i) for i in ids]
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += self.db.execute(
+                    f"SELECT id, embedding FROM photos WHERE id IN ({marks}) ORDER BY id", chunk
+                ).fetchall()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        out_ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        return out_ids, vectors
+
+    def add_photos(self, photos: list[NewPhoto], replace_ids: Iterable[int] = ()) -> list[int]:
+        """Insert photos in one transaction, dropping the rows they replace; returns new ids."""
+        new_ids = []
+        with self.db.conn:
+            for photo_id in replace_ids:
+                self.db.execute("DELETE FROM photos WHERE id = ?", [int(photo_id)])
+            for photo in photos:
+                cursor = self.db.execute(
+                    "INSERT INTO photos (path, size, mtime_ns, sha256, width, height, taken_at, "
+                    "embedding, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        photo.path,
+                        photo.size,
+                        photo.mtime_ns,
+                        photo.sha256,
+                        photo.width,
+                        photo.height,
+                        photo.taken_at,
+                        np.ascontiguousarray(photo.embedding, dtype=np.float32).tobytes(),
+                        _now(),
+                    ],
+                )
+                new_ids.append(int(cursor.lastrowid))
+                self.db.execute("DELETE FROM failures WHERE path = ?", [photo.path])
+        return new_ids
+
+    def move_photo(self, photo_id: int, path: str, size: int, mtime_ns: int) -> None:
+        """Same content at a new path (a rename or move): keep the row and its embedding."""
+        with self.db.conn:
+            self.db.execute(
+                "UPDATE photos SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                [path, size, mtime_ns, photo_id],
+            )
+            self.db.execute("DELETE FROM failures WHERE path = ?", [path])
+
+    def remove_photos(self, ids: Iterable[int]) -> None:
+        with self.db.conn:
+            for photo_id in ids:
+                self.db.execute("DELETE FROM photos WHERE id = ?", [int(photo_id)])
+
+    def clear_photos(self) -> None:
+        with self.db.conn:
+            self.db.execute("DELETE FROM photos")
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def record_failure(self, path: str, size: int, mtime_ns: int, error: str) -> None:
+        with self.db.conn:
+            self.db.execute(
+                "INSERT INTO failures (path, size, mtime_ns, error, failed_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, error = excluded.error, "
+                "failed_at = excluded.failed_at",
+                [path, size, mtime_ns, error, _now()],
+            )
+
+    def failures_under(self, roots: Iterable[Path]) -> dict[str, dict]:
+        found = {}
+        for root in roots:
+            prefix = str(root).rstrip("/") + "/"
+            for row in self.db.query(
+                "SELECT * FROM failures WHERE path = ? OR substr(path, 1, ?) = ?",
+                [str(root), len(prefix), prefix],
+            ):
+                found[row["path"]] = row
+        return found
+
+    def forget_failures(self, paths: Iterable[str]) -> None:
+        with self.db.conn:
+            for path in paths:
+                self.db.execute("DELETE FROM failures WHERE path = ?", [path])
+
+    def failures(self) -> Iterator[dict]:
+        yield from self.db.query("SELECT path, error, failed_at FROM failures ORDER BY path")

@@ -1,0 +1,159 @@
+"""The HNSW index over search vectors: derived from SQLite, written atomically.
+
+On disk: `hnsw.json` (the pointer: model fingerprint, dimension, data file name, labels marked
+deleted) and the hnswlib file it names. A new version is written to a fresh file name and the
+pointer is swapped with `os.replace`, so a reader sees the old index or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hanclip_cli.store import PhotoStore
+
+POINTER_NAME = "hnsw.json"
+M = 16
+EF_CONSTRUCTION = 200
+EF_SEARCH = 128
+# Past this share of deleted labels a rebuild is cheaper than searching around tombstones.
+MAX_DELETED_FRACTION = 0.25
+
+
+@dataclass
+class VectorIndex:
+    """An hnswlib index whose labels are photo ids, in the space of one model."""
+
+    index: object  # hnswlib.Index
+    fingerprint: str
+    dim: int
+    deleted: set[int] = field(default_factory=set)
+
+    @property
+    def labels(self) -> set[int]:
+        return {int(i) for i in self.index.get_ids_list()} - self.deleted
+
+    def __len__(self) -> int:
+        return self.index.get_current_count() - len(self.deleted)
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The k nearest photo ids with cosine similarity, best first."""
+        k = min(k, len(self))
+        if k <= 0:
+            return []
+        self.index.set_ef(max(EF_SEARCH, k))
+        labels, distances = self.index.knn_query(np.asarray(vector, dtype=np.float32)[None], k=k)
+        return [(int(i), float(1.0 - d)) for i, d in zip(labels[0], distances[0], strict=True)]
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        needed = self.index.get_current_count() + len(ids)
+        if needed > self.index.get_max_elements():
+            self.index.resize_index(max(needed, 2 * self.index.get_max_elements()))
+        self.index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, np.int64))
+
+    def remove(self, ids: set[int]) -> None:
+        for photo_id in ids:
+            self.index.mark_deleted(photo_id)
+        self.deleted |= ids
+
+
+def build_index(ids: np.ndarray, vectors: np.ndarray, fingerprint: str, dim: int) -> VectorIndex:
+    import hnswlib
+
+    index = hnswlib.Index(space="ip", dim=dim)
+    index.init_index(max_elements=max(len(ids), 16), ef_construction=EF_CONSTRUCTION, M=M)
+    vindex = VectorIndex(index=index, fingerprint=fingerprint, dim=dim)
+    vindex.add(ids, vectors)
+    return vindex
+
+
+def load_index(directory: Path) -> VectorIndex | None:
+    """The index on disk, or None when it is missing or unreadable (then it gets rebuilt)."""
+    import hnswlib
+
+    try:
+        pointer = json.loads((directory / POINTER_NAME).read_text(encoding="utf-8"))
+        data_file = directory / Path(pointer["file"]).name
+        dim = int(pointer["dim"])
+        index = hnswlib.Index(space="ip", dim=dim)
+        index.load_index(str(data_file), max_elements=0)
+        if index.get_current_count() != int(pointer["count"]):
+            return None
+        return VectorIndex(
+            index=index,
+            fingerprint=str(pointer["fingerprint"]),
+            dim=dim,
+            deleted={int(i) for i in pointer.get("deleted", [])},
+        )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return None
+
+
+def save_index(directory: Path, vindex: VectorIndex) -> None:
+    data_name = f"hnsw-{uuid.uuid4().hex}.bin"
+    data_path = directory / data_name
+    vindex.index.save_index(str(data_path))
+    _fsync(data_path)
+    pointer = {
+        "fingerprint": vindex.fingerprint,
+        "dim": vindex.dim,
+        "file": data_name,
+        "count": vindex.index.get_current_count(),
+        "deleted": sorted(vindex.deleted),
+        "space": "ip",
+    }
+    tmp = directory / f"{POINTER_NAME}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(json.dumps(pointer), encoding="utf-8")
+    _fsync(tmp)
+    os.replace(tmp, directory / POINTER_NAME)
+    for old in directory.glob("hnsw-*.bin"):
+        if old.name != data_name:
+            old.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def sync_index(directory: Path, store: PhotoStore, model, *, write: bool = True) -> VectorIndex:
+    """Bring the index in line with SQLite for `model`: update in place or rebuild.
+
+    `model` needs only `fingerprint` and `project_images` (the heads), never the encoders.
+    """
+    db_ids = {int(i) for i in store.ids()}
+    vindex = load_index(directory)
+    if vindex is not None and vindex.fingerprint != model.fingerprint:
+        vindex = None
+    changed = False
+    if vindex is not None:
+        live = vindex.labels
+        to_add, to_remove = db_ids - live, live - db_ids
+        total = vindex.index.get_current_count() + len(to_add)
+        if len(vindex.deleted) + len(to_remove) > MAX_DELETED_FRACTION * max(total, 1):
+            vindex = None
+        elif to_add or to_remove:
+            ids, raw = store.embeddings(np.array(sorted(to_add), dtype=np.int64))
+            vectors = model.project_images(raw) if len(ids) else raw
+            if len(ids) and vectors.shape[1] != vindex.dim:
+                vindex = None
+            else:
+                vindex.add(ids, vectors)
+                vindex.remove(to_remove)
+                changed = True
+    if vindex is None:
+        ids, raw = store.embeddings()
+        vectors = model.project_images(raw) if len(ids) else raw
+        dim = int(vectors.shape[1]) if len(ids) else 1
+        vindex = build_index(ids, vectors, model.fingerprint, dim)
+        changed = True
+    if changed and write:
+        save_index(directory, vindex)
+    return vindex

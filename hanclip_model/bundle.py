@@ -1,0 +1,175 @@
+"""Model bundles: which frozen encoders to use and, optionally, the trained heads.
+
+A bundle is a directory holding `hanclip.json`:
+
+    {"format": 1, "name": str, "image_model": <open_clip spec>,
+     "text_model": <sentence-transformers id or path>, "heads": "heads.safetensors" | null}
+
+Other keys (dims, training metadata) are kept and ignored. Relative paths in `image_model`
+(`local-dir:rel/path`), `text_model` and `heads` are relative to the bundle directory. With
+`"heads": null` image and text vectors are compared directly (Multilingual-CLIP style).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hanclip_model.errors import BundleError
+
+BUNDLE_FORMAT = 1
+MANIFEST_NAME = "hanclip.json"
+HEADS_NAME = "heads.safetensors"
+LOCAL_DIR_PREFIX = "local-dir:"
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """What a bundle names, with every relative path already resolved."""
+
+    name: str
+    image_model: str
+    text_model: str
+    heads_path: Path | None = None
+    directory: Path | None = None  # None for a built-in bundle
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_fingerprint(self) -> str:
+        """Identifies the raw image embedding space; raw vectors are reusable while it holds."""
+        return _digest({"image_model": self.image_model})
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the search space: encoders plus the exact bytes of the heads."""
+        heads = _file_sha256(self.heads_path) if self.heads_path else None
+        return _digest(
+            {"image_model": self.image_model, "text_model": self.text_model, "heads": heads}
+        )
+
+
+BUILTIN_BUNDLES: dict[str, BundleSpec] = {
+    "mclip": BundleSpec(
+        name="mclip",
+        image_model="ViT-B-32:openai",
+        text_model="sentence-transformers/clip-ViT-B-32-multilingual-v1",
+    ),
+}
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _resolve_image_model(spec: str, base: Path) -> str:
+    if spec.startswith(LOCAL_DIR_PREFIX):
+        local = Path(os.path.expanduser(spec[len(LOCAL_DIR_PREFIX) :]))
+        if not local.is_absolute():
+            local = base / local
+        return LOCAL_DIR_PREFIX + str(local.resolve())
+    return spec
+
+
+def _resolve_text_model(spec: str, base: Path) -> str:
+    # A hub id ("org/name") and a relative directory look alike: a path wins when it exists.
+    expanded = Path(os.path.expanduser(spec))
+    if expanded.is_absolute():
+        return str(expanded)
+    if (base / expanded).exists() or spec.startswith(("./", "../")):
+        return str((base / expanded).resolve())
+    return spec
+
+
+def read_bundle(directory: str | Path) -> BundleSpec:
+    """Read and validate `hanclip.json` in `directory` (or the path of the file itself)."""
+    path = Path(directory).expanduser()
+    manifest = path if path.name == MANIFEST_NAME and path.is_file() else path / MANIFEST_NAME
+    if not manifest.is_file():
+        raise BundleError(f"no {MANIFEST_NAME} in {path}")
+    base = manifest.parent.resolve()
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {manifest}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{manifest}: expected a JSON object")
+    if data.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{manifest}: unsupported bundle format {data.get('format')!r} "
+            f"(this hanclip reads format {BUNDLE_FORMAT})"
+        )
+    for key in ("image_model", "text_model"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise BundleError(f"{manifest}: '{key}' must be a non-empty string")
+    heads = data.get("heads")
+    if heads is not None and (not isinstance(heads, str) or not heads.strip()):
+        raise BundleError(f"{manifest}: 'heads' must be a file name or null")
+    heads_path = None
+    if heads is not None:
+        heads_path = Path(heads).expanduser()
+        heads_path = heads_path if heads_path.is_absolute() else base / heads_path
+        if not heads_path.is_file():
+            raise BundleError(f"{manifest}: heads file {heads_path} is missing")
+    known = {"format", "name", "image_model", "text_model", "heads"}
+    return BundleSpec(
+        name=str(data.get("name") or base.name),
+        image_model=_resolve_image_model(data["image_model"].strip(), base),
+        text_model=_resolve_text_model(data["text_model"].strip(), base),
+        heads_path=heads_path,
+        directory=base,
+        extra={k: v for k, v in data.items() if k not in known},
+    )
+
+
+def resolve_bundle(path_or_name: str | Path) -> BundleSpec:
+    """A built-in name (`mclip`) or the path of a bundle directory."""
+    key = str(path_or_name)
+    if key in BUILTIN_BUNDLES:
+        return BUILTIN_BUNDLES[key]
+    path = Path(key).expanduser()
+    if path.exists():
+        return read_bundle(path)
+    names = ", ".join(sorted(BUILTIN_BUNDLES))
+    raise BundleError(
+        f"unknown model {key!r}: not a built-in name ({names}) nor a bundle directory"
+    )
+
+
+def write_bundle(
+    directory: str | Path,
+    *,
+    name: str,
+    image_model: str,
+    text_model: str,
+    heads: str | None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `hanclip.json` into `directory` (atomically); `heads` is a file name inside it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "name": name,
+        "image_model": image_model,
+        "text_model": text_model,
+        "heads": heads,
+    }
+    data.update(extra or {})
+    manifest = directory / MANIFEST_NAME
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, manifest)
+    return manifest

@@ -1,0 +1,156 @@
+"""The frozen encoders: open_clip for images (and English text), sentence-transformers for text.
+
+Both load on first use, run in eval mode under `torch.inference_mode`, and return float32,
+L2-normalised numpy arrays. torch is imported only when an encoder actually loads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from hanclip_model.errors import BundleError
+from hanclip_model.heads import l2_normalize
+
+
+def pick_device(requested: str | None = None) -> str:
+    """`requested`, else env HANCLIP_DEVICE, else CUDA when present, else CPU."""
+    requested = requested or os.environ.get("HANCLIP_DEVICE")
+    if requested:
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def parse_image_model(spec: str) -> tuple[str, str | None]:
+    """`ViT-B-32:openai` -> ("ViT-B-32", "openai"); schema specs pass through whole."""
+    if spec.startswith(("hf-hub:", "local-dir:")):
+        return spec, None
+    name, _, pretrained = spec.partition(":")
+    return name, pretrained or None
+
+
+class ClipEncoder:
+    """An open_clip model: `embed_images` for photos, `embed_texts` for English captions."""
+
+    def __init__(self, spec: str, device: str | None = None) -> None:
+        self.spec = spec
+        self._requested_device = device
+        self._model: Any = None
+        self._preprocess: Any = None
+        self._tokenizer: Any = None
+        self.device = ""
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import open_clip
+
+        name, pretrained = parse_image_model(self.spec)
+        self.device = pick_device(self._requested_device)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=self.device
+            )
+            tokenizer = open_clip.get_tokenizer(name)
+        except (RuntimeError, ValueError, OSError, KeyError) as exc:
+            raise BundleError(
+                f"cannot load image model {self.spec!r}: {_first_line(exc)}"
+            ) from None
+        model.eval()
+        model.requires_grad_(False)
+        self._model, self._preprocess, self._tokenizer = model, preprocess, tokenizer
+
+    @property
+    def image_size(self) -> int:
+        self._load()
+        size = self._model.visual.image_size
+        return int(min(size) if isinstance(size, (tuple, list)) else size)
+
+    @property
+    def dim(self) -> int:
+        self._load()
+        return int(self._model.visual.output_dim)
+
+    def embed_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """Raw CLIP image embeddings [N, dim] of RGB PIL images."""
+        import torch
+
+        self._load()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                batch = [self._preprocess(im) for im in images[start : start + batch_size]]
+                pixels = torch.stack(batch).to(self.device)
+                out.append(self._model.encode_image(pixels).float().cpu().numpy())
+        return _stack(out, self.dim)
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """CLIP text-tower embeddings [N, dim] (English captions for the e^I bank)."""
+        import torch
+
+        self._load()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                tokens = self._tokenizer(list(texts[start : start + batch_size])).to(self.device)
+                out.append(self._model.encode_text(tokens).float().cpu().numpy())
+        return _stack(out, self.dim)
+
+
+class TextEncoder:
+    """A sentence-transformers model (mean-pooled, L2-normalised sentence embeddings)."""
+
+    def __init__(self, spec: str, device: str | None = None) -> None:
+        self.spec = spec
+        self._requested_device = device
+        self._model: Any = None
+        self.device = ""
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from sentence_transformers import SentenceTransformer
+
+        self.device = pick_device(self._requested_device)
+        try:
+            model = SentenceTransformer(self.spec, device=self.device)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise BundleError(f"cannot load text model {self.spec!r}: {_first_line(exc)}") from None
+        model.eval()
+        self._model = model
+
+    @property
+    def dim(self) -> int:
+        self._load()
+        return int(self._model.get_sentence_embedding_dimension())
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Sentence embeddings [N, dim] for texts in any language the model knows."""
+        self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return l2_normalize(vectors)
+
+
+def _stack(chunks: list[np.ndarray], dim: int) -> np.ndarray:
+    if not chunks:
+        return np.zeros((0, dim), dtype=np.float32)
+    return l2_normalize(np.concatenate(chunks, axis=0))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,106 @@
+"""Reading photos: upright, RGB, decoded no larger than the model needs, with a bomb guard."""
+
+from __future__ import annotations
+
+import re
+import struct
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hanclip_model.errors import ImageLoadError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+# A 200-megapixel photo is already beyond any phone or camera; bigger is a bomb, not a photo.
+MAX_PIXELS = 200_000_000
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL = 36867
+_DATETIME = 306
+_ORIENTATION = 274
+_EXIF_DATE = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+
+# Our own guard (MAX_PIXELS) runs before decoding; Pillow's warning would only add noise.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+@dataclass
+class LoadedImage:
+    """A decoded photo plus the metadata the library stores about it."""
+
+    image: Image.Image  # RGB, EXIF orientation applied, possibly reduced by JPEG draft mode
+    width: int  # full-resolution size as displayed (after orientation)
+    height: int
+    taken_at: str | None  # EXIF date taken, ISO 8601 without time zone
+
+
+@lru_cache(maxsize=1)
+def supported_extensions() -> frozenset[str]:
+    """Extensions `index` picks up; HEIC/HEIF only when pillow-heif is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return IMAGE_EXTENSIONS
+    register_heif_opener()
+    return IMAGE_EXTENSIONS | HEIF_EXTENSIONS
+
+
+def _exif_date(exif: Image.Exif) -> str | None:
+    raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+    if not isinstance(raw, str):
+        return None
+    match = _EXIF_DATE.match(raw.strip())
+    if not match or match.group(1) == "0000":
+        return None
+    y, mo, d, h, mi, s = match.groups()
+    return f"{y}-{mo}-{d}T{h}:{mi}:{s}"
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits instead of clipping everything to white.
+        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path, min_side: int = 224) -> LoadedImage:
+    """Decode a photo for embedding; JPEGs are decoded at the smallest scale >= `min_side`."""
+    supported_extensions()  # registers the HEIF opener when available
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageLoadError(
+                    f"image too large ({width}x{height} pixels, limit {MAX_PIXELS:,})"
+                )
+            exif = image.getexif()
+            if exif.get(_ORIENTATION) in (5, 6, 7, 8):
+                width, height = height, width
+            taken_at = _exif_date(exif)
+            if image.format == "JPEG":
+                image.draft("RGB", (min_side, min_side))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image.load()
+            upright = ImageOps.exif_transpose(image)
+            rgb = _to_rgb(upright)
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError("file not found") from None
+    except PermissionError:
+        raise ImageLoadError("permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError("not a recognised image format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"image too large: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise ImageLoadError(f"cannot decode image: {exc}") from None
+    return LoadedImage(image=rgb, width=width, height=height, taken_at=taken_at)

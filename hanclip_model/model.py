@@ -1,0 +1,104 @@
+"""A loaded bundle: the two frozen encoders, the optional heads, and the four embedding calls."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hanclip_model.bundle import BundleSpec, resolve_bundle
+from hanclip_model.encoders import ClipEncoder, TextEncoder
+from hanclip_model.errors import BundleError
+from hanclip_model.heads import Heads, l2_normalize, load_heads
+from hanclip_model.images import load_image
+
+
+class HanclipModel:
+    """Image and text vectors in one space. Each part loads on first use.
+
+    `project_*` needs only the heads file, `embed_texts` only the text encoder, and
+    `embed_images` only the image encoder, so a text search never loads the image model.
+    """
+
+    def __init__(self, spec: BundleSpec, device: str | None = None) -> None:
+        self.spec = spec
+        self.image_encoder = ClipEncoder(spec.image_model, device=device)
+        self.text_encoder = TextEncoder(spec.text_model, device=device)
+        self._heads: Heads | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.spec.fingerprint
+
+    @property
+    def heads(self) -> Heads | None:
+        if self._heads is None and self.spec.heads_path is not None:
+            self._heads = load_heads(self.spec.heads_path)
+        return self._heads
+
+    def project_images(self, raw: np.ndarray) -> np.ndarray:
+        """Raw CLIP image embeddings [N, d_image] -> search vectors [N, D] (f1, or identity)."""
+        heads = self.heads
+        raw = np.asarray(raw, dtype=np.float32)
+        return heads.image(raw) if heads is not None else l2_normalize(raw)
+
+    def project_texts(self, raw: np.ndarray) -> np.ndarray:
+        """Raw text-encoder embeddings [N, d_text] -> search vectors [N, D] (f2, or identity)."""
+        heads = self.heads
+        raw = np.asarray(raw, dtype=np.float32)
+        return heads.text(raw) if heads is not None else l2_normalize(raw)
+
+    def raw_image_embeddings(
+        self, images: Sequence[str | Path | Image.Image], batch_size: int = 32
+    ) -> np.ndarray:
+        """CLIP embeddings before the head: what the library stores."""
+        loaded = [
+            im
+            if isinstance(im, Image.Image)
+            else load_image(im, self.image_encoder.image_size).image
+            for im in images
+        ]
+        raw = self.image_encoder.embed_images(loaded, batch_size=batch_size)
+        self._check_input_dim("image", raw.shape[1])
+        return raw
+
+    def raw_text_embeddings(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        normalised = [unicodedata.normalize("NFC", t) for t in texts]
+        raw = self.text_encoder.embed(normalised, batch_size=batch_size)
+        self._check_input_dim("text", raw.shape[1])
+        return raw
+
+    def embed_images(
+        self, images: Sequence[str | Path | Image.Image], batch_size: int = 32
+    ) -> np.ndarray:
+        return self.project_images(self.raw_image_embeddings(images, batch_size))
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.project_texts(self.raw_text_embeddings(texts, batch_size))
+
+    def _check_input_dim(self, side: str, got: int) -> None:
+        heads = self.heads
+        if heads is None:
+            return
+        head = heads.image if side == "image" else heads.text
+        if head.in_dim != got:
+            model = self.spec.image_model if side == "image" else self.spec.text_model
+            raise BundleError(
+                f"bundle {self.name!r}: its heads expect {head.in_dim}-d {side} embeddings "
+                f"but {model!r} gives {got}-d"
+            )
+
+
+def load_bundle(path_or_name: str | Path, device: str | None = None) -> HanclipModel:
+    """A bundle directory or a built-in name (`mclip`); nothing heavy loads until used."""
+    spec = resolve_bundle(path_or_name)
+    model = HanclipModel(spec, device=device)
+    model.heads  # noqa: B018 - read the heads file now so a broken bundle fails early
+    return model
