@@ -166,7 +166,11 @@ def search(
             ]
         )
         return
-    table = Table("#", "score", "path", "taken", box=None, header_style="bold")
+    table = Table(box=None, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("score")
+    table.add_column("path", overflow="fold")  # a path cut short is useless: wrap it whole
+    table.add_column("taken", no_wrap=True)
     for hit in hits:
         table.add_row(str(hit.rank), f"{hit.score:.3f}", Text(hit.path), hit.taken_at or "")
     console.print(table)

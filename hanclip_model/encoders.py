@@ -115,6 +115,7 @@ class TextEncoder:
     def _load(self) -> None:
         if self._model is not None:
             return
+        _quiet_transformers()
         from sentence_transformers import SentenceTransformer
 
         self.device = pick_device(self._requested_device)
@@ -128,7 +129,11 @@ class TextEncoder:
     @property
     def dim(self) -> int:
         self._load()
-        return int(self._model.get_sentence_embedding_dimension())
+        model = self._model
+        # sentence-transformers 6 renamed this; older releases only have the long name.
+        get_dim = getattr(model, "get_embedding_dimension", None)
+        get_dim = get_dim or model.get_sentence_embedding_dimension
+        return int(get_dim())
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Sentence embeddings [N, dim] for texts in any language the model knows."""
@@ -143,6 +148,15 @@ class TextEncoder:
             show_progress_bar=False,
         )
         return l2_normalize(vectors)
+
+
+def _quiet_transformers() -> None:
+    """Keep per-file loading bars and warnings out of our progress display and --json output."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 def _stack(chunks: list[np.ndarray], dim: int) -> np.ndarray:

@@ -23,9 +23,6 @@ _DATETIME = 306
 _ORIENTATION = 274
 _EXIF_DATE = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 
-# Our own guard (MAX_PIXELS) runs before decoding; Pillow's warning would only add noise.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-
 
 @dataclass
 class LoadedImage:
@@ -74,23 +71,24 @@ def load_image(path: str | Path, min_side: int = 224) -> LoadedImage:
     """Decode a photo for embedding; JPEGs are decoded at the smallest scale >= `min_side`."""
     supported_extensions()  # registers the HEIF opener when available
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageLoadError(
-                    f"image too large ({width}x{height} pixels, limit {MAX_PIXELS:,})"
-                )
-            exif = image.getexif()
-            if exif.get(_ORIENTATION) in (5, 6, 7, 8):
-                width, height = height, width
-            taken_at = _exif_date(exif)
-            if image.format == "JPEG":
-                image.draft("RGB", (min_side, min_side))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+        with warnings.catch_warnings():
+            # Pillow's bomb warning duplicates the MAX_PIXELS check below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageLoadError(
+                        f"image too large ({width}x{height} pixels, limit {MAX_PIXELS:,})"
+                    )
+                exif = image.getexif()
+                if exif.get(_ORIENTATION) in (5, 6, 7, 8):
+                    width, height = height, width
+                taken_at = _exif_date(exif)
+                if image.format == "JPEG":
+                    image.draft("RGB", (min_side, min_side))
                 image.load()
-            upright = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(upright)
+                upright = ImageOps.exif_transpose(image)
+                rgb = _to_rgb(upright)
     except ImageLoadError:
         raise
     except FileNotFoundError:

@@ -1,0 +1,3 @@
+from hanclip_cli.app import main
+
+main()

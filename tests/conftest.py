@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny offline models, bundles, photo folders, and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tinymodels import (
+    build_tiny_open_clip,
+    build_tiny_sentence_transformer,
+    write_bundle_dir,
+    write_photo_folder,
+)
+from typer.testing import CliRunner
+
+EMBED_DIM = 32
+HEADS_DIM = 16
+
+# No test may reach a model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    image_spec: str  # "local-dir:..." open_clip, EMBED_DIM-d
+    text_dense: Path  # sentence-transformers with a final Dense to EMBED_DIM
+    text_plain: Path  # sentence-transformers, 32-d mean pooling, no Dense
+    plain_bundle: Path  # heads null, written the way an outside tool would
+    heads_bundle: Path  # random heads projecting both sides to HEADS_DIM
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    from hanclip_model.torch_heads import HanclipHeads
+
+    root = tmp_path_factory.mktemp("models")
+    image_spec = build_tiny_open_clip(root / "clip", embed_dim=EMBED_DIM)
+    text_dense = build_tiny_sentence_transformer(root / "st_dense", out_dim=EMBED_DIM)
+    text_plain = build_tiny_sentence_transformer(root / "st_plain")
+    plain_bundle = write_bundle_dir(root / "plain", image_spec, text_dense, heads=None)
+    heads_bundle = write_bundle_dir(
+        root / "heads", image_spec, text_plain, heads="heads.safetensors", name="tiny-heads"
+    )
+    import torch
+
+    torch.manual_seed(0)
+    heads = HanclipHeads(image_dim=EMBED_DIM, text_dim=32, out_dim=HEADS_DIM).eval()
+    heads.save(heads_bundle / "heads.safetensors")
+    return TinyModels(image_spec, text_dense, text_plain, plain_bundle, heads_bundle)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "사진"
+    write_photo_folder(folder, count=8)
+    return folder
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Path:
+    return tmp_path / "library"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("HANCLIP_HOME", str(tmp_path / "default-home"))
+    monkeypatch.delenv("HANCLIP_MODEL", raising=False)
+    monkeypatch.setenv("HANCLIP_DEVICE", "cpu")
+    yield
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> object:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli() -> CliResultRunner:
+    return CliResultRunner()
+
+
+class CliResultRunner:
+    """Runs `hanclip ...` in-process through Typer's CliRunner, stdout and stderr apart."""
+
+    def __call__(self, *args: str | os.PathLike) -> CliResult:
+        from hanclip_cli.app import app
+
+        result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+        return CliResult(result.exit_code, result.stdout, result.stderr)

@@ -1,0 +1,222 @@
+"""index and search end to end through the CLI, with tiny offline models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hanclip_model.encoders import ClipEncoder
+
+
+def _index(cli, photos: Path, library: Path, model: Path, *extra: str):
+    result = cli("index", photos, "--library", library, "--model", model, "--json", *extra)
+    assert result.exit_code == 0, result.stderr
+    return result.json()
+
+
+def _search(cli, library: Path, model: Path, *args: str):
+    result = cli("search", *args, "--library", library, "--model", model, "--json")
+    assert result.exit_code == 0, result.stderr
+    return result.json()
+
+
+@pytest.fixture
+def no_image_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to run the image encoder fails the test."""
+
+    def refuse(self, images, batch_size=32):
+        raise AssertionError(f"image encoder called for {len(images)} images")
+
+    monkeypatch.setattr(ClipEncoder, "embed_images", refuse)
+
+
+def test_index_reports_every_photo_added(cli, tiny, photos, library):
+    report = _index(cli, photos, library, tiny.plain_bundle)
+    files = [p for p in photos.rglob("*") if p.is_file()]
+    assert report["added"] == len(files) == report["scanned"] == 8
+    for key in ("updated", "moved", "removed", "unchanged", "failed"):
+        assert report[key] == 0
+    assert all(isinstance(report[k], int) for k in ("scanned", "added", "failed"))
+
+
+def test_reindex_embeds_nothing(cli, tiny, photos, library, monkeypatch):
+    _index(cli, photos, library, tiny.plain_bundle)
+
+    def refuse(self, images, batch_size=32):
+        raise AssertionError("re-embedded an unchanged photo")
+
+    monkeypatch.setattr(ClipEncoder, "embed_images", refuse)
+    report = _index(cli, photos, library, tiny.plain_bundle)
+    assert report["unchanged"] == 8
+    assert report["added"] == report["updated"] == report["removed"] == 0
+
+
+def test_text_search_returns_paths_inside_the_folder(cli, tiny, photos, library):
+    _index(cli, photos, library, tiny.plain_bundle)
+    hits = _search(cli, library, tiny.plain_bundle, "바다", "-n", "5")
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    for hit in hits:
+        path = Path(hit["path"])
+        assert path.is_absolute() and path.is_file()
+        assert photos.resolve() in path.resolve().parents
+        assert isinstance(hit["score"], float)
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_text_search_never_loads_the_image_encoder(cli, tiny, photos, library, monkeypatch):
+    _index(cli, photos, library, tiny.plain_bundle)
+
+    def refuse(self):
+        raise AssertionError("image encoder loaded for a text query")
+
+    monkeypatch.setattr(ClipEncoder, "_load", refuse)
+    assert len(_search(cli, library, tiny.plain_bundle, "고양이")) == 8
+
+
+def test_image_search_ranks_the_photo_itself_first(cli, tiny, photos, library):
+    _index(cli, photos, library, tiny.plain_bundle)
+    for probe in [photos / "고양이.png", photos / "여행" / "산.jpg"]:
+        hits = _search(cli, library, tiny.plain_bundle, "--image", probe, "-n", "3")
+        assert hits[0]["path"] == str(probe)
+        assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_image_search_with_a_photo_outside_the_library(cli, tiny, photos, library, tmp_path):
+    _index(cli, photos, library, tiny.plain_bundle)
+    outside = tmp_path / "outside.png"
+    shutil.copy(photos / "고양이.png", outside)
+    hits = _search(cli, library, tiny.plain_bundle, "--image", outside, "-n", "1")
+    assert hits[0]["path"] == str(photos / "고양이.png")
+
+
+def test_deleted_photo_is_pruned_and_no_longer_found(cli, tiny, photos, library):
+    _index(cli, photos, library, tiny.plain_bundle)
+    victim = photos / "바다_노을.jpg"
+    victim.unlink()
+    report = _index(cli, photos, library, tiny.plain_bundle)
+    assert report["removed"] == 1 and report["unchanged"] == 7
+    hits = _search(cli, library, tiny.plain_bundle, "바다 노을", "-n", "50")
+    assert len(hits) == 7
+    assert str(victim) not in {h["path"] for h in hits}
+
+
+def test_changed_photo_is_embedded_again(cli, tiny, photos, library):
+    _index(cli, photos, library, tiny.plain_bundle)
+    target = photos / "dog.jpeg"
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(target, format="JPEG")
+    report = _index(cli, photos, library, tiny.plain_bundle)
+    assert report["updated"] == 1 and report["unchanged"] == 7
+    hits = _search(cli, library, tiny.plain_bundle, "--image", target, "-n", "1")
+    assert hits[0]["path"] == str(target)
+
+
+def test_rename_and_move_are_recognised_without_embedding(cli, tiny, photos, library, monkeypatch):
+    _index(cli, photos, library, tiny.plain_bundle)
+    renamed = photos / "노을_바다.jpg"
+    os.rename(photos / "바다_노을.jpg", renamed)
+    (photos / "새폴더").mkdir()
+    moved = photos / "새폴더" / "고양이.png"
+    os.rename(photos / "고양이.png", moved)
+    shutil.copy(photos / "dog.jpeg", photos / "dog copy.jpeg")
+
+    def refuse(self, images, batch_size=32):
+        raise AssertionError("re-embedded a renamed, moved or copied photo")
+
+    monkeypatch.setattr(ClipEncoder, "embed_images", refuse)
+    report = _index(cli, photos, library, tiny.plain_bundle)
+    assert report["moved"] == 2
+    assert report["added"] == 1  # the copy, its embedding taken from the original
+    assert report["removed"] == 0
+    hits = _search(cli, library, tiny.plain_bundle, "노을", "-n", "20")
+    paths = {h["path"] for h in hits}
+    assert {str(renamed), str(moved), str(photos / "dog copy.jpeg")} <= paths
+    assert len(paths) == 9
+
+
+def test_unreadable_photo_is_skipped_and_reported(cli, tiny, photos, library):
+    (photos / "broken.jpg").write_bytes(b"this is not a jpeg")
+    result = cli("index", photos, "--library", library, "--model", tiny.plain_bundle, "--json")
+    assert result.exit_code == 0
+    report = result.json()
+    assert report["added"] == 8 and report["failed"] == 1
+    assert report["failures"][0]["path"] == str(photos / "broken.jpg")
+    assert "could not be indexed" in result.stderr
+
+
+def test_human_output_is_a_table(cli, tiny, photos, library):
+    _index(cli, photos, library, tiny.plain_bundle)
+    result = cli("search", "바다 위 노을", "--library", library, "--model", tiny.plain_bundle)
+    assert result.exit_code == 0
+    assert "score" in result.stdout
+    for photo in [p for p in photos.rglob("*") if p.is_file()]:
+        assert photo.name in result.stdout  # paths are wrapped whole, never cut short
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\t\n"])
+def test_empty_query_is_a_one_line_error(cli, tiny, photos, library, query):
+    _index(cli, photos, library, tiny.plain_bundle)
+    result = cli("search", query, "--library", library, "--model", tiny.plain_bundle)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "empty" in result.stderr
+
+
+def test_search_before_index_is_an_error(cli, tiny, library):
+    result = cli("search", "바다", "--library", library, "--model", tiny.plain_bundle)
+    assert result.exit_code == 2
+    assert "hanclip index" in result.stderr
+    assert not library.exists()
+
+
+def test_unknown_model_is_a_one_line_error(cli, photos, library):
+    result = cli("index", photos, "--library", library, "--model", "no-such-model")
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "unknown model 'no-such-model'" in result.stderr
+
+
+def test_missing_folder_is_an_error(cli, tiny, library, tmp_path):
+    result = cli("index", tmp_path / "nope", "--library", library, "--model", tiny.plain_bundle)
+    assert result.exit_code == 2
+    assert "no such file or folder" in result.stderr
+
+
+def test_bundle_with_heads_indexes_and_searches(cli, tiny, photos, library):
+    from hanclip_cli.vector_index import load_index
+
+    _index(cli, photos, library, tiny.heads_bundle)
+    hits = _search(cli, library, tiny.heads_bundle, "--image", photos / "dog.jpeg")
+    assert hits[0]["path"] == str(photos / "dog.jpeg")
+    assert load_index(library).dim == 16
+
+
+def test_search_with_another_bundle_reprojects_without_reindexing(
+    cli, tiny, photos, library, monkeypatch
+):
+    from hanclip_cli.vector_index import load_index
+    from hanclip_model import resolve_bundle
+
+    _index(cli, photos, library, tiny.plain_bundle)
+    assert load_index(library).fingerprint == resolve_bundle(tiny.plain_bundle).fingerprint
+
+    def refuse(self, images, batch_size=32):
+        raise AssertionError("re-embedded photos to switch heads")
+
+    monkeypatch.setattr(ClipEncoder, "embed_images", refuse)
+    hits = _search(cli, library, tiny.heads_bundle, "고양이", "-n", "3")
+    assert len(hits) == 3
+    assert load_index(library).fingerprint == resolve_bundle(tiny.heads_bundle).fingerprint
+
+
+def test_search_uses_the_model_the_library_was_indexed_with(cli, tiny, photos, library):
+    _index(cli, photos, library, tiny.heads_bundle)
+    result = cli("search", "바다", "--library", library, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "mclip" not in result.stderr
+    assert len(result.json()) == 8
