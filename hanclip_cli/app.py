@@ -176,5 +176,170 @@ def search(
     console.print(table)
 
 
+@app.command(
+    epilog="Examples:\n\n"
+    "  hanclip train --english en.txt --korean ko.txt --images ~/unlabeled --out ./hanclip-ko\n\n"
+    "  hanclip train --english-clip-emb eI.npy --english-text-emb eK.npy --korean-emb k.npy "
+    "--image-emb v.npy --out ./hanclip-ko --epochs 10\n\n"
+    "  hanclip index ~/Pictures --model ./hanclip-ko && hanclip search '바다 위 노을'"
+)
+@handle_errors
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
+    english: Annotated[
+        Path | None, typer.Option(help="English captions (.txt line each, .jsonl, .csv).")
+    ] = None,
+    korean: Annotated[
+        Path | None, typer.Option(help="Target-language captions (Korean, or any language).")
+    ] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of unlabeled photos.")] = None,
+    base_model: Annotated[
+        str, typer.Option(help="Bundle or built-in name whose frozen encoders to use.")
+    ] = "hanclip-base",
+    english_clip_emb: Annotated[
+        Path | None, typer.Option(help="Precomputed e^I: English captions, CLIP text [N, D].")
+    ] = None,
+    english_text_emb: Annotated[
+        Path | None, typer.Option(help="Precomputed e^K: the same captions, text encoder.")
+    ] = None,
+    korean_emb: Annotated[Path | None, typer.Option(help="Precomputed Korean bank.")] = None,
+    image_emb: Annotated[Path | None, typer.Option(help="Precomputed image bank.")] = None,
+    image_model: Annotated[
+        str, typer.Option(help="Image model recorded in the bundle (embeddings mode).")
+    ] = "ViT-B-32:openai",
+    text_model: Annotated[
+        str, typer.Option(help="Text model recorded in the bundle (embeddings mode).")
+    ] = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+    name: Annotated[str | None, typer.Option(help="Bundle name (default: folder name).")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 36,
+    batch_size: Annotated[int, typer.Option(min=2)] = 2048,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    tau_retrieval: Annotated[float, typer.Option(min=1e-6, help="τ1, soft retrieval.")] = 0.01,
+    tau_inter: Annotated[float, typer.Option(min=1e-6, help="τ2, caption InfoNCE.")] = 0.01,
+    tau_image_text: Annotated[
+        float, typer.Option(min=1e-6, help="τ3, pseudo-pair InfoNCE.")
+    ] = 0.01,
+    noise_std: Annotated[float, typer.Option(min=0.0, help="σ, embedding noise.")] = 0.025,
+    intra_weight: Annotated[float, typer.Option(min=0.0, help="λ, intra loss weight.")] = 0.1,
+    seed: int = 0,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where encoded banks are cached (default: user cache).")
+    ] = None,
+    device: DeviceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Train the HanCLIP projection heads and write a model bundle.
+
+    Give corpora (--english, --korean, --images) or precomputed embeddings (--english-clip-emb,
+    --english-text-emb, --korean-emb, --image-emb). No Korean-image pairs are needed. Ctrl-C
+    stops after saving; running the same command again resumes.
+    """
+    from hanclip_cli.common import fail
+    from trainer.pipeline import (
+        CorpusInputs,
+        EmbeddingInputs,
+        build_corpus_banks,
+        load_embedding_banks,
+        train_bundle,
+    )
+    from trainer.train import TrainConfig
+
+    corpora = {"--english": english, "--korean": korean, "--images": images}
+    embeddings = {
+        "--english-clip-emb": english_clip_emb,
+        "--english-text-emb": english_text_emb,
+        "--korean-emb": korean_emb,
+        "--image-emb": image_emb,
+    }
+    use_corpora = any(v is not None for v in corpora.values())
+    use_embeddings = any(v is not None for v in embeddings.values())
+    if use_corpora == use_embeddings:
+        fail("give either corpora (--english, --korean, --images) or embeddings (--*-emb)")
+    chosen = corpora if use_corpora else embeddings
+    missing = [flag for flag, value in chosen.items() if value is None]
+    if missing:
+        fail(f"missing {', '.join(missing)}")
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        tau_retrieval=tau_retrieval,
+        tau_inter=tau_inter,
+        tau_image_text=tau_image_text,
+        noise_std=noise_std,
+        intra_weight=intra_weight,
+        seed=seed,
+        device=device,
+    )
+    with make_progress() as progress:
+        if use_corpora:
+            from platformdirs import user_cache_dir
+
+            tasks: dict[str, object] = {}
+
+            def bank_progress(bank: str, rows: int, total: int) -> None:
+                if bank not in tasks:
+                    tasks[bank] = progress.add_task(f"encoding {bank}", total=total)
+                progress.update(tasks[bank], advance=rows)
+
+            prepared = build_corpus_banks(
+                CorpusInputs(english, korean, images, base_model),
+                cache_dir or Path(user_cache_dir("hanclip", appauthor=False)) / "banks",
+                device=device,
+                progress=bank_progress,
+            )
+        else:
+            prepared = load_embedding_banks(
+                EmbeddingInputs(
+                    english_clip_emb,
+                    english_text_emb,
+                    korean_emb,
+                    image_emb,
+                    image_model,
+                    text_model,
+                )
+            )
+        result, manifest = train_bundle(
+            prepared, cfg, out, name=name or out.resolve().name, progress=_train_bar(progress)
+        )
+    summary = {
+        "bundle": str(manifest.parent),
+        "banks": prepared.banks.sizes(),
+        "loss_history": result.loss_history,
+        "seconds": {stage: round(s, 2) for stage, s in result.stage_seconds.items()},
+        "epochs_resumed": result.epochs_resumed,
+        "device": result.device,
+    }
+    if json_output:
+        print_json(summary)
+        return
+    losses = result.loss_history
+    console.print(
+        f"bundle written to {manifest.parent} (loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in summary["seconds"].items())
+        + ")",
+        highlight=False,
+    )
+
+
+def _train_bar(progress):
+    """A callback that draws pseudo-pair and training progress on `progress`."""
+    tasks: dict[str, object] = {}
+
+    def update(event) -> None:
+        if event.stage not in tasks:
+            tasks[event.stage] = progress.add_task(event.stage.replace("_", " "), total=None)
+        task = tasks[event.stage]
+        if event.stage == "training":
+            total = event.steps * event.epochs
+            done = (event.epoch - 1) * event.steps + event.step
+            description = f"training, epoch {event.epoch}/{event.epochs}, loss {event.loss:.4f}"
+            progress.update(task, total=total, completed=done, description=description)
+        else:
+            progress.update(task, total=event.steps, completed=event.step)
+
+    return update
+
+
 def main() -> None:
     app()

@@ -22,7 +22,7 @@ from hanclip_cli.library import Library
 from hanclip_cli.store import NewPhoto, PhotoRecord
 from hanclip_cli.vector_index import sync_index
 from hanclip_model.errors import HanclipError, ImageLoadError
-from hanclip_model.images import LoadedImage, load_image, supported_extensions
+from hanclip_model.images import LoadedImage, iter_image_files, load_image
 from hanclip_model.model import HanclipModel
 
 
@@ -64,40 +64,18 @@ class _Pending:
     replaces: PhotoRecord | None
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
 def scan(
     roots: Iterable[Path], include_hidden: bool = False
 ) -> Iterator[FileInfo | tuple[str, str]]:
     """Yield a FileInfo per photo file below `roots`, or (path, reason) for unreadable entries."""
-    extensions = supported_extensions()
     for root in roots:
-        if root.is_file():
-            candidates: Iterable[str] = [str(root)]
-        else:
-            candidates = _walk(root, include_hidden)
-        for path in candidates:
-            if os.path.splitext(path)[1].lower() not in extensions:
-                continue
+        for path in iter_image_files(root, include_hidden):
             try:
                 st = os.stat(path)
             except OSError as exc:
                 yield path, _os_reason(exc, path)
                 continue
             yield FileInfo(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
-def _walk(root: Path, include_hidden: bool) -> Iterator[str]:
-    # Symlinked folders are not followed (loops); symlinked files are, like any file.
-    for dirpath, dirnames, filenames in os.walk(root):
-        if not include_hidden:
-            dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
-        dirnames.sort()
-        for name in sorted(filenames):
-            if include_hidden or not _is_hidden(name):
-                yield os.path.join(dirpath, name)
 
 
 def _os_reason(exc: OSError, path: str) -> str:

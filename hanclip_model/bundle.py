@@ -53,6 +53,12 @@ class BundleSpec:
 
 
 BUILTIN_BUNDLES: dict[str, BundleSpec] = {
+    # The frozen encoders HanCLIP trains its heads on: a base for `train`, not a search model.
+    "hanclip-base": BundleSpec(
+        name="hanclip-base",
+        image_model="ViT-B-32:openai",
+        text_model="sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+    ),
     "mclip": BundleSpec(
         name="mclip",
         image_model="ViT-B-32:openai",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +45,32 @@ def supported_extensions() -> frozenset[str]:
         return IMAGE_EXTENSIONS
     register_heif_opener()
     return IMAGE_EXTENSIONS | HEIF_EXTENSIONS
+
+
+def iter_image_files(root: Path, include_hidden: bool = False) -> Iterator[str]:
+    """Paths of photo files below `root` (or `root` itself), sorted, by extension.
+
+    Hidden folders and files (".thumbnails", "._IMG_0001.jpg") are skipped unless asked for.
+    Symlinked folders are not followed, which rules out loops; symlinked files are listed.
+    """
+    extensions = supported_extensions()
+    if not root.is_dir():
+        candidates: Iterable[str] = [str(root)]
+    else:
+        candidates = _walk(root, include_hidden)
+    for path in candidates:
+        if os.path.splitext(path)[1].lower() in extensions:
+            yield path
+
+
+def _walk(root: Path, include_hidden: bool) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        if not include_hidden:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames.sort()
+        for name in sorted(filenames):
+            if include_hidden or not name.startswith("."):
+                yield os.path.join(dirpath, name)
 
 
 def _exif_date(exif: Image.Exif) -> str | None:
