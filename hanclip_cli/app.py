@@ -113,7 +113,7 @@ def index(
         print_json({**report.counts(), "failures": failures, "library": str(lib.directory)})
     else:
         counts = ", ".join(f"{v} {k}" for k, v in report.counts().items())
-        console.print(f"{lib.directory}: {counts}", highlight=False)
+        console.print(f"{lib.directory}: {counts}", highlight=False, soft_wrap=True)
         for path, error in report.failures[:20]:
             err_console.print(Text(f"  could not read {path}: {error}"))
     if report.failed:
@@ -342,4 +342,23 @@ def _train_bar(progress):
 
 
 def main() -> None:
-    app()
+    """Console entry point: usage errors become one `error:` line, like every other error."""
+    import sys
+
+    args = sys.argv[1:] or ["--help"]
+    try:
+        code = app(args=args, prog_name="hanclip", standalone_mode=False)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        # Typer's (vendored) click usage errors: duck-typed, as their classes are private.
+        format_message = getattr(exc, "format_message", None)
+        if format_message is None or not isinstance(getattr(exc, "exit_code", None), int):
+            raise
+        message = " ".join(format_message().split())
+        err_console.print(
+            Text(f"error: {message} (see hanclip --help)", style="bold red"), soft_wrap=True
+        )
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

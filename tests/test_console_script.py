@@ -1,0 +1,72 @@
+"""The installed `hanclip` console script, run as a newcomer would (README's demo commands)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _hanclip() -> str:
+    script = Path(sys.executable).parent / "hanclip"
+    if not script.exists():
+        pytest.fail("the hanclip console script is not installed next to this Python")
+    return str(script)
+
+
+def _run(*args: str | os.PathLike, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def test_readme_demo_commands(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HANCLIP_HOME": str(tmp_path / "home")}
+    demo = tmp_path / "demo"
+    built = _run(sys.executable, REPO / "tests" / "tinymodels.py", demo, env=env)
+    assert built.returncode == 0, built.stderr
+    bundle, photos, library = demo / "bundle", demo / "photos", demo / "library"
+    common = ["--model", bundle, "--library", library]
+
+    index = _run(_hanclip(), "index", photos, *common, "--json", env=env)
+    assert index.returncode == 0, index.stderr
+    assert json.loads(index.stdout)["added"] == 12
+
+    search = _run(_hanclip(), "search", "바다 위 노을", *common, "-n", "5", "--json", env=env)
+    assert search.returncode == 0, search.stderr
+    hits = json.loads(search.stdout)
+    assert len(hits) == 5 and all(Path(h["path"]).parent.is_relative_to(photos) for h in hits)
+
+    table = _run(_hanclip(), "search", "고양이", *common, env=env)
+    assert table.returncode == 0 and "score" in table.stdout
+
+    empty = _run(_hanclip(), "search", "  ", *common, env=env)
+    assert empty.returncode == 2
+    assert empty.stderr.strip().count("\n") == 0 and "Traceback" not in empty.stderr
+
+
+def test_help_has_korean_examples():
+    for command in ("index", "search", "train"):
+        result = subprocess.run(
+            [_hanclip(), command, "--help"], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0
+        assert any("\uac00" <= ch <= "\ud7a3" for ch in result.stdout), command
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["search", "--bogus"], ["search", "바다", "-n", "0"], ["index"], ["train", "--epochs", "x"]],
+)
+def test_usage_errors_are_one_line(args):
+    result = subprocess.run([_hanclip(), *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
