@@ -220,3 +220,64 @@ def test_search_uses_the_model_the_library_was_indexed_with(cli, tiny, photos, l
     assert result.exit_code == 0, result.stderr
     assert "mclip" not in result.stderr
     assert len(result.json()) == 8
+
+
+def test_hidden_folders_and_files_are_skipped_unless_asked(cli, tiny, photos, library):
+    hidden = photos / ".thumbnails"
+    hidden.mkdir()
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(hidden / "thumb.jpg")
+    Image.new("RGB", (20, 20), (4, 5, 6)).save(photos / "._resource.jpg")
+    assert _index(cli, photos, library, tiny.plain_bundle)["scanned"] == 8
+    report = _index(cli, photos, library, tiny.plain_bundle, "--include-hidden")
+    assert report["added"] == 2 and report["unchanged"] == 8
+
+
+def test_exif_date_and_size_are_stored_and_shown(cli, tiny, photos, library):
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = "2021:05:01 09:15:00"
+    Image.new("RGB", (90, 60), (0, 90, 200)).save(photos / "dated.jpg", exif=exif)
+    _index(cli, photos, library, tiny.plain_bundle)
+    hits = _search(cli, library, tiny.plain_bundle, "--image", photos / "dated.jpg", "-n", "1")
+    assert hits[0]["taken_at"] == "2021-05-01T09:15:00"
+    assert (hits[0]["width"], hits[0]["height"]) == (90, 60)
+
+
+def test_another_image_model_needs_reembed_and_says_so(cli, tiny, photos, library, tmp_path):
+    from tinymodels import build_tiny_open_clip, write_bundle_dir
+
+    other_clip = build_tiny_open_clip(tmp_path / "other-clip", embed_dim=32, seed=7)
+    other = write_bundle_dir(tmp_path / "other", other_clip, tiny.text_dense, name="other")
+    _index(cli, photos, library, tiny.plain_bundle)
+
+    search = cli("search", "바다", "--library", library, "--model", other)
+    assert search.exit_code == 2
+    assert "--reembed" in search.stderr and f"--model {other}" in search.stderr
+    assert len(search.stderr.strip().splitlines()) == 1
+
+    refused = cli("index", photos, "--library", library, "--model", other)
+    assert refused.exit_code == 2 and "--reembed" in refused.stderr
+    assert _search(cli, library, tiny.plain_bundle, "바다")  # the library is untouched
+
+    report = _index(cli, photos, library, other, "--reembed")
+    assert report["added"] == 8
+    hits = _search(cli, library, other, "--image", photos / "dog.jpeg", "-n", "1")
+    assert hits[0]["path"] == str(photos / "dog.jpeg")
+
+
+def test_index_without_model_uses_env_then_installed_bundle(
+    cli, tiny, photos, library, monkeypatch
+):
+    import shutil
+
+    monkeypatch.setenv("HANCLIP_MODEL", str(tiny.plain_bundle))
+    result = cli("index", photos, "--library", library, "--json")
+    assert result.exit_code == 0 and "mclip" not in result.stderr
+    monkeypatch.delenv("HANCLIP_MODEL")
+
+    other = library.parent / "other-library"
+    shutil.copytree(tiny.heads_bundle, other / "models" / "default")
+    result = cli("index", photos, "--library", other, "--json")
+    assert result.exit_code == 0, result.stderr
+    from hanclip_cli.vector_index import load_index
+
+    assert load_index(other).dim == 16  # the installed heads bundle was used
