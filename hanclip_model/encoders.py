@@ -59,9 +59,7 @@ class ClipEncoder:
             )
             tokenizer = open_clip.get_tokenizer(name)
         except (RuntimeError, ValueError, OSError, KeyError) as exc:
-            raise BundleError(
-                f"cannot load image model {self.spec!r}: {_first_line(exc)}"
-            ) from None
+            raise BundleError(f"cannot load image model {self.spec!r}: {first_line(exc)}") from None
         model.eval()
         model.requires_grad_(False)
         self._model, self._preprocess, self._tokenizer = model, preprocess, tokenizer
@@ -88,7 +86,7 @@ class ClipEncoder:
                 batch = [self._preprocess(im) for im in images[start : start + batch_size]]
                 pixels = torch.stack(batch).to(self.device)
                 out.append(self._model.encode_image(pixels).float().cpu().numpy())
-        return _stack(out, self.dim)
+        return stack_normalized(out, self.dim)
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """CLIP text-tower embeddings [N, dim] (English captions for the e^I bank)."""
@@ -100,7 +98,7 @@ class ClipEncoder:
             for start in range(0, len(texts), batch_size):
                 tokens = self._tokenizer(list(texts[start : start + batch_size])).to(self.device)
                 out.append(self._model.encode_text(tokens).float().cpu().numpy())
-        return _stack(out, self.dim)
+        return stack_normalized(out, self.dim)
 
 
 class TextEncoder:
@@ -115,14 +113,14 @@ class TextEncoder:
     def _load(self) -> None:
         if self._model is not None:
             return
-        _quiet_transformers()
+        quiet_transformers()
         from sentence_transformers import SentenceTransformer
 
         self.device = pick_device(self._requested_device)
         try:
             model = SentenceTransformer(self.spec, device=self.device)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise BundleError(f"cannot load text model {self.spec!r}: {_first_line(exc)}") from None
+            raise BundleError(f"cannot load text model {self.spec!r}: {first_line(exc)}") from None
         model.eval()
         self._model = model
 
@@ -150,7 +148,7 @@ class TextEncoder:
         return l2_normalize(vectors)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """Keep per-file loading bars and warnings out of our progress display and --json output."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as transformers_logging
@@ -159,12 +157,12 @@ def _quiet_transformers() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def _stack(chunks: list[np.ndarray], dim: int) -> np.ndarray:
+def stack_normalized(chunks: list[np.ndarray], dim: int) -> np.ndarray:
     if not chunks:
         return np.zeros((0, dim), dtype=np.float32)
     return l2_normalize(np.concatenate(chunks, axis=0))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]

@@ -6,7 +6,7 @@ import os
 import re
 import struct
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -130,3 +130,17 @@ def load_image(path: str | Path, min_side: int = 224) -> LoadedImage:
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise ImageLoadError(f"cannot decode image: {exc}") from None
     return LoadedImage(image=rgb, width=width, height=height, taken_at=taken_at)
+
+
+def as_rgb_images(images: Sequence[str | Path | Image.Image], min_side: int) -> list[Image.Image]:
+    """PIL images pass through; paths are loaded, and a failure names the file."""
+    loaded = []
+    for item in images:
+        if isinstance(item, Image.Image):
+            loaded.append(item)
+            continue
+        try:
+            loaded.append(load_image(item, min_side).image)
+        except ImageLoadError as exc:
+            raise ImageLoadError(f"cannot read {item}: {exc}") from None
+    return loaded

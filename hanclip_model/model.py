@@ -13,7 +13,7 @@ from hanclip_model.bundle import BundleSpec, resolve_bundle
 from hanclip_model.encoders import ClipEncoder, TextEncoder
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import Heads, l2_normalize, load_heads
-from hanclip_model.images import load_image
+from hanclip_model.images import as_rgb_images
 
 
 class HanclipModel:
@@ -59,12 +59,7 @@ class HanclipModel:
         self, images: Sequence[str | Path | Image.Image], batch_size: int = 32
     ) -> np.ndarray:
         """CLIP embeddings before the head: what the library stores."""
-        loaded = [
-            im
-            if isinstance(im, Image.Image)
-            else load_image(im, self.image_encoder.image_size).image
-            for im in images
-        ]
+        loaded = as_rgb_images(images, self.image_encoder.image_size)
         raw = self.image_encoder.embed_images(loaded, batch_size=batch_size)
         self._check_input_dim("image", raw.shape[1])
         return raw

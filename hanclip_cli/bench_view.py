@@ -1,0 +1,200 @@
+"""`hanclip bench`: choose the models, run the benchmark, render one table."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+
+from hanclip_cli.common import console, make_progress, print_json
+from hanclip_model.errors import HanclipError
+from trainer.bench import BenchRow
+
+BASELINES = ("mclip", "clip-translate", "koclip")
+
+COLUMNS = {
+    "retrieval": [
+        ("i2t_r1", "I→T R@1"),
+        ("i2t_r5", "R@5"),
+        ("i2t_r10", "R@10"),
+        ("t2i_r1", "T→I R@1"),
+        ("t2i_r5", "R@5"),
+        ("t2i_r10", "R@10"),
+        ("rsum", "RSUM"),
+        ("i2t_rprec", "I→T R-P"),
+        ("t2i_rprec", "T→I R-P"),
+    ],
+    "classification": [("accuracy", "accuracy"), ("macro_f1", "macro-F1")],
+    "latency": [
+        ("query_p50_ms", "query p50 ms"),
+        ("query_p95_ms", "query p95 ms"),
+        ("images_per_s", "photos/s"),
+    ],
+}
+PERCENT_KEYS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"}
+PERCENT_KEYS |= {"i2t_rprec", "t2i_rprec", "accuracy", "macro_f1"}
+
+
+@dataclass
+class BenchResult:
+    dataset: str
+    kind: str
+    split: str | None
+    size: dict[str, int]
+    rows: list[BenchRow]
+    notes: list[str] = field(default_factory=list)
+
+
+def default_models(library: Path | None) -> list[str]:
+    """The user's HanCLIP bundle (one with heads) if one is configured, then the baselines."""
+    from hanclip_cli.library import Library, choose_model, library_dir
+    from hanclip_model import resolve_bundle
+
+    directory = library_dir(library)
+    lib = Library(directory, create=False) if (directory / "library.db").exists() else None
+    choice = choose_model(None, lib)
+    models = list(BASELINES)
+    try:
+        if resolve_bundle(choice.model).heads_path is not None:
+            models.insert(0, choice.model)
+    except HanclipError:
+        pass
+    return models
+
+
+def run_bench(
+    *,
+    dataset: str,
+    data_dir: Path | None,
+    models: list[str],
+    split: str | None,
+    limit: int | None,
+    templates: list[str],
+    random_weights: bool,
+    batch_size: int,
+    library: Path | None,
+    device: str | None,
+) -> BenchResult:
+    from trainer import bench as runs
+
+    if random_weights and dataset != "latency":
+        raise HanclipError("--random-weights only makes sense with --dataset latency")
+    if random_weights:
+        names = models or list(runs.RANDOM_MODEL_NAMES)
+    else:
+        names = models or default_models(library)
+    with make_progress() as progress:
+        tasks: dict[tuple[str, str], object] = {}
+
+        def report(model: str, stage: str, done: int, total: int) -> None:
+            key = (model, stage)
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"{model}: {stage}", total=total)
+            progress.update(tasks[key], advance=done)
+
+        if dataset == "latency":
+            with tempfile.TemporaryDirectory(prefix="hanclip-bench-") as workdir:
+                if random_weights:
+                    factories = runs.random_weight_models(Path(workdir), names, device)
+                else:
+                    factories = _factories(names, device)
+                rows = runs.bench_latency(factories, progress=report)
+            notes = [f"{platform.machine()}, {_cpu_note()}"]
+            if random_weights:
+                notes.append("random weights: real architectures and cost, meaningless outputs")
+            return BenchResult("latency", "latency", None, {}, rows, notes)
+
+        from trainer.datasets import DATASETS, DEFAULT_TEMPLATES, load_dataset
+
+        if data_dir is None:
+            raise HanclipError(f"--data-dir is needed for {dataset}")
+        data = load_dataset(dataset, data_dir, split=split, limit=limit)
+        info = DATASETS[dataset]
+        factories = _factories(names, device)
+        if info.kind == "retrieval":
+            rows = runs.bench_retrieval(data, factories, batch_size=batch_size, progress=report)
+            size = {"images": len(data.image_paths), "captions": len(data.captions)}
+        else:
+            chosen = templates or list(DEFAULT_TEMPLATES)
+            rows = runs.bench_classification(
+                data, factories, chosen, batch_size=batch_size, progress=report
+            )
+            size = {"images": len(data.labels), "classes": len(data.class_names_ko)}
+        chosen_split = split or (info.splits[0] if info.splits else None)
+        notes = [f"skipped {data.skipped} images"] if getattr(data, "skipped", 0) else []
+        return BenchResult(dataset, info.kind, chosen_split, size, rows, notes)
+
+
+def _factories(names: list[str], device: str | None):
+    from hanclip_model.baselines import load_embedder
+
+    return {name: (lambda name=name: load_embedder(name, device)) for name in names}
+
+
+def _cpu_note() -> str:
+    import os
+
+    return f"{os.cpu_count()} CPU cores"
+
+
+def _format(key: str, value: float) -> str:
+    if key in PERCENT_KEYS:
+        return f"{100 * value:.1f}"
+    if key == "rsum":
+        return f"{value:.1f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _display_name(model: str) -> str:
+    path = Path(model)
+    return path.name if path.is_absolute() else model
+
+
+def render_bench(result: BenchResult, *, json_output: bool, markdown: bool) -> None:
+    columns = COLUMNS[result.kind]
+    if json_output:
+        print_json(
+            {
+                "dataset": result.dataset,
+                "kind": result.kind,
+                "split": result.split,
+                "size": result.size,
+                "notes": result.notes,
+                "rows": [asdict(row) for row in result.rows],
+            }
+        )
+        return
+    title = result.dataset + (f" ({result.split})" if result.split else "")
+    size = ", ".join(f"{v} {k}" for k, v in result.size.items())
+    caption = "; ".join(x for x in [size, *result.notes] if x)
+    if markdown:
+        header = ["model", *(label for _, label in columns)]
+        lines = [f"**{title}**" + (f" — {caption}" if caption else ""), ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in result.rows:
+            cells = [_display_name(row.model)]
+            if row.error:
+                cells += [f"unavailable: {row.error.splitlines()[0]}"] + [""] * (len(columns) - 1)
+            else:
+                cells += [_format(key, row.metrics[key]) for key, _ in columns]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table(title=title, caption=caption or None, header_style="bold")
+    table.add_column("model", no_wrap=True)
+    for _, label in columns:
+        table.add_column(label, justify="right")
+    for row in result.rows:
+        if row.error:
+            table.add_row(_display_name(row.model), *["—"] * len(columns))
+        else:
+            cells = [_format(key, row.metrics[key]) for key, _ in columns]
+            table.add_row(_display_name(row.model), *cells)
+    console.print(table)
+    for row in result.rows:
+        if row.error:
+            console.print(Text(f"{_display_name(row.model)} unavailable: {row.error}", "dim"))
