@@ -54,17 +54,6 @@ DeviceOption = Annotated[
 ]
 
 
-def _open(library: Path | None, model: str | None, *, create: bool, device: str | None = None):
-    from hanclip_cli.library import Library, choose_model, library_dir
-    from hanclip_model import load_bundle
-
-    lib = Library(library_dir(library), create=create)
-    choice = choose_model(model, lib)
-    if choice.notice:
-        notice(choice.notice)
-    return lib, load_bundle(choice.model, device=device), choice.model
-
-
 @app.command(
     epilog="Examples:\n\n"
     "  hanclip index ~/Pictures\n\n"
@@ -94,8 +83,9 @@ def index(
     import os
 
     from hanclip_cli.indexer import index_library
+    from hanclip_cli.library import open_library
 
-    lib, bundle, model_name = _open(library, model, create=True, device=device)
+    lib, bundle, model_name = open_library(library, model, for_writing=True, device=device)
     roots = [Path(os.path.abspath(os.path.expanduser(p))) for p in paths]
     with lib.writer_lock(), make_progress() as progress:
         report = index_library(
@@ -143,13 +133,14 @@ def search(
 ) -> None:
     """Search the library with words (e.g. '바다 위 노을') or with a photo (--image)."""
     from hanclip_cli.common import fail
+    from hanclip_cli.library import open_library
     from hanclip_cli.searcher import normalise_query, search_library
 
     if (query is None) == (image is None):
         fail("give a query or --image PATH (one of them), e.g. hanclip search '바다 위 노을'")
     if query is not None:
         query = normalise_query(query)
-    lib, bundle, model_name = _open(library, model, create=False, device=device)
+    lib, bundle, model_name = open_library(library, model, for_writing=False, device=device)
     hits = search_library(lib, bundle, model_name, text=query, image=image, limit=limit)
     if json_output:
         print_json(

@@ -56,7 +56,7 @@ def default_models(library: Path | None) -> list[str]:
 
     directory = library_dir(library)
     lib = Library(directory, create=False) if (directory / "library.db").exists() else None
-    choice = choose_model(None, lib)
+    choice = choose_model(None, directory, lib)
     models = list(BASELINES)
     try:
         if resolve_bundle(choice.model).heads_path is not None:

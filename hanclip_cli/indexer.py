@@ -64,18 +64,47 @@ class _Pending:
     replaces: PhotoRecord | None
 
 
-def scan(
-    roots: Iterable[Path], include_hidden: bool = False
-) -> Iterator[FileInfo | tuple[str, str]]:
-    """Yield a FileInfo per photo file below `roots`, or (path, reason) for unreadable entries."""
+@dataclass(frozen=True)
+class ScanFailure:
+    """A file that cannot be stat'ed, a name that is not UTF-8, or a folder that cannot be
+    listed (then its path stands for everything below it)."""
+
+    path: str
+    reason: str
+    folder: bool = False
+
+
+def scan(roots: Iterable[Path], include_hidden: bool = False) -> Iterator[FileInfo | ScanFailure]:
+    """Yield a FileInfo per photo file below `roots`, or a ScanFailure."""
+    folder_errors: list[OSError] = []
     for root in roots:
-        for path in iter_image_files(root, include_hidden):
+        for path in iter_image_files(root, include_hidden, folder_errors.append):
+            while folder_errors:
+                yield _folder_failure(folder_errors.pop())
+            if not _is_utf8(path):
+                yield ScanFailure(path, "file name is not valid UTF-8 (rename it to index it)")
+                continue
             try:
                 st = os.stat(path)
             except OSError as exc:
-                yield path, _os_reason(exc, path)
+                yield ScanFailure(path, _os_reason(exc, path))
                 continue
             yield FileInfo(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        while folder_errors:
+            yield _folder_failure(folder_errors.pop())
+
+
+def _folder_failure(exc: OSError) -> ScanFailure:
+    return ScanFailure(str(exc.filename), f"cannot list folder: {exc.strerror or exc}", True)
+
+
+def _is_utf8(path: str) -> bool:
+    # Undecodable bytes arrive as lone surrogates, which SQLite and JSON cannot hold as text.
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _os_reason(exc: OSError, path: str) -> str:
@@ -150,20 +179,28 @@ def index_library(
             )
         roots = sorted(set(roots) | {r for r in known_roots if r.exists()})
         store.clear_photos()
+    # Recorded before any photo is embedded: after a crash, the rows already written are
+    # known to be in this image model's space.
+    store.set_meta("image_model", model.spec.image_model)
+    store.set_meta("image_fingerprint", model.spec.image_fingerprint)
 
     report = IndexReport()
     workers = max(2, os.cpu_count() or 2)
     task = progress.add_task("scanning", total=None) if progress else None
     files: list[FileInfo] = []
+    unreadable: dict[str, ScanFailure] = {}
     for entry in scan(roots, include_hidden):
         if isinstance(entry, FileInfo):
             files.append(entry)
         else:
-            report.scanned += 1
-            report.fail(*entry)
+            unreadable[entry.path] = entry
+            report.fail(entry.path, entry.reason)
         if progress is not None:
             progress.update(task, advance=1)
-    report.scanned += len(files)
+    report.scanned = len(files) + len(unreadable)
+    for failure in unreadable.values():
+        if _is_utf8(failure.path):
+            store.record_failure(failure.path, 0, 0, failure.reason)
 
     known = store.records_under(roots)
     old_failures = store.failures_under(roots)
@@ -181,8 +218,14 @@ def index_library(
             report.fail(info.path, failure["error"])  # same bytes failed before: don't retry
         else:
             candidates.append(info)
-    vanished = {path: row for path, row in known.items() if path not in seen}
-    store.forget_failures(p for p in old_failures if p not in seen)
+    # A photo under a folder that could not be listed this time is not gone: keep it.
+    blocked = tuple(f.path.rstrip("/") + "/" for f in unreadable.values() if f.folder)
+    vanished = {
+        path: row
+        for path, row in known.items()
+        if path not in seen and not path.startswith(blocked)
+    }
+    store.forget_failures(p for p in old_failures if p not in seen and p not in unreadable)
 
     vanished_by_hash: dict[str, list[PhotoRecord]] = {}
     for row in vanished.values():
@@ -216,8 +259,6 @@ def index_library(
     store.remove_photos(row.id for row in vanished.values())
     report.removed += len(vanished)
 
-    store.set_meta("image_model", model.spec.image_model)
-    store.set_meta("image_fingerprint", model.spec.image_fingerprint)
     store.set_meta("model", model_name)
     store.set_meta("roots", sorted({str(r) for r in known_roots} | {str(r) for r in roots}))
     if progress is not None:

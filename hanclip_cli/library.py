@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanclip_cli.store import PhotoStore
+from hanclip_cli.store import DB_NAME, PhotoStore
 from hanclip_model.bundle import BUILTIN_BUNDLES, MANIFEST_NAME
 from hanclip_model.errors import HanclipError
 
@@ -89,21 +89,23 @@ def installed_bundle(models_dir: Path) -> Path | None:
     return bundles[0] if len(bundles) == 1 else None
 
 
-def choose_model(explicit: str | None, library: Library | None) -> ModelChoice:
-    """`--model`, else env HANCLIP_MODEL, else the model the library was indexed with, else
-    the bundle installed in the library's `models/`, else the built-in `mclip`."""
+def choose_model(
+    explicit: str | None, directory: Path, library: Library | None = None
+) -> ModelChoice:
+    """`--model`, else env HANCLIP_MODEL, else the model the library (in `directory`, when
+    it exists) was indexed with, else the bundle installed in `directory/models/`, else the
+    built-in `mclip`."""
     if explicit:
         return ModelChoice(_absolute_if_path(explicit))
     env = os.environ.get("HANCLIP_MODEL")
     if env:
         return ModelChoice(_absolute_if_path(env))
-    if library is not None:
-        recorded = library.store.get_meta("model")
-        if isinstance(recorded, str) and (recorded in BUILTIN_BUNDLES or Path(recorded).exists()):
-            return ModelChoice(recorded)
-        bundle = installed_bundle(library.models_dir)
-        if bundle is not None:
-            return ModelChoice(str(bundle))
+    recorded = library.store.get_meta("model") if library is not None else None
+    if isinstance(recorded, str) and (recorded in BUILTIN_BUNDLES or Path(recorded).exists()):
+        return ModelChoice(recorded)
+    bundle = installed_bundle(directory / MODELS_DIR)
+    if bundle is not None:
+        return ModelChoice(str(bundle))
     return ModelChoice(
         DEFAULT_MODEL,
         notice="no model given: using the built-in 'mclip' (Multilingual-CLIP); "
@@ -116,3 +118,31 @@ def _absolute_if_path(name: str) -> str:
         return name
     path = Path(os.path.expanduser(name))
     return str(path.resolve()) if path.exists() else name
+
+
+def open_library(
+    library: Path | None, model: str | None, *, for_writing: bool, device: str | None = None
+):
+    """The library and its model, with the notice for a default model shown.
+
+    For writing, the model is checked completely (both encoders load and their dimensions
+    fit the heads) before anything is created or changed on disk, so a bad bundle leaves no
+    trace. Returns (Library, HanclipModel, the model name or path as recorded).
+    """
+    from hanclip_cli.common import notice
+    from hanclip_model import load_bundle
+
+    directory = library_dir(library)
+    existing = Library(directory, create=False) if (directory / DB_NAME).exists() else None
+    choice = choose_model(model, directory, existing)
+    if choice.notice:
+        notice(choice.notice)
+    bundle = load_bundle(choice.model, device=device)
+    if not for_writing:
+        if existing is None:
+            raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
+        return existing, bundle, choice.model
+    bundle.check_encoders()
+    if existing is not None:
+        existing.close()
+    return Library(directory, create=True), bundle, choice.model

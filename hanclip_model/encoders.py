@@ -113,6 +113,11 @@ class TextEncoder:
     def _load(self) -> None:
         if self._model is not None:
             return
+        # A path that does not exist would be taken for a hub id: say what is missing instead.
+        if self.spec.startswith(("/", "./", "../", "~")) and not os.path.exists(
+            os.path.expanduser(self.spec)
+        ):
+            raise BundleError(f"text model directory not found: {self.spec}")
         quiet_transformers()
         from sentence_transformers import SentenceTransformer
 

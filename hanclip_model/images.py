@@ -6,7 +6,7 @@ import os
 import re
 import struct
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,24 +47,29 @@ def supported_extensions() -> frozenset[str]:
     return IMAGE_EXTENSIONS | HEIF_EXTENSIONS
 
 
-def iter_image_files(root: Path, include_hidden: bool = False) -> Iterator[str]:
+def iter_image_files(
+    root: Path, include_hidden: bool = False, on_error: Callable[[OSError], None] | None = None
+) -> Iterator[str]:
     """Paths of photo files below `root` (or `root` itself), sorted, by extension.
 
     Hidden folders and files (".thumbnails", "._IMG_0001.jpg") are skipped unless asked for.
     Symlinked folders are not followed, which rules out loops; symlinked files are listed.
+    A folder that cannot be listed is passed to `on_error` (its `filename` names it).
     """
     extensions = supported_extensions()
     if not root.is_dir():
         candidates: Iterable[str] = [str(root)]
     else:
-        candidates = _walk(root, include_hidden)
+        candidates = _walk(root, include_hidden, on_error)
     for path in candidates:
         if os.path.splitext(path)[1].lower() in extensions:
             yield path
 
 
-def _walk(root: Path, include_hidden: bool) -> Iterator[str]:
-    for dirpath, dirnames, filenames in os.walk(root):
+def _walk(
+    root: Path, include_hidden: bool, on_error: Callable[[OSError], None] | None
+) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
         if not include_hidden:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         dirnames.sort()
@@ -95,10 +100,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _shrink(image: Image.Image, min_side: int) -> Image.Image:
+    """Box-reduce by a whole factor while the short side stays >= 2 x `min_side`: a 50 MP PNG
+    need not travel through the pipeline at full size (JPEGs are already reduced by draft)."""
+    factor = min(image.size) // (2 * min_side)
+    return image.reduce(factor) if factor >= 2 else image
+
+
 def load_image(path: str | Path, min_side: int = 224) -> LoadedImage:
     """Decode a photo for embedding; JPEGs are decoded at the smallest scale >= `min_side`."""
     supported_extensions()  # registers the HEIF opener when available
     try:
+        if os.stat(path).st_size == 0:
+            raise ImageLoadError("empty file (0 bytes)")
         with warnings.catch_warnings():
             # Pillow's bomb warning duplicates the MAX_PIXELS check below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -115,8 +129,7 @@ def load_image(path: str | Path, min_side: int = 224) -> LoadedImage:
                 if image.format == "JPEG":
                     image.draft("RGB", (min_side, min_side))
                 image.load()
-                upright = ImageOps.exif_transpose(image)
-                rgb = _to_rgb(upright)
+                rgb = _shrink(_to_rgb(ImageOps.exif_transpose(image)), min_side)
     except ImageLoadError:
         raise
     except FileNotFoundError:

@@ -78,6 +78,19 @@ class HanclipModel:
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         return self.project_texts(self.raw_text_embeddings(texts, batch_size))
 
+    def check_encoders(self) -> None:
+        """Load both encoders and check that their dimensions fit the heads (or, without
+        heads, each other): a bundle that cannot work fails here, before any indexing."""
+        image_dim, text_dim = self.image_encoder.dim, self.text_encoder.dim
+        self._check_input_dim("image", image_dim)
+        self._check_input_dim("text", text_dim)
+        if self.heads is None and image_dim != text_dim:
+            raise BundleError(
+                f"bundle {self.name!r} has no heads, but {self.spec.image_model!r} gives "
+                f"{image_dim}-d vectors and {self.spec.text_model!r} {text_dim}-d: "
+                "they cannot be compared"
+            )
+
     def _check_input_dim(self, side: str, got: int) -> None:
         heads = self.heads
         if heads is None:

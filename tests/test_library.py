@@ -24,20 +24,20 @@ def test_library_dir_order(tmp_path, monkeypatch):
 
 def test_model_choice_order(tmp_path, monkeypatch, tiny):
     lib = Library(tmp_path / "lib", create=True)
-    default = choose_model(None, lib)
+    default = choose_model(None, lib.directory, lib)
     assert default.model == "mclip" and "mclip" in default.notice
 
     bundle = lib.models_dir / "mine"
     bundle.mkdir(parents=True)
     (bundle / "hanclip.json").write_text("{}")
     assert installed_bundle(lib.models_dir) == bundle
-    assert choose_model(None, lib).model == str(bundle)
+    assert choose_model(None, lib.directory, lib).model == str(bundle)
 
     lib.store.set_meta("model", str(tiny.plain_bundle))
-    assert choose_model(None, lib).model == str(tiny.plain_bundle)
+    assert choose_model(None, lib.directory, lib).model == str(tiny.plain_bundle)
     monkeypatch.setenv("HANCLIP_MODEL", "mclip")
-    assert choose_model(None, lib) == type(default)("mclip")
-    assert choose_model(str(tiny.heads_bundle), lib).model == str(tiny.heads_bundle)
+    assert choose_model(None, lib.directory, lib) == type(default)("mclip")
+    assert choose_model(str(tiny.heads_bundle), lib.directory, lib).model == str(tiny.heads_bundle)
 
 
 def test_a_second_writer_is_refused(tmp_path):
