@@ -108,7 +108,12 @@ def index(
             err_console.print(Text(f"  could not read {path}: {error}"))
     if report.failed:
         more = f" ({len(report.failures) - 20} not listed)" if len(report.failures) > 20 else ""
-        notice(f"warning: {report.failed} file(s) could not be indexed{more}")
+        notice(
+            f"warning: {report.failed} file(s) could not be indexed{more}; "
+            "see hanclip info --errors"
+        )
+        if report.failed == report.scanned:
+            raise typer.Exit(1)  # nothing at all could be read: a script should notice
 
 
 @app.command(
@@ -134,11 +139,13 @@ def search(
     """Search the library with words (e.g. '바다 위 노을') or with a photo (--image)."""
     from hanclip_cli.common import fail
     from hanclip_cli.library import open_library
-    from hanclip_cli.searcher import normalise_query, search_library
+    from hanclip_cli.searcher import MAX_QUERY_CHARS, normalise_query, search_library
 
     if (query is None) == (image is None):
         fail("give a query or --image PATH (one of them), e.g. hanclip search '바다 위 노을'")
     if query is not None:
+        if len(query.strip()) > MAX_QUERY_CHARS:
+            notice(f"the query is longer than {MAX_QUERY_CHARS} characters: searching its start")
         query = normalise_query(query)
     lib, bundle, model_name = open_library(library, model, for_writing=False, device=device)
     hits = search_library(lib, bundle, model_name, text=query, image=image, limit=limit)
@@ -394,6 +401,43 @@ def bench(
         device=device,
     )
     render_bench(result, json_output=json_output, markdown=markdown)
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  hanclip info\n\n"
+    "  hanclip info --errors   # which photos could not be read, and why\n\n"
+    "  hanclip info --json --library ~/사진/.hanclip"
+)
+@handle_errors
+def info(
+    library: LibraryOption = None,
+    errors: Annotated[bool, typer.Option("--errors", help="List files that failed.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Where the library is, what it holds, and whether its search index is healthy."""
+    from hanclip_cli.library import library_summary
+
+    summary = library_summary(library, with_errors=errors)
+    if json_output:
+        print_json(summary)
+        return
+    health = summary["index"]
+    hint = " (--errors lists them)" if summary["failed"] and not errors else ""
+    lines = [
+        f"library      {summary['library']}",
+        f"photos       {summary['photos']}",
+        f"failed       {summary['failed']}{hint}",
+        f"model        {summary['model']}",
+        f"image model  {summary['image_model']}",
+        f"folders      {', '.join(summary['roots']) or '-'}",
+        f"index        {health['status']}: {health['vectors']} vectors"
+        + (f", model fingerprint {health['fingerprint']}" if health["fingerprint"] else ""),
+    ]
+    for line in lines:
+        console.print(Text(line))
+    for failure in summary.get("errors", []):
+        console.print(Text(f"  {failure['path']}: {failure['error']}"))
 
 
 def main() -> None:

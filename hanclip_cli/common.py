@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -55,9 +56,19 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def to_json(data: Any) -> str:
+    """JSON text that is valid UTF-8 whatever it holds: Korean stays readable, and the lone
+    surrogates of an undecodable file name become \\udcXX escapes instead of an error."""
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def print_json(data: Any) -> None:
-    """Valid JSON on stdout whatever the paths contain (no rich markup, no wrapping)."""
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    """JSON on stdout (no rich markup, no wrapping)."""
+    sys.stdout.write(to_json(data) + "\n")
     sys.stdout.flush()
 
 

@@ -146,3 +146,27 @@ def open_library(
     if existing is not None:
         existing.close()
     return Library(directory, create=True), bundle, choice.model
+
+
+def library_summary(library: Path | None, *, with_errors: bool = False) -> dict[str, object]:
+    """What `hanclip info` shows; loads no model and changes nothing on disk."""
+    from hanclip_cli.vector_index import index_health
+
+    directory = library_dir(library)
+    if not (directory / DB_NAME).exists():
+        raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
+    store = Library(directory, create=False).store
+    failures = list(store.failures())
+    summary: dict[str, object] = {
+        "library": str(directory),
+        "photos": store.count(),
+        "failed": len(failures),
+        "model": store.get_meta("model"),
+        "image_model": store.get_meta("image_model"),
+        "roots": store.get_meta("roots") or [],
+        "index": index_health(directory, store),
+    }
+    if with_errors:
+        summary["errors"] = failures
+    store.close()
+    return summary

@@ -25,14 +25,19 @@ class SearchHit:
     height: int | None
 
 
+# Text encoders read at most a few hundred tokens; beyond this the rest is never seen.
+MAX_QUERY_CHARS = 1000
+
+
 def normalise_query(text: str) -> str:
-    """NFC (macOS and some IMEs send decomposed Hangul), trimmed; empty is an error."""
+    """NFC (macOS and some IMEs send decomposed Hangul), trimmed, at most MAX_QUERY_CHARS;
+    empty is an error."""
     query = unicodedata.normalize("NFC", text).strip()
     if not query:
         raise HanclipError(
             "the search query is empty: give some words, e.g. hanclip search '바다 위 노을'"
         )
-    return query
+    return query[:MAX_QUERY_CHARS].rstrip()
 
 
 def check_image_space(library: Library, model: HanclipModel, model_name: str) -> None:

@@ -113,7 +113,8 @@ def save_index(directory: Path, vindex: VectorIndex) -> None:
     tmp.write_text(json.dumps(pointer), encoding="utf-8")
     _fsync(tmp)
     os.replace(tmp, directory / POINTER_NAME)
-    for old in directory.glob("hnsw-*.bin"):
+    # Older versions, and leftovers of a run killed mid-write, are unreferenced now.
+    for old in [*directory.glob("hnsw-*.bin"), *directory.glob(f"{POINTER_NAME}.*.tmp")]:
         if old.name != data_name:
             old.unlink(missing_ok=True)
 
@@ -157,3 +158,32 @@ def sync_index(directory: Path, store: PhotoStore, model, *, write: bool = True)
     if changed and write:
         save_index(directory, vindex)
     return vindex
+
+
+def index_health(directory: Path, store: PhotoStore) -> dict[str, object]:
+    """How the HNSW index on disk compares with SQLite, without changing either.
+
+    status: "ok" (same photos), "stale" (they differ: the next search or index updates it),
+    "missing" or "unreadable" (the next search or index rebuilds it from SQLite).
+    """
+    db_ids = {int(i) for i in store.ids()}
+    exists = (directory / POINTER_NAME).exists()
+    vindex = load_index(directory)
+    if vindex is None:
+        status = "unreadable" if exists else "missing"
+        return {
+            "status": status,
+            "vectors": 0,
+            "fingerprint": None,
+            "missing": len(db_ids),
+            "extra": 0,
+        }
+    labels = vindex.labels
+    missing, extra = len(db_ids - labels), len(labels - db_ids)
+    return {
+        "status": "ok" if not missing and not extra else "stale",
+        "vectors": len(labels),
+        "fingerprint": vindex.fingerprint,
+        "missing": missing,
+        "extra": extra,
+    }
