@@ -87,7 +87,7 @@ def index(
 
     lib, bundle, model_name = open_library(library, model, for_writing=True, device=device)
     roots = [Path(os.path.abspath(os.path.expanduser(p))) for p in paths]
-    with lib.writer_lock(), make_progress() as progress:
+    with lib, lib.writer_lock(), make_progress() as progress:
         report = index_library(
             lib,
             bundle,
@@ -148,7 +148,8 @@ def search(
             notice(f"the query is longer than {MAX_QUERY_CHARS} characters: searching its start")
         query = normalise_query(query)
     lib, bundle, model_name = open_library(library, model, for_writing=False, device=device)
-    hits = search_library(lib, bundle, model_name, text=query, image=image, limit=limit)
+    with lib:
+        hits = search_library(lib, bundle, model_name, text=query, image=image, limit=limit)
     if json_output:
         print_json(
             [

@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -87,46 +88,55 @@ def run_bench(
         names = models or list(runs.RANDOM_MODEL_NAMES)
     else:
         names = models or default_models(library)
-    with make_progress() as progress:
-        tasks: dict[tuple[str, str], object] = {}
-
-        def report(model: str, stage: str, done: int, total: int) -> None:
-            key = (model, stage)
-            if key not in tasks:
-                tasks[key] = progress.add_task(f"{model}: {stage}", total=total)
-            progress.update(tasks[key], advance=done)
-
-        if dataset == "latency":
-            with tempfile.TemporaryDirectory(prefix="hanclip-bench-") as workdir:
-                if random_weights:
-                    factories = runs.random_weight_models(Path(workdir), names, device)
-                else:
-                    factories = _factories(names, device)
-                rows = runs.bench_latency(factories, progress=report)
-            notes = [f"{platform.machine()}, {_cpu_note()}"]
+    if dataset == "latency":
+        with make_progress() as progress, tempfile.TemporaryDirectory() as workdir:
             if random_weights:
-                notes.append("random weights: real architectures and cost, meaningless outputs")
-            return BenchResult("latency", "latency", None, {}, rows, notes)
+                factories = runs.random_weight_models(Path(workdir), names, device)
+            else:
+                factories = _factories(names, device)
+            rows = runs.bench_latency(factories, progress=_reporter(progress))
+        notes = [f"{platform.machine()}, {_cpu_note()}"]
+        if random_weights:
+            notes.append("random weights: real architectures and cost, meaningless outputs")
+        return BenchResult("latency", "latency", None, {}, rows, notes)
 
-        from trainer.datasets import DATASETS, DEFAULT_TEMPLATES, load_dataset
+    from trainer.datasets import DATASETS, DEFAULT_TEMPLATES, load_dataset
 
-        if data_dir is None:
-            raise HanclipError(f"--data-dir is needed for {dataset}")
-        data = load_dataset(dataset, data_dir, split=split, limit=limit)
-        info = DATASETS[dataset]
-        factories = _factories(names, device)
+    if data_dir is None:
+        raise HanclipError(f"--data-dir is needed for {dataset}")
+    # Read (and so check) the data before any progress display opens: errors stay one line.
+    data = load_dataset(dataset, data_dir, split=split, limit=limit)
+    info = DATASETS[dataset]
+    factories = _factories(names, device)
+    with make_progress() as progress:
         if info.kind == "retrieval":
-            rows = runs.bench_retrieval(data, factories, batch_size=batch_size, progress=report)
+            rows = runs.bench_retrieval(
+                data, factories, batch_size=batch_size, progress=_reporter(progress)
+            )
             size = {"images": len(data.image_paths), "captions": len(data.captions)}
         else:
             chosen = templates or list(DEFAULT_TEMPLATES)
             rows = runs.bench_classification(
-                data, factories, chosen, batch_size=batch_size, progress=report
+                data, factories, chosen, batch_size=batch_size, progress=_reporter(progress)
             )
             size = {"images": len(data.labels), "classes": len(data.class_names_ko)}
-        chosen_split = split or (info.splits[0] if info.splits else None)
-        notes = [f"skipped {data.skipped} images"] if getattr(data, "skipped", 0) else []
-        return BenchResult(dataset, info.kind, chosen_split, size, rows, notes)
+    chosen_split = split or (info.splits[0] if info.splits else None)
+    skipped = getattr(data, "skipped", 0)
+    notes = [f"images skipped: {skipped}"] if skipped else []
+    return BenchResult(dataset, info.kind, chosen_split, size, rows, notes)
+
+
+def _reporter(progress):
+    """Progress callback for trainer.bench: one bar per (model, stage)."""
+    tasks: dict[tuple[str, str], object] = {}
+
+    def report(model: str, stage: str, done: int, total: int) -> None:
+        key = (model, stage)
+        if key not in tasks:
+            tasks[key] = progress.add_task(f"{_display_name(model)}: {stage}", total=total)
+        progress.update(tasks[key], advance=done)
+
+    return report
 
 
 def _factories(names: list[str], device: str | None):
@@ -194,7 +204,9 @@ def render_bench(result: BenchResult, *, json_output: bool, markdown: bool) -> N
         else:
             cells = [_format(key, row.metrics[key]) for key, _ in columns]
             table.add_row(_display_name(row.model), *cells)
-    console.print(table)
+    # Redirected output is 80 columns to rich; widen rather than cut figures short.
+    width = max(console.width, Measurement.get(console, console.options, table).maximum)
+    console.print(table, width=width)
     for row in result.rows:
         if row.error:
             console.print(Text(f"{_display_name(row.model)} unavailable: {row.error}", "dim"))

@@ -7,6 +7,7 @@ its stored embedding instead of being decoded and embedded again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections import deque
@@ -108,7 +109,9 @@ def _is_utf8(path: str) -> bool:
 
 
 def _os_reason(exc: OSError, path: str) -> str:
-    if os.path.islink(path) and not os.path.exists(path):
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    if exc.errno == errno.ENOENT and os.path.islink(path):
         return "broken symbolic link"
     return exc.strerror or str(exc)
 

@@ -55,6 +55,12 @@ class Library:
     def close(self) -> None:
         self.store.close()
 
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     @contextmanager
     def writer_lock(self, *, wait: bool = False) -> Iterator[None]:
         """Only one process writes a library at a time; a second one stops with a message."""

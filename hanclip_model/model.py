@@ -47,13 +47,19 @@ class HanclipModel:
         """Raw CLIP image embeddings [N, d_image] -> search vectors [N, D] (f1, or identity)."""
         heads = self.heads
         raw = np.asarray(raw, dtype=np.float32)
-        return heads.image(raw) if heads is not None else l2_normalize(raw)
+        if heads is None:
+            return l2_normalize(raw)
+        self._check_input_dim("image", raw.shape[-1])
+        return heads.image(raw)
 
     def project_texts(self, raw: np.ndarray) -> np.ndarray:
         """Raw text-encoder embeddings [N, d_text] -> search vectors [N, D] (f2, or identity)."""
         heads = self.heads
         raw = np.asarray(raw, dtype=np.float32)
-        return heads.text(raw) if heads is not None else l2_normalize(raw)
+        if heads is None:
+            return l2_normalize(raw)
+        self._check_input_dim("text", raw.shape[-1])
+        return heads.text(raw)
 
     def raw_image_embeddings(
         self, images: Sequence[str | Path | Image.Image], batch_size: int = 32

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tinybaselines import KOCLIP_DIM, TINY_NLLB, build_tiny_koclip, build_tiny_nllb
 from tinymodels import build_tiny_open_clip, write_photo_folder
 
 from hanclip_model.baselines import (
@@ -29,9 +30,7 @@ from hanclip_model.random_models import (
     RANDOM_CLIP_SPEC,
     BertShape,
     Seq2SeqShape,
-    VisionShape,
     random_clip_vit_b32,
-    random_dual_encoder,
     random_minilm,
     random_nllb_600m,
     standin_nllb_tokenizer,
@@ -39,10 +38,6 @@ from hanclip_model.random_models import (
 
 QUERIES = ["바다 위 노을", "고양이"]
 CLIP_DIM = 32
-KOCLIP_DIM = 24
-TINY_NLLB = Seq2SeqShape(
-    d_model=16, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=32, vocab_size=None
-)
 TINY_MINILM = BertShape(
     hidden=32, layers=2, heads=2, intermediate=64, vocab_size=None, max_positions=128
 )
@@ -57,11 +52,7 @@ def assert_unit_rows(vectors: np.ndarray, rows: int, dim: int) -> None:
 
 @pytest.fixture(scope="module")
 def nllb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("nllb")
-    model, tokenizer = random_nllb_600m(shape=TINY_NLLB, device="cpu")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return build_tiny_nllb(tmp_path_factory.mktemp("nllb"))
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +63,7 @@ def clip_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def koclip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny VisionTextDualEncoderModel (CLIP ViT + BERT) in the koclip-base-pt layout."""
-    return random_dual_encoder(
-        tmp_path_factory.mktemp("koclip"),
-        vision=VisionShape(
-            hidden=32, layers=2, heads=2, intermediate=64, image_size=32, patch_size=8
-        ),
-        text=BertShape(hidden=32, layers=2, heads=2, intermediate=64, vocab_size=None),
-        projection_dim=KOCLIP_DIM,
-    )
+    return build_tiny_koclip(tmp_path_factory.mktemp("koclip"))
 
 
 @pytest.fixture(scope="module")

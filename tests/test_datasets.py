@@ -1,16 +1,30 @@
-"""Benchmark readers on tiny datasets written here in each published format."""
+"""Benchmark readers on the tiny datasets of benchdata.py, one per published format."""
 
 from __future__ import annotations
 
-import json
 import pickle
 import sys
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from benchdata import (
+    KOCC3M_ROWS,
+    cifar_pixels,
+    kocc3m_image_path,
+    stl10_pixels,
+    write_caltech101,
+    write_cifar10,
+    write_cifar100,
+    write_crossmodal3600,
+    write_image,
+    write_jsonl,
+    write_kocc3m,
+    write_kocc3m_parquet,
+    write_mscoco_ko,
+    write_stl10,
+    write_xtd10_ko,
+)
 
 from hanclip_model.errors import HanclipError
 from trainer.datasets import (
@@ -31,13 +45,6 @@ from trainer.datasets.class_names import (
 )
 
 
-def _image(path: Path, value: int = 128) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = "PNG" if path.suffix == ".png" else "JPEG"
-    Image.new("RGB", (4, 4), (value, value, value)).save(path, fmt)
-    return path
-
-
 def _retrieval(name: str, data_dir: Path, **options) -> RetrievalSet:
     dataset = load_dataset(name, data_dir, **options)
     assert isinstance(dataset, RetrievalSet)
@@ -52,49 +59,10 @@ def _classification(name: str, data_dir: Path, **options) -> ClassificationSet:
 
 # --- MSCOCO-Korean -------------------------------------------------------------------------
 
-COCO_RECORDS = [
-    {
-        "file_path": "val2014/COCO_val2014_000000000001.jpg",
-        "id": 1,
-        "captions": ["a cat", "a cat on a mat"],
-        "caption_ko": ["고양이", "매트 위의 고양이"],
-    },
-    {
-        "file_path": "val2014/COCO_val2014_000000000002.jpg",
-        "id": 2,
-        "captions": ["a dog"],
-        "caption_ko": ["개"],
-    },
-    {
-        "file_path": "train2014/COCO_train2014_000000000003.jpg",
-        "id": 3,
-        "captions": ["a bus"],
-        "caption_ko": ["버스"],
-    },
-    {
-        "file_path": "val2014/COCO_val2014_000000000004.jpg",
-        "id": 4,
-        "captions": ["a sunset", "sea", "x"],
-        "caption_ko": [unicodedata.normalize("NFD", " 바다 위 노을 "), "바다", "  "],
-    },
-]
-KARPATHY = {
-    "images": [
-        {"split": "test", "cocoid": 4, "filepath": "val2014", "filename": "..."},
-        {"split": "val", "cocoid": 2, "filepath": "val2014", "filename": "..."},
-        {"split": "train", "cocoid": 3, "filepath": "train2014", "filename": "..."},
-        {"split": "test", "cocoid": 1, "filepath": "val2014", "filename": "..."},
-    ]
-}
-
 
 @pytest.fixture
 def coco_dir(tmp_path: Path) -> Path:
-    text = json.dumps(COCO_RECORDS, ensure_ascii=False)
-    (tmp_path / "MSCOCO_train_val_Korean.json").write_text(text, encoding="utf-8")
-    (tmp_path / "dataset_coco.json").write_text(json.dumps(KARPATHY), encoding="utf-8")
-    for record in COCO_RECORDS:
-        _image(tmp_path / record["file_path"])
+    write_mscoco_ko(tmp_path)
     return tmp_path
 
 
@@ -138,31 +106,22 @@ def test_mscoco_missing_files_name_what_to_get(coco_dir):
 # --- XTD10 -------------------------------------------------------------------------------
 
 
-def _write_xtd(data_dir: Path, images_dir: Path) -> None:
-    (data_dir / "test_1kcaptions_ko.txt").write_text(
-        "고양이 한 마리\n바다 위 노을\n\n", encoding="utf-8"
-    )
-    (data_dir / "test_image_names.txt").write_text("a.jpg\nb.jpg\n", encoding="utf-8")
-    _image(images_dir / "a.jpg")
-    _image(images_dir / "b.jpg")
-
-
 @pytest.mark.parametrize("in_images_folder", [True, False])
 def test_xtd10_pairs_line_by_line(tmp_path, in_images_folder):
+    write_xtd10_ko(tmp_path, images_in_folder=in_images_folder)
     images_dir = tmp_path / "images" if in_images_folder else tmp_path
-    _write_xtd(tmp_path, images_dir)
     dataset = _retrieval("xtd10-ko", tmp_path)
-    assert dataset.image_paths == [images_dir / "a.jpg", images_dir / "b.jpg"]
-    assert dataset.captions == ["고양이 한 마리", "바다 위 노을"]
-    assert dataset.caption_image.tolist() == [0, 1]
+    assert dataset.image_paths == [images_dir / "a.jpg", images_dir / "b.jpg", images_dir / "c.jpg"]
+    assert dataset.captions == ["고양이 한 마리", "바다 위 노을", "눈 덮인 산"]
+    assert dataset.caption_image.tolist() == [0, 1, 2]
 
 
 def test_xtd10_errors(tmp_path):
     with pytest.raises(HanclipError, match="test_1kcaptions_ko.txt not found in .*XTD10"):
         load_dataset("xtd10-ko", tmp_path)
-    _write_xtd(tmp_path, tmp_path / "images")
+    write_xtd10_ko(tmp_path)
     (tmp_path / "test_image_names.txt").write_text("a.jpg\n", encoding="utf-8")
-    with pytest.raises(HanclipError, match="2 captions but 1 image names"):
+    with pytest.raises(HanclipError, match="3 captions but 1 image names"):
         load_dataset("xtd10-ko", tmp_path)
 
 
@@ -170,59 +129,30 @@ def test_xtd10_errors(tmp_path):
 
 
 def test_crossmodal3600_korean_captions(tmp_path):
-    lines = [
-        {"image/key": "k1", "ko": {"caption": ["해변의 개", "개"]}, "en": {"caption": ["a dog"]}},
-        {"image/key": "k2", "en": {"caption": ["no korean here"]}},
-        {"image/key": "k3", "ko": {"caption": ["자전거"]}},
-    ]
-    text = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines)
-    (tmp_path / "captions.jsonl").write_text(text + "\n", encoding="utf-8")
-    for key in ("k1", "k3"):
-        _image(tmp_path / "images" / f"{key}.jpg")
+    write_crossmodal3600(tmp_path)
+    images = tmp_path / "images"
     dataset = _retrieval("crossmodal3600", tmp_path)
-    assert dataset.image_paths == [tmp_path / "images/k1.jpg", tmp_path / "images/k3.jpg"]
-    assert dataset.captions == ["해변의 개", "개", "자전거"]
-    assert dataset.caption_image.tolist() == [0, 0, 1]
+    assert dataset.image_paths == [images / "k1.jpg", images / "k3.jpg", images / "k4.jpg"]
+    assert dataset.captions == ["해변의 개", "개", "자전거", "비 오는 거리"]
+    assert dataset.caption_image.tolist() == [0, 0, 1, 2]
     assert dataset.skipped == 1
-    (tmp_path / "images/k3.jpg").unlink()
-    with pytest.raises(HanclipError, match=r"1 of 2 images missing, .*k3\.jpg: .*images\.tgz"):
+    (images / "k3.jpg").unlink()
+    with pytest.raises(HanclipError, match=r"1 of 3 images missing, .*k3\.jpg: .*images\.tgz"):
         load_dataset("crossmodal3600", tmp_path)
 
 
 # --- KoCC3M -------------------------------------------------------------------------------
 
 
-def _write_parquet(path: Path, rows: list[tuple[str, str]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    urls, captions = zip(*rows, strict=True)
-    table = pa.table(
-        {
-            "image_url": list(urls),
-            "english_caption": ["english"] * len(rows),
-            "korean_caption": list(captions),
-        }
-    )
-    pq.write_table(table, path)
-
-
-KOCC3M_ROWS = [
-    ("http://example.com/a.jpg", "강아지"),
-    ("http://example.com/b.PNG?size=large", "도시의 밤"),
-    ("http://example.com/missing.jpg", "가져오지 못한 사진"),
-    ("http://example.com/c", "산"),
-]
-
-
 def test_kocc3m_finds_fetched_images_by_url_hash(tmp_path):
     pytest.importorskip("pyarrow")
-    _write_parquet(tmp_path / "kocc3m_validation.parquet", KOCC3M_ROWS)
+    write_kocc3m(tmp_path)
     images = tmp_path / "images"
-    a = _image(images / f"{kocc3m_image_stem(KOCC3M_ROWS[0][0])}.jpg")
-    b = _image(images / f"{kocc3m_image_stem(KOCC3M_ROWS[1][0])}.png")
-    c = _image(images / f"{kocc3m_image_stem(KOCC3M_ROWS[3][0])}.jpg")
+    a = images / f"{kocc3m_image_stem(KOCC3M_ROWS[0][0])}.jpg"
+    b = images / f"{kocc3m_image_stem(KOCC3M_ROWS[1][0])}.png"
+    c = images / f"{kocc3m_image_stem(KOCC3M_ROWS[3][0])}.jpg"
     assert a.name == "99e087d9e04c1527ebd8026fd3cc31035e6c7210.jpg"  # sha1 of the URL
+    assert [kocc3m_image_path(tmp_path, url) for url, _ in KOCC3M_ROWS[:2]] == [a, b]
     dataset = _retrieval("kocc3m", tmp_path)
     assert dataset.image_paths == [a, b, c]
     assert dataset.captions == ["강아지", "도시의 밤", "산"]
@@ -236,17 +166,17 @@ def test_kocc3m_file_choice_and_errors(tmp_path, monkeypatch):
     pytest.importorskip("pyarrow")
     with pytest.raises(HanclipError, match="kocc3m.*parquet not found in .*QuoQA-NLP/KoCC3M"):
         load_dataset("kocc3m", tmp_path)
-    _write_parquet(tmp_path / "train.parquet", KOCC3M_ROWS[:1])
-    _write_parquet(tmp_path / "validation.parquet", KOCC3M_ROWS[:1])
+    write_kocc3m_parquet(tmp_path / "train.parquet", KOCC3M_ROWS[:1])
+    write_kocc3m_parquet(tmp_path / "validation.parquet", KOCC3M_ROWS[:1])
     with pytest.raises(HanclipError, match="several parquet files"):
         load_dataset("kocc3m", tmp_path)
-    _write_parquet(tmp_path / "KoCC3M-val.parquet", KOCC3M_ROWS[3:])
+    write_kocc3m_parquet(tmp_path / "KoCC3M-val.parquet", KOCC3M_ROWS[3:])
     with pytest.raises(HanclipError, match="images/ not found in"):
         load_dataset("kocc3m", tmp_path)
-    _image(tmp_path / "images" / f"{kocc3m_image_stem(KOCC3M_ROWS[3][0])}.webp.jpg")
+    write_image(tmp_path / "images" / f"{kocc3m_image_stem(KOCC3M_ROWS[3][0])}.webp.jpg")
     with pytest.raises(HanclipError, match="kocc3m: no image with a caption found"):
         load_dataset("kocc3m", tmp_path)
-    _image(tmp_path / "images" / f"{kocc3m_image_stem(KOCC3M_ROWS[3][0])}.png")
+    write_image(tmp_path / "images" / f"{kocc3m_image_stem(KOCC3M_ROWS[3][0])}.png")
     assert _retrieval("kocc3m", tmp_path).captions == ["산"]
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(HanclipError, match=r"needs pyarrow: pip install 'hanclip\[bench\]'"):
@@ -257,56 +187,26 @@ def test_kocc3m_file_choice_and_errors(tmp_path, monkeypatch):
 
 
 def test_jsonl_captions_relative_to_the_file(tmp_path):
-    lines = [
-        {"image": "photos/1.jpg", "captions": ["첫 번째", "하나"]},
-        {"image": "photos/2.png", "captions": "두 번째"},
-        {"image": "photos/1.jpg", "captions": ["또 하나"]},
-    ]
-    text = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines)
-    (tmp_path / "captions.jsonl").write_text(text, encoding="utf-8")
-    first = _image(tmp_path / "photos/1.jpg")
-    second = _image(tmp_path / "photos/2.png")
+    write_jsonl(tmp_path)
+    photos = tmp_path / "photos"
     for where in (tmp_path, tmp_path / "captions.jsonl"):
         dataset = _retrieval("jsonl", where)
-        assert dataset.image_paths == [first, second]
+        assert dataset.image_paths == [photos / "1.jpg", photos / "2.png", photos / "3.jpg"]
         # A repeated image keeps one index and gains the new captions.
-        assert dataset.captions == ["첫 번째", "하나", "두 번째", "또 하나"]
-        assert dataset.caption_image.tolist() == [0, 0, 1, 0]
-    (tmp_path / "captions.jsonl").write_text(text + '\n{"image": "x.jpg"}\n', encoding="utf-8")
-    with pytest.raises(HanclipError, match=r"captions\.jsonl:4: record has no 'captions'"):
+        assert dataset.captions == ["첫 번째", "하나", "두 번째", "또 하나", "세 번째 사진"]
+        assert dataset.caption_image.tolist() == [0, 0, 1, 0, 2]
+    with open(tmp_path / "captions.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"image": "x.jpg"}\n')
+    with pytest.raises(HanclipError, match=r"captions\.jsonl:5: record has no 'captions'"):
         load_dataset("jsonl", tmp_path)
 
 
 # --- CIFAR --------------------------------------------------------------------------------
 
 
-def _python2_style_pickle(path: Path, content: dict) -> None:
-    """Protocol 2 with numpy.core names, as in the published (Python 2) CIFAR files."""
-    raw = pickle.dumps(content, protocol=2)
-    path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
-
-
-def _cifar_pixels(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images [n, 32, 32, 3] with distinct values, and the same as CIFAR rows [n, 3072]."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
-    return images, images.transpose(0, 3, 1, 2).reshape(n, 3072)
-
-
-def _write_cifar10(data_dir: Path, label_names: list[str] | None) -> np.ndarray:
-    folder = data_dir / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    images, rows = _cifar_pixels(3)
-    batch = {b"batch_label": b"testing batch 1 of 1", b"data": rows, b"labels": [3, 0, 9]}
-    _python2_style_pickle(folder / "test_batch", batch)
-    if label_names is not None:
-        meta = {b"label_names": [n.encode() for n in label_names], b"num_vis": 3072}
-        _python2_style_pickle(folder / "batches.meta", meta)
-    return images
-
-
 def test_cifar10_pixels_labels_and_names(tmp_path):
-    images = _write_cifar10(tmp_path, [english for english, _ in CIFAR10_CLASSES])
+    write_cifar10(tmp_path)
+    images, _ = cifar_pixels(3)
     dataset = _classification("cifar10", tmp_path)
     assert isinstance(dataset.images, ArrayImages) and len(dataset.images) == 3
     first = dataset.images[0]
@@ -324,7 +224,7 @@ def test_cifar10_pixels_labels_and_names(tmp_path):
 def test_cifar10_meta_that_disagrees_with_the_table_is_refused(tmp_path):
     swapped = [english for english, _ in CIFAR10_CLASSES]
     swapped[1], swapped[2] = swapped[2], swapped[1]
-    _write_cifar10(tmp_path, swapped)
+    write_cifar10(tmp_path, swapped)
     with pytest.raises(HanclipError, match="label 1 is 'bird' there but 'automobile' here"):
         load_dataset("cifar10", tmp_path)
 
@@ -333,7 +233,8 @@ def test_cifar10_without_meta_and_missing_files(tmp_path):
     expected = r"test_batch not found in .*cifar-10-batches-py: .*cifar-10-python\.tar\.gz"
     with pytest.raises(HanclipError, match=expected):
         load_dataset("cifar10", tmp_path)
-    _write_cifar10(tmp_path, None)
+    write_cifar10(tmp_path, None)
+    assert not (tmp_path / "cifar-10-batches-py" / "batches.meta").exists()
     assert _classification("cifar10", tmp_path).labels.tolist() == [3, 0, 9]
 
 
@@ -346,40 +247,34 @@ def test_cifar_pickles_cannot_run_code(tmp_path):
 
 
 def test_cifar100_fine_labels_align_with_korean_names(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    _, rows = _cifar_pixels(3)
-    fine_names = [english for english, _ in CIFAR100_CLASSES]
-    test = {b"data": rows, b"fine_labels": [0, 99, 2], b"coarse_labels": [4, 13, 14]}
-    _python2_style_pickle(folder / "test", test)
-    _python2_style_pickle(folder / "meta", {b"fine_label_names": [n.encode() for n in fine_names]})
+    write_cifar100(tmp_path)
+    images, _ = cifar_pixels(3)
     dataset = _classification("cifar100", tmp_path)
+    np.testing.assert_array_equal(np.asarray(dataset.images[1]), images[1])
     assert dataset.labels.tolist() == [0, 99, 2]
     assert [dataset.class_names_ko[label] for label in dataset.labels] == ["사과", "지렁이", "아기"]
-    assert dataset.class_keys == fine_names
+    assert dataset.class_keys == [english for english, _ in CIFAR100_CLASSES]
 
 
 # --- STL-10 -------------------------------------------------------------------------------
 
 
 def test_stl10_column_major_images(tmp_path):
-    folder = tmp_path / "stl10_binary"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(2, 96, 96, 3), dtype=np.uint8)
-    # On disk each image is [channel, column, row]: the transpose of [row, column, channel].
-    images.transpose(0, 3, 2, 1).tofile(folder / "test_X.bin")
-    np.array([8, 1], dtype=np.uint8).tofile(folder / "test_y.bin")
-    names = "\n".join(english for english, _ in STL10_CLASSES) + "\n"
-    (folder / "class_names.txt").write_text(names, encoding="utf-8")
+    write_stl10(tmp_path)
+    images = stl10_pixels(3)
     dataset = _classification("stl10", tmp_path)
-    np.testing.assert_array_equal(np.asarray(dataset.images[0]), images[0])
-    np.testing.assert_array_equal(np.asarray(dataset.images[1]), images[1])
-    assert dataset.labels.tolist() == [7, 0]
-    assert [dataset.class_names_ko[label] for label in dataset.labels] == ["원숭이", "비행기"]
+    for index in range(3):
+        np.testing.assert_array_equal(np.asarray(dataset.images[index]), images[index])
+    # Stored 1-based: 8, 1, 10.
+    assert dataset.labels.tolist() == [7, 0, 9]
+    names = [dataset.class_names_ko[label] for label in dataset.labels]
+    assert names == ["원숭이", "비행기", "트럭"]
     limited = _classification("stl10", tmp_path, limit=1)
     assert (len(limited.images), limited.labels.tolist()) == (1, [7])
-    (folder / "class_names.txt").write_text(names.replace("car", "automobile"), encoding="utf-8")
+    names_file = tmp_path / "stl10_binary" / "class_names.txt"
+    names_file.write_text(
+        names_file.read_text(encoding="utf-8").replace("car", "automobile"), encoding="utf-8"
+    )
     with pytest.raises(HanclipError, match="label 2 is 'automobile' there but 'car' here"):
         load_dataset("stl10", tmp_path)
 
@@ -388,16 +283,9 @@ def test_stl10_column_major_images(tmp_path):
 
 
 def test_caltech101_labels_follow_case_sensitive_sorted_folders(tmp_path):
+    write_caltech101(tmp_path)
     root = tmp_path / "101_ObjectCategories"
-    for folder, count in [
-        ("ant", 1),
-        ("accordion", 2),
-        ("Leopards", 1),
-        ("Faces", 2),
-        ("BACKGROUND_Google", 2),
-    ]:
-        for i in range(count):
-            _image(root / folder / f"image_{i + 1:04d}.jpg")
+    assert len(list((root / "BACKGROUND_Google").iterdir())) == 2
     (root / "ant" / "notes.txt").write_text("not an image")
     dataset = _classification("caltech101", tmp_path)
     assert dataset.class_keys == ["Faces", "Leopards", "accordion", "ant"]
@@ -413,7 +301,7 @@ def test_caltech101_labels_follow_case_sensitive_sorted_folders(tmp_path):
     ]
     assert dataset.labels.tolist() == [0, 1, 2, 3, 0, 2]
     assert _classification("caltech101", root, limit=3).labels.tolist() == [0, 1, 2]
-    _image(root / "unicorn" / "image_0001.jpg")
+    write_image(root / "unicorn" / "image_0001.jpg")
     with pytest.raises(HanclipError, match="folder 'unicorn' is not a Caltech101 class"):
         load_dataset("caltech101", tmp_path)
 

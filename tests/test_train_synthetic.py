@@ -107,6 +107,17 @@ def test_training_is_deterministic(world: SyntheticWorld) -> None:
     assert not torch.equal(first.heads.f1[0].weight, other_seed.f1[0].weight)
 
 
+def test_bad_banks_and_config_are_user_errors(world: SyntheticWorld) -> None:
+    with pytest.raises(HanclipError, match="same captions"):
+        replace(world.banks, english_text=world.banks.english_text[:10])
+    with pytest.raises(HanclipError, match="same CLIP model"):
+        replace(world.banks, image_bank=world.banks.image_bank[:, :64])
+    with pytest.raises(HanclipError, match="batch size"):
+        TrainConfig(batch_size=1)
+    with pytest.raises(HanclipError, match="tau_inter"):
+        TrainConfig(tau_inter=0.0)
+
+
 def test_epoch_batches_drop_a_last_single_row() -> None:
     batches = epoch_batches(9, 4, seed=0, epoch=0)
     assert [len(b) for b in batches] == [4, 4]

@@ -8,7 +8,9 @@ turn a latent point into what the frozen encoders would output:
   constant modality-gap vector (CLIP images and texts live in separate cones).
 - Multilingual encoder: another map (a different dimension, unrelated to CLIP's); the Korean
   view is the English one slightly rotated and offset (the language shift).
-- Every view gets its own encoder noise and is L2-normalised.
+- Every view reads the latent point slightly off (latent noise: the encoders disagree a
+  little about what a sample shows, which caps the reachable recall below 1), gets its own
+  output noise and is L2-normalised.
 
 The banks are unpaired, as in real life: English captions come with both of their views
 (e^I, e^K), while the image and Korean banks hold other samples of the same concepts. The
@@ -29,7 +31,10 @@ from trainer.train import TrainBanks
 LATENT_DIM = 64
 # Size of the per-sample deviation from its concept centre, relative to the centre (norm 1).
 SAMPLE_VARIATION = 0.5
-# Encoder noise per view, relative to the unit-norm clean view.
+# Each encoder reads a sample slightly differently: noise in the latent space, which no
+# head can project away, so recall stays below 1 even after perfect training.
+LATENT_NOISE = 0.2
+# Encoder noise per view in its output space, relative to the unit-norm clean view.
 VIEW_NOISE = 0.3
 # Norm of the constant offset between the CLIP image and text cones.
 MODALITY_GAP = 1.0
@@ -82,6 +87,12 @@ def _sample_latents(rng: np.random.Generator, centres: np.ndarray, n: int) -> np
     return l2_normalize(centres[concepts] + SAMPLE_VARIATION * variation)
 
 
+def _perceive(rng: np.random.Generator, latents: np.ndarray) -> np.ndarray:
+    """What one encoder takes a sample to be: its latent point, slightly off."""
+    noise = rng.standard_normal(latents.shape) / np.sqrt(LATENT_DIM)
+    return l2_normalize(latents + LATENT_NOISE * noise)
+
+
 def _observe(rng: np.random.Generator, clean: np.ndarray) -> np.ndarray:
     """An encoder's output: the clean view plus its own noise, L2-normalised, float32."""
     noise = rng.standard_normal(clean.shape) / np.sqrt(clean.shape[1])
@@ -89,19 +100,20 @@ def _observe(rng: np.random.Generator, clean: np.ndarray) -> np.ndarray:
 
 
 def _clip_text(rng: np.random.Generator, enc: _Encoders, latents: np.ndarray) -> np.ndarray:
-    return _observe(rng, latents @ enc.clip_map.T)
+    return _observe(rng, _perceive(rng, latents) @ enc.clip_map.T)
 
 
 def _clip_image(rng: np.random.Generator, enc: _Encoders, latents: np.ndarray) -> np.ndarray:
-    return _observe(rng, l2_normalize(latents @ enc.clip_map.T) + enc.modality_gap)
+    clip = l2_normalize(_perceive(rng, latents) @ enc.clip_map.T)
+    return _observe(rng, clip + enc.modality_gap)
 
 
 def _english(rng: np.random.Generator, enc: _Encoders, latents: np.ndarray) -> np.ndarray:
-    return _observe(rng, latents @ enc.multilingual_map.T)
+    return _observe(rng, _perceive(rng, latents) @ enc.multilingual_map.T)
 
 
 def _korean(rng: np.random.Generator, enc: _Encoders, latents: np.ndarray) -> np.ndarray:
-    english = l2_normalize(latents @ enc.multilingual_map.T)
+    english = l2_normalize(_perceive(rng, latents) @ enc.multilingual_map.T)
     return _observe(rng, english @ enc.korean_rotation.T + enc.korean_offset)
 
 

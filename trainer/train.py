@@ -59,6 +59,18 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else CPU
 
+    def __post_init__(self) -> None:
+        # These come from command-line flags: say which one is wrong, as a user error.
+        if self.epochs < 1:
+            raise HanclipError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise HanclipError(f"batch size must be at least 2 (BatchNorm), got {self.batch_size}")
+        for name in ("tau_retrieval", "tau_inter", "tau_image_text", "lr"):
+            if getattr(self, name) <= 0:
+                raise HanclipError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.noise_std < 0 or self.intra_weight < 0 or self.weight_decay < 0:
+            raise HanclipError("noise_std, intra_weight and weight_decay cannot be negative")
+
     def hyperparameters(self) -> dict[str, Any]:
         """Everything that shapes the trained weights (the device does not)."""
         return {k: v for k, v in asdict(self).items() if k != "device"}
@@ -74,16 +86,28 @@ class TrainBanks:
     korean_bank: np.ndarray  # K [N_K, d_txt]: multilingual embeddings of Korean captions
 
     def __post_init__(self) -> None:
+        # Banks come from users' files: a mismatch is reported as a user error.
         for name in ("english_clip", "english_text", "image_bank", "korean_bank"):
             array = getattr(self, name)
             if array.ndim != 2 or array.shape[0] == 0:
-                raise ValueError(f"{name} must be a non-empty [rows, dim] array")
+                raise HanclipError(f"{name} must be a non-empty [rows, dim] array")
+        if self.english_clip.shape[0] < 2:
+            raise HanclipError("training needs at least two English captions")
         if self.english_clip.shape[0] != self.english_text.shape[0]:
-            raise ValueError("english_clip and english_text must hold the same captions")
+            raise HanclipError(
+                f"english_clip has {self.english_clip.shape[0]} rows but english_text "
+                f"{self.english_text.shape[0]}: both must hold the same captions, in order"
+            )
         if self.image_bank.shape[1] != self.image_dim:
-            raise ValueError("image_bank and english_clip must share the CLIP dimension")
+            raise HanclipError(
+                f"image_bank is {self.image_bank.shape[1]}-d but english_clip "
+                f"{self.image_dim}-d: both must come from the same CLIP model"
+            )
         if self.korean_bank.shape[1] != self.text_dim:
-            raise ValueError("korean_bank and english_text must share the text dimension")
+            raise HanclipError(
+                f"korean_bank is {self.korean_bank.shape[1]}-d but english_text "
+                f"{self.text_dim}-d: both must come from the same multilingual encoder"
+            )
 
     @property
     def image_dim(self) -> int:
@@ -170,6 +194,7 @@ def epoch_batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[n
 
 
 def noise_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    # The trailing 1 keeps this stream apart from the shuffle's, seeded from [seed, epoch].
     noise_seed = int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
     return torch.Generator(device=device).manual_seed(noise_seed)
 
@@ -215,8 +240,6 @@ def train_heads(
     """
     cfg = cfg or TrainConfig()
     n_captions = banks.english_clip.shape[0]
-    if n_captions < 2:
-        raise ValueError("training needs at least two English captions")
     out_dim = out_dim or banks.image_dim
     device = torch.device(cfg.device) if cfg.device else default_device()
     run = {"config": cfg.hyperparameters(), "out_dim": out_dim, "banks": banks.fingerprint()}

@@ -1,0 +1,105 @@
+"""Peak memory of exact soft retrieval over a bank that does not fit a logit matrix.
+
+50,000 queries against a 200,000-row bank (D=512) would need a 40 GB float32 logit matrix
+computed naively; the streamed softmax in `trainer.retrieval` must stay under 2 GB of extra
+memory. The bank is a np.memmap in a temporary file, as a cached bank on disk would be.
+
+Extra memory is the peak resident set (VmHWM) during the call minus the resident set just
+before it; the peak is reset first (Linux /proc/self/clear_refs) so that building the inputs
+does not count. Pages of the memmapped bank that the call reads count as resident too
+(reclaimable page cache, but reported as part of the figure).
+
+    python benchmarks/soft_retrieval_memory.py [--queries 50000] [--bank 200000] [--dim 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainer.retrieval import default_device, soft_retrieve
+
+LIMIT_BYTES = 2 * 1024**3
+ROWS_PER_WRITE = 10_000
+
+
+def proc_status_bytes(field: str) -> int:
+    """A kB field of /proc/self/status (VmRSS, VmHWM, RssAnon, RssFile) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> bool:
+    """Make VmHWM restart from the current resident set; False where the kernel refuses."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def fill_unit_rows(out: np.ndarray, rng: np.random.Generator) -> None:
+    # In slices, so that building a 400 MB bank never holds a second full copy.
+    for start in range(0, out.shape[0], ROWS_PER_WRITE):
+        rows = rng.standard_normal((min(ROWS_PER_WRITE, out.shape[0] - start), out.shape[1]))
+        out[start : start + rows.shape[0]] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--queries", type=int, default=50_000)
+    parser.add_argument("--bank", type=int, default=200_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--tau", type=float, default=0.01)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        bank_path = Path(tmp) / "bank.f32"
+        writer = np.memmap(bank_path, dtype=np.float32, mode="w+", shape=(args.bank, args.dim))
+        fill_unit_rows(writer, rng)
+        writer.flush()
+        del writer
+        bank = np.memmap(bank_path, dtype=np.float32, mode="r", shape=(args.bank, args.dim))
+        queries = np.empty((args.queries, args.dim), dtype=np.float32)
+        fill_unit_rows(queries, rng)
+
+        baseline = proc_status_bytes("VmRSS")
+        file_pages_before = proc_status_bytes("RssFile")
+        if not reset_peak_rss():
+            # Without a reset the peak so far is the best baseline available (an underestimate
+            # of the extra memory only if building the inputs peaked above the call).
+            baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        started = time.perf_counter()
+        result = soft_retrieve(queries, bank, args.tau, device=args.device)
+        seconds = time.perf_counter() - started
+        extra = proc_status_bytes("VmHWM") - baseline
+        file_pages = proc_status_bytes("RssFile") - file_pages_before
+        del result, bank
+
+    device = args.device or str(default_device())
+    print(
+        f"soft_retrieve {args.queries:,} queries x {args.bank:,} bank rows, D={args.dim}, "
+        f"tau={args.tau}, device={device}"
+    )
+    print(f"wall time: {seconds:.1f} s")
+    print(
+        f"extra peak memory: {extra / 1024**2:,.0f} MiB "
+        f"(of which file pages, mostly the memmapped bank: {file_pages / 1024**2:,.0f} MiB)"
+    )
+    under = extra < LIMIT_BYTES
+    print(f"under 2 GB: {'yes' if under else 'NO'}")
+    return 0 if under else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
