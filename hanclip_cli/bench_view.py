@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -205,8 +206,11 @@ def render_bench(result: BenchResult, *, json_output: bool, markdown: bool) -> N
             cells = [_format(key, row.metrics[key]) for key, _ in columns]
             table.add_row(_display_name(row.model), *cells)
     # Redirected output is 80 columns to rich; widen rather than cut figures short.
-    width = max(console.width, Measurement.get(console, console.options, table).maximum)
-    console.print(table, width=width)
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    out = console
+    if not console.is_terminal and natural > console.width:
+        out = Console(width=natural, file=console.file)
+    out.print(table)
     for row in result.rows:
         if row.error:
             console.print(Text(f"{_display_name(row.model)} unavailable: {row.error}", "dim"))
