@@ -272,7 +272,7 @@ def train(
     )
     with make_progress() as progress:
         if use_corpora:
-            from platformdirs import user_cache_dir
+            from hanclip_model.cache import cache_root
 
             tasks: dict[str, object] = {}
 
@@ -283,7 +283,7 @@ def train(
 
             prepared = build_corpus_banks(
                 CorpusInputs(english, korean, images, base_model),
-                cache_dir or Path(user_cache_dir("hanclip", appauthor=False)) / "banks",
+                cache_dir or cache_root() / "banks",
                 device=device,
                 progress=bank_progress,
             )

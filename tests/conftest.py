@@ -67,9 +67,18 @@ def library(tmp_path: Path) -> Path:
     return tmp_path / "library"
 
 
+@pytest.fixture(scope="session")
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Shared by the whole session: fast-text exports of the tiny models are made once.
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _cache_dir: Path
+) -> Iterator[None]:
     monkeypatch.setenv("HANCLIP_HOME", str(tmp_path / "default-home"))
+    monkeypatch.setenv("HANCLIP_CACHE", str(_cache_dir))
     monkeypatch.delenv("HANCLIP_MODEL", raising=False)
     monkeypatch.setenv("HANCLIP_DEVICE", "cpu")
     yield

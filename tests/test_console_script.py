@@ -70,3 +70,26 @@ def test_usage_errors_are_one_line(args):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+
+
+def test_text_search_runs_without_torch(tiny, tmp_path):
+    """After `index` (which exports the text encoder), a text search imports no torch."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    photos, library = tmp_path / "photos", tmp_path / "library"
+    from tinymodels import write_photo_folder
+
+    write_photo_folder(photos, count=6)
+    common = ["--library", str(library), "--model", str(tiny.heads_bundle)]
+    assert _run(_hanclip(), "index", photos, *common, env=env).returncode == 0
+    probe = (
+        "import sys\n"
+        "from hanclip_cli.app import main\n"
+        f"sys.argv = ['hanclip', 'search', '바다 위 노을', '--json', *{common!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'open_clip')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy, code, file=sys.stderr)\n"
+    )
+    result = _run(sys.executable, "-c", probe, env=env)
+    assert "HEAVY [] 0" in result.stderr, result.stderr
+    assert len(json.loads(result.stdout)) == 6
