@@ -144,6 +144,19 @@ def _unit_rows(vectors: np.ndarray, what: str) -> np.ndarray:
     return vectors / np.where(norms > 0, norms, 1)
 
 
+def _unit_pair(
+    image_vectors: np.ndarray, other_vectors: np.ndarray, other: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets L2-normalised, after checking that they have the same width."""
+    images = _unit_rows(image_vectors, "image_vectors")
+    others = _unit_rows(other_vectors, f"{other}_vectors")
+    if images.shape[1] != others.shape[1]:
+        raise ValueError(
+            f"image and {other} vectors differ in width: {images.shape[1]} vs {others.shape[1]}"
+        )
+    return images, others
+
+
 def _stream_direction(
     queries: np.ndarray,
     items: np.ndarray,
@@ -185,12 +198,7 @@ def retrieval_report(
     ks = _check_ks(ks)
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
-    images = _unit_rows(image_vectors, "image_vectors")
-    texts = _unit_rows(text_vectors, "text_vectors")
-    if images.shape[1] != texts.shape[1]:
-        raise ValueError(
-            f"image and text vectors differ in width: {images.shape[1]} vs {texts.shape[1]}"
-        )
+    images, texts = _unit_pair(image_vectors, text_vectors, "text")
     caption_image = np.asarray(caption_image)
     n_images = images.shape[0]
     if caption_image.shape != (texts.shape[0],) or not np.issubdtype(
@@ -247,12 +255,7 @@ def classification_report(
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
-    images = _unit_rows(image_vectors, "image_vectors")
-    classes = _unit_rows(class_vectors, "class_vectors")
-    if images.shape[1] != classes.shape[1]:
-        raise ValueError(
-            f"image and class vectors differ in width: {images.shape[1]} vs {classes.shape[1]}"
-        )
+    images, classes = _unit_pair(image_vectors, class_vectors, "class")
     labels = np.asarray(labels)
     n_classes = classes.shape[0]
     if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
