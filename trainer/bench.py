@@ -234,6 +234,7 @@ def random_weight_models(
     never counts as query time.
     """
     from hanclip_model.baselines import ClipTranslateEmbedder, KoclipEmbedder, Translator
+    from hanclip_model.encoders import quiet_transformers
     from hanclip_model.random_models import (
         DISTILBERT_MULTILINGUAL,
         MINILM_L12,
@@ -260,6 +261,7 @@ def random_weight_models(
     def koclip() -> Embedder:
         return KoclipEmbedder(str(random_dual_encoder(workdir / "koclip")), device=device)
 
+    quiet_transformers()  # saving the random models would draw transformers' own bars
     builders = {"mclip": mclip, "clip-translate": clip_translate, "koclip": koclip}
     return {name: builders.get(name, hanclip) for name in names or RANDOM_MODEL_NAMES}
 
