@@ -149,7 +149,6 @@ def open_library(
             raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
         return existing, bundle, choice.model
     bundle.check_encoders()
-    bundle.prepare_fast_text()  # torch is loaded now anyway: later searches start without it
     if existing is not None:
         existing.close()
     return Library(directory, create=True), bundle, choice.model

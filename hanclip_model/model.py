@@ -77,10 +77,6 @@ class HanclipModel:
         self._check_input_dim("image", raw.shape[1])
         return raw
 
-    def prepare_fast_text(self) -> None:
-        """Export the text encoder to ONNX now (needs torch, seconds) if not done already."""
-        self._text_backend()
-
     def _text_backend(self):
         if not self.fast_text:
             return self.text_encoder
@@ -112,8 +108,11 @@ class HanclipModel:
 
     def check_encoders(self) -> None:
         """Load both encoders and check that their dimensions fit the heads (or, without
-        heads, each other): a bundle that cannot work fails here, before any indexing."""
-        image_dim, text_dim = self.image_encoder.dim, self.text_encoder.dim
+        heads, each other): a bundle that cannot work fails here, before any indexing.
+
+        The text side is the fast (ONNX) export, made now if missing: torch is loaded for
+        the image model at this point anyway, and later searches start without it."""
+        image_dim, text_dim = self.image_encoder.dim, self._text_backend().dim
         self._check_input_dim("image", image_dim)
         self._check_input_dim("text", text_dim)
         if self.heads is None and image_dim != text_dim:
