@@ -139,14 +139,18 @@ def _decode(info: FileInfo, min_side: int) -> LoadedImage | ImageLoadError:
 
 
 def _prefetch(
-    items: list[_Pending], min_side: int, workers: int
+    items: list[_Pending], min_side: int, workers: int, ahead: int
 ) -> Iterator[tuple[_Pending, LoadedImage | ImageLoadError]]:
-    """Decode in threads (Pillow releases the GIL), a bounded window ahead of the model."""
+    """Decode in threads (Pillow releases the GIL), up to `ahead` photos ahead of the model.
+
+    `ahead` must exceed a batch: the next batch then decodes while the model runs on this
+    one, instead of the model waiting for it afterwards.
+    """
     window: deque[tuple[_Pending, Future]] = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for item in items:
             window.append((item, pool.submit(_decode, item.info, min_side)))
-            if len(window) >= 4 * workers:
+            if len(window) >= ahead:
                 pending, future = window.popleft()
                 yield pending, future.result()
         while window:
@@ -309,7 +313,8 @@ def _embed_pending(
             progress.update(task, advance=len(batch))
         batch.clear()
 
-    for item, loaded in _prefetch(to_embed, model.image_encoder.image_size, workers):
+    ahead = 2 * batch_size + workers
+    for item, loaded in _prefetch(to_embed, model.image_encoder.image_size, workers, ahead):
         if isinstance(loaded, ImageLoadError):
             store.record_failure(item.info.path, item.info.size, item.info.mtime_ns, str(loaded))
             report.fail(item.info.path, str(loaded))
