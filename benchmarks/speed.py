@@ -1189,7 +1189,6 @@ class Options:
     work: Path
     sizes: Sizes
     bundle: Path | None  # None: build the random real-size bundle
-    json_path: Path | None
 
 
 def environment(cores: int) -> dict[str, Any]:
@@ -1422,7 +1421,8 @@ def header_section(results: dict[str, Any]) -> list[str]:
             else "real-size architectures, random weights"
         ),
         "=" * 76,
-        f"machine       {env['cores']} cores usable, {env['cpu']}, {env['platform']}",
+        f"machine       {env['cores']} cores usable, {env['cpu']}, {env['platform']}, "
+        f"CUDA {'yes' if env['cuda'] else 'no'}",
         f"software      python {env['python']}, torch {env['torch']}, onnxruntime "
         f"{env['onnxruntime']}, open_clip {env['open_clip']}, sentence-transformers "
         f"{env['sentence_transformers']}",
@@ -1756,7 +1756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         naive_search(*args.naive_search)
         return 0
     with work_directory(args.work) as work:
-        options = Options(work, sizes_from(args), args.bundle, args.json_path)
+        options = Options(work, sizes_from(args), args.bundle)
         try:
             results = run_benchmark(options)
         except BenchmarkError as exc:
