@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import sqlite_utils
 
 from hanclip_model.errors import HanclipError
 
@@ -76,49 +75,57 @@ class PhotoStore:
         if not create and not self.path.exists():
             raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
         try:
-            conn = sqlite3.connect(str(self.path), timeout=30)
-            self.db = sqlite_utils.Database(conn)
+            self.conn = sqlite3.connect(str(self.path), timeout=30)
+            self.conn.row_factory = sqlite3.Row
             # WAL lets `search` read the last committed state while `index` writes.
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
             if create:
                 self._create_schema()
         except sqlite3.DatabaseError as exc:
             raise HanclipError(f"cannot open library database {self.path}: {exc}") from None
 
     def _create_schema(self) -> None:
-        with self.db.conn:
+        # Only writers create tables; `search` never pays for importing sqlite-utils.
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self.conn)
+        with self.conn:
             # AUTOINCREMENT: an id is never reused, so a stale HNSW label can't alias a new photo.
-            self.db.execute(
+            self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS photos ("
                 "id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, "
                 "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, "
                 "width INTEGER, height INTEGER, taken_at TEXT, embedding BLOB NOT NULL, "
                 "indexed_at TEXT)"
             )
-            self.db["photos"].create_index(["path"], unique=True, if_not_exists=True)
-            self.db["photos"].create_index(["sha256"], if_not_exists=True)
-            self.db["failures"].create(
+            db["photos"].create_index(["path"], unique=True, if_not_exists=True)
+            db["photos"].create_index(["sha256"], if_not_exists=True)
+            db["failures"].create(
                 {"path": str, "size": int, "mtime_ns": int, "error": str, "failed_at": str},
                 pk="path",
                 if_not_exists=True,
             )
-            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         if self.get_meta("schema_version") is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
+
+    def _query(self, sql: str, params: Iterable[object] = ()) -> Iterator[dict]:
+        for row in self.conn.execute(sql, list(params)):
+            yield dict(row)
 
     # -- metadata ---------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> object | None:
-        rows = list(self.db.query("SELECT value FROM meta WHERE key = ?", [key]))
+        rows = list(self._query("SELECT value FROM meta WHERE key = ?", [key]))
         return json.loads(rows[0]["value"]) if rows else None
 
     def set_meta(self, key: str, value: object) -> None:
-        with self.db.conn:
-            self.db.execute(
+        with self.conn:
+            self.conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 [key, json.dumps(value, ensure_ascii=False)],
@@ -127,10 +134,10 @@ class PhotoStore:
     # -- photos -----------------------------------------------------------------------------
 
     def count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0])
+        return int(self.conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0])
 
     def ids(self) -> np.ndarray:
-        rows = self.db.execute("SELECT id FROM photos ORDER BY id").fetchall()
+        rows = self.conn.execute("SELECT id FROM photos ORDER BY id").fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def records_under(self, roots: Iterable[Path]) -> dict[str, PhotoRecord]:
@@ -139,7 +146,7 @@ class PhotoStore:
         for root in roots:
             prefix = str(root).rstrip("/") + "/"
             # LIKE would treat % and _ in folder names as wildcards; compare a prefix instead.
-            for row in self.db.query(
+            for row in self._query(
                 "SELECT id, path, size, mtime_ns, sha256 FROM photos "
                 "WHERE path = ? OR substr(path, 1, ?) = ?",
                 [str(root), len(prefix), prefix],
@@ -148,7 +155,7 @@ class PhotoStore:
         return found
 
     def record_for_path(self, path: str) -> PhotoRecord | None:
-        rows = list(self.db.query("SELECT * FROM photos WHERE path = ?", [path]))
+        rows = list(self._query("SELECT * FROM photos WHERE path = ?", [path]))
         return _record(rows[0]) if rows else None
 
     def records_by_ids(self, ids: Iterable[int]) -> dict[int, PhotoRecord]:
@@ -157,7 +164,7 @@ class PhotoStore:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.db.query(
+            for row in self._query(
                 f"SELECT id, path, size, mtime_ns, sha256, width, height, taken_at "
                 f"FROM photos WHERE id IN ({marks})",
                 chunk,
@@ -166,24 +173,24 @@ class PhotoStore:
         return found
 
     def find_by_hash(self, sha256: str) -> PhotoRecord | None:
-        rows = list(self.db.query("SELECT * FROM photos WHERE sha256 = ? LIMIT 1", [sha256]))
+        rows = list(self._query("SELECT * FROM photos WHERE sha256 = ? LIMIT 1", [sha256]))
         return _record(rows[0]) if rows else None
 
     def embedding(self, photo_id: int) -> np.ndarray:
-        row = self.db.execute("SELECT embedding FROM photos WHERE id = ?", [photo_id]).fetchone()
+        row = self.conn.execute("SELECT embedding FROM photos WHERE id = ?", [photo_id]).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy()
 
     def embeddings(self, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, raw embeddings) for `ids`, or for every photo, in id order."""
         if ids is None:
-            rows = self.db.execute("SELECT id, embedding FROM photos ORDER BY id").fetchall()
+            rows = self.conn.execute("SELECT id, embedding FROM photos ORDER BY id").fetchall()
         else:
             rows = []
             wanted = [int(i) for i in ids]
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows += self.db.execute(
+                rows += self.conn.execute(
                     f"SELECT id, embedding FROM photos WHERE id IN ({marks}) ORDER BY id", chunk
                 ).fetchall()
         if not rows:
@@ -195,11 +202,11 @@ class PhotoStore:
     def add_photos(self, photos: list[NewPhoto], replace_ids: Iterable[int] = ()) -> list[int]:
         """Insert photos in one transaction, dropping the rows they replace; returns new ids."""
         new_ids = []
-        with self.db.conn:
+        with self.conn:
             for photo_id in replace_ids:
-                self.db.execute("DELETE FROM photos WHERE id = ?", [int(photo_id)])
+                self.conn.execute("DELETE FROM photos WHERE id = ?", [int(photo_id)])
             for photo in photos:
-                cursor = self.db.execute(
+                cursor = self.conn.execute(
                     "INSERT INTO photos (path, size, mtime_ns, sha256, width, height, taken_at, "
                     "embedding, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
@@ -215,32 +222,32 @@ class PhotoStore:
                     ],
                 )
                 new_ids.append(int(cursor.lastrowid))
-                self.db.execute("DELETE FROM failures WHERE path = ?", [photo.path])
+                self.conn.execute("DELETE FROM failures WHERE path = ?", [photo.path])
         return new_ids
 
     def move_photo(self, photo_id: int, path: str, size: int, mtime_ns: int) -> None:
         """Same content at a new path (a rename or move): keep the row and its embedding."""
-        with self.db.conn:
-            self.db.execute(
+        with self.conn:
+            self.conn.execute(
                 "UPDATE photos SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
                 [path, size, mtime_ns, photo_id],
             )
-            self.db.execute("DELETE FROM failures WHERE path = ?", [path])
+            self.conn.execute("DELETE FROM failures WHERE path = ?", [path])
 
     def remove_photos(self, ids: Iterable[int]) -> None:
-        with self.db.conn:
+        with self.conn:
             for photo_id in ids:
-                self.db.execute("DELETE FROM photos WHERE id = ?", [int(photo_id)])
+                self.conn.execute("DELETE FROM photos WHERE id = ?", [int(photo_id)])
 
     def clear_photos(self) -> None:
-        with self.db.conn:
-            self.db.execute("DELETE FROM photos")
+        with self.conn:
+            self.conn.execute("DELETE FROM photos")
 
     # -- failures ---------------------------------------------------------------------------
 
     def record_failure(self, path: str, size: int, mtime_ns: int, error: str) -> None:
-        with self.db.conn:
-            self.db.execute(
+        with self.conn:
+            self.conn.execute(
                 "INSERT INTO failures (path, size, mtime_ns, error, failed_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size, "
                 "mtime_ns = excluded.mtime_ns, error = excluded.error, "
@@ -252,7 +259,7 @@ class PhotoStore:
         found = {}
         for root in roots:
             prefix = str(root).rstrip("/") + "/"
-            for row in self.db.query(
+            for row in self._query(
                 "SELECT * FROM failures WHERE path = ? OR substr(path, 1, ?) = ?",
                 [str(root), len(prefix), prefix],
             ):
@@ -260,9 +267,9 @@ class PhotoStore:
         return found
 
     def forget_failures(self, paths: Iterable[str]) -> None:
-        with self.db.conn:
+        with self.conn:
             for path in paths:
-                self.db.execute("DELETE FROM failures WHERE path = ?", [path])
+                self.conn.execute("DELETE FROM failures WHERE path = ?", [path])
 
     def failures(self) -> Iterator[dict]:
-        yield from self.db.query("SELECT path, error, failed_at FROM failures ORDER BY path")
+        yield from self._query("SELECT path, error, failed_at FROM failures ORDER BY path")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import l2_normalize
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def pick_device(requested: str | None = None) -> str:

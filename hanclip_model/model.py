@@ -6,16 +6,18 @@ import os
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from hanclip_model.bundle import BundleSpec, resolve_bundle
 from hanclip_model.cache import cache_root
 from hanclip_model.encoders import ClipEncoder, TextEncoder
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import Heads, l2_normalize, load_heads
-from hanclip_model.images import as_rgb_images
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class HanclipModel:
@@ -72,6 +74,8 @@ class HanclipModel:
         self, images: Sequence[str | Path | Image.Image], batch_size: int = 32
     ) -> np.ndarray:
         """CLIP embeddings before the head: what the library stores."""
+        from hanclip_model.images import as_rgb_images
+
         loaded = as_rgb_images(images, self.image_encoder.image_size)
         raw = self.image_encoder.embed_images(loaded, batch_size=batch_size)
         self._check_input_dim("image", raw.shape[1])
