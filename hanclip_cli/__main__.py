@@ -1,3 +1,3 @@
-from hanclip_cli.app import main
+from hanclip_cli.entry import main
 
 main()

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from hanclip_cli.common import (
@@ -122,7 +121,6 @@ def index(
     "  hanclip search '누워있는 고양이' -n 20 --json\n\n"
     "  hanclip search --image ~/Pictures/IMG_0001.jpg"
 )
-@handle_errors
 def search(
     query: Annotated[
         str | None, typer.Argument(help="What to look for, in Korean or any language.")
@@ -137,42 +135,9 @@ def search(
     json_output: JsonOption = False,
 ) -> None:
     """Search the library with words (e.g. '바다 위 노을') or with a photo (--image)."""
-    from hanclip_cli.common import fail
-    from hanclip_cli.library import open_library
-    from hanclip_cli.searcher import MAX_QUERY_CHARS, normalise_query, search_library
+    from hanclip_cli.search_command import SearchArgs, run_search
 
-    if (query is None) == (image is None):
-        fail("give a query or --image PATH (one of them), e.g. hanclip search '바다 위 노을'")
-    if query is not None:
-        if len(query.strip()) > MAX_QUERY_CHARS:
-            notice(f"the query is longer than {MAX_QUERY_CHARS} characters: searching its start")
-        query = normalise_query(query)
-    lib, bundle, model_name = open_library(library, model, for_writing=False, device=device)
-    with lib:
-        hits = search_library(lib, bundle, model_name, text=query, image=image, limit=limit)
-    if json_output:
-        print_json(
-            [
-                {
-                    "rank": h.rank,
-                    "path": h.path,
-                    "score": round(h.score, 6),
-                    "taken_at": h.taken_at,
-                    "width": h.width,
-                    "height": h.height,
-                }
-                for h in hits
-            ]
-        )
-        return
-    table = Table(box=None, header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("score")
-    table.add_column("path", overflow="fold")  # a path cut short is useless: wrap it whole
-    table.add_column("taken", no_wrap=True)
-    for hit in hits:
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", Text(hit.path), hit.taken_at or "")
-    console.print(table)
+    run_search(SearchArgs(query, image, limit, library, model, device, json_output))
 
 
 @app.command(

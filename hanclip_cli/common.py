@@ -7,19 +7,14 @@ import re
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from hanclip_model.errors import HanclipError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 USAGE_ERROR = 2
 
@@ -30,11 +25,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
-    """Print `error: message` on one line to stderr and exit."""
-    import typer
-
+    """Print `error: message` on one line to stderr and exit with `code`."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    # SystemExit rather than typer.Exit: the fast `search` path runs without Typer.
+    raise SystemExit(code)
 
 
 def notice(message: str) -> None:
@@ -74,6 +68,15 @@ def print_json(data: Any) -> None:
 
 def make_progress(*, disable: bool = False) -> Progress:
     """A rich progress bar on stderr, so --json output on stdout stays clean."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -140,13 +140,13 @@ def open_library(
 
     directory = library_dir(library)
     existing = Library(directory, create=False) if (directory / DB_NAME).exists() else None
+    if existing is None and not for_writing:
+        raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
     choice = choose_model(model, directory, existing)
     if choice.notice:
         notice(choice.notice)
     bundle = load_bundle(choice.model, device=device)
     if not for_writing:
-        if existing is None:
-            raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
         return existing, bundle, choice.model
     bundle.check_encoders()
     if existing is not None:

@@ -73,7 +73,9 @@ def test_usage_errors_are_one_line(args):
 
 
 def test_text_search_runs_without_torch(tiny, tmp_path):
-    """After `index` (which exports the text encoder), a text search imports no torch."""
+    """After `index` (which exports the text encoder), a text search through the console
+    entry point imports no torch, and none of what the fast path skips: Typer (and its
+    pydantic), PIL, sqlite-utils."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     photos, library = tmp_path / "photos", tmp_path / "library"
     from tinymodels import write_photo_folder
@@ -83,11 +85,11 @@ def test_text_search_runs_without_torch(tiny, tmp_path):
     assert _run(_hanclip(), "index", photos, *common, env=env).returncode == 0
     probe = (
         "import sys\n"
-        "from hanclip_cli.app import main\n"
+        "from hanclip_cli.entry import main\n"
         f"sys.argv = ['hanclip', 'search', '바다 위 노을', '--json', *{common!r}]\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
-        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'open_clip')"
-        " if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'open_clip',"
+        " 'typer', 'pydantic', 'PIL', 'sqlite_utils') if m in sys.modules]\n"
         "print('HEAVY', heavy, code, file=sys.stderr)\n"
     )
     result = _run(sys.executable, "-c", probe, env=env)

@@ -1,0 +1,139 @@
+"""`hanclip search` as a plain function, and the fast way into it.
+
+The Typer command in `app.py` calls `run_search`. So does `fast_search`, which the console
+entry point tries first: Typer converts every parameter through pydantic, and importing Typer,
+pydantic and rich's table renderer costs about 0.3 s, a third of a cold search. When the
+arguments are plain (a query or --image, and the options below with valid values),
+`parse_search_args` reads them with argparse and the search runs without any of that. Anything
+else (--help, an unknown option, a bad value) returns None and goes through Typer, so help
+texts and usage errors are Typer's, exactly as for every other command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hanclip_cli.common import console, fail, handle_errors, notice, print_json
+
+
+@dataclass(frozen=True)
+class SearchArgs:
+    """The parameters of `hanclip search`; the defaults are the command's defaults."""
+
+    query: str | None = None
+    image: Path | None = None
+    limit: int = 10
+    library: Path | None = None
+    model: str | None = None
+    device: str | None = None
+    json_output: bool = False
+
+
+# Every option of the Typer command, by destination (tests check the two stay the same).
+SEARCH_OPTIONS: dict[str, tuple[str, ...]] = {
+    "image": ("--image", "-i"),
+    "limit": ("-n", "--limit"),
+    "library": ("--library", "-l"),
+    "model": ("--model", "-m"),
+    "device": ("--device",),
+    "json_output": ("--json",),
+}
+
+
+@handle_errors
+def run_search(args: SearchArgs) -> None:
+    """Search the library and print the hits (a table, or JSON with `json_output`)."""
+    from hanclip_cli.library import open_library
+    from hanclip_cli.searcher import MAX_QUERY_CHARS, normalise_query, search_library
+
+    if (args.query is None) == (args.image is None):
+        fail("give a query or --image PATH (one of them), e.g. hanclip search '바다 위 노을'")
+    query = args.query
+    if query is not None:
+        if len(query.strip()) > MAX_QUERY_CHARS:
+            notice(f"the query is longer than {MAX_QUERY_CHARS} characters: searching its start")
+        query = normalise_query(query)
+    lib, bundle, model_name = open_library(
+        args.library, args.model, for_writing=False, device=args.device
+    )
+    with lib:
+        hits = search_library(
+            lib, bundle, model_name, text=query, image=args.image, limit=args.limit
+        )
+    if args.json_output:
+        print_json(
+            [
+                {
+                    "rank": h.rank,
+                    "path": h.path,
+                    "score": round(h.score, 6),
+                    "taken_at": h.taken_at,
+                    "width": h.width,
+                    "height": h.height,
+                }
+                for h in hits
+            ]
+        )
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("score")
+    table.add_column("path", overflow="fold")  # a path cut short is useless: wrap it whole
+    table.add_column("taken", no_wrap=True)
+    for hit in hits:
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", Text(hit.path), hit.taken_at or "")
+    console.print(table)
+
+
+class _NotPlain(Exception):
+    """The arguments need Typer: help, an unknown option, or a value it must judge."""
+
+
+class _QuietParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise _NotPlain(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _QuietParser(prog="hanclip search", add_help=False, allow_abbrev=False)
+    parser.add_argument("query", nargs="?")
+    parser.add_argument(*SEARCH_OPTIONS["image"], dest="image", type=Path)
+    parser.add_argument(*SEARCH_OPTIONS["limit"], dest="limit", type=int)
+    parser.add_argument(*SEARCH_OPTIONS["library"], dest="library", type=Path)
+    parser.add_argument(*SEARCH_OPTIONS["model"], dest="model")
+    parser.add_argument(*SEARCH_OPTIONS["device"], dest="device")
+    parser.add_argument(*SEARCH_OPTIONS["json_output"], dest="json_output", action="store_true")
+    return parser
+
+
+def parse_search_args(argv: Sequence[str]) -> SearchArgs | None:
+    """`SearchArgs` from the words after `search`, or None when Typer should handle them."""
+    if any(arg in ("-h", "--help") for arg in argv):
+        return None
+    try:
+        parsed = _parser().parse_args(list(argv))
+    except (_NotPlain, ValueError, TypeError):
+        return None
+    given = {key: value for key, value in vars(parsed).items() if value is not None}
+    args = SearchArgs(**given)
+    if args.limit < 1:
+        return None  # Typer words the range error
+    return args
+
+
+def fast_search(argv: Sequence[str]) -> int | None:
+    """Run `hanclip search` without Typer; None when the arguments need Typer."""
+    args = parse_search_args(argv)
+    if args is None:
+        return None
+    try:
+        run_search(args)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0

@@ -1,0 +1,131 @@
+"""`hanclip search` without Typer: same options, same results, Typer for everything else."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+
+from hanclip_cli import entry
+from hanclip_cli.app import app
+from hanclip_cli.app import search as typer_search
+from hanclip_cli.search_command import (
+    SEARCH_OPTIONS,
+    SearchArgs,
+    parse_search_args,
+)
+
+
+def _typer_search_params() -> dict[str, object]:
+    group = get_command(app)
+    command = group.commands["search"]  # type: ignore[attr-defined]
+    return {param.name: param for param in command.params}
+
+
+def test_fast_parser_knows_exactly_the_typer_commands_options() -> None:
+    params = _typer_search_params()
+    options = {
+        name: tuple(sorted([*param.opts, *param.secondary_opts]))
+        for name, param in params.items()
+        if param.param_type_name == "option"
+    }
+    assert options == {name: tuple(sorted(opts)) for name, opts in SEARCH_OPTIONS.items()}
+    arguments = [name for name, param in params.items() if param.param_type_name == "argument"]
+    assert arguments == ["query"]
+    # Same parameters, same defaults, as the Typer function's signature.
+    signature = inspect.signature(typer_search).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(SearchArgs)}
+    assert fields == {name: p.default for name, p in signature.items()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["바다 위 노을"], SearchArgs(query="바다 위 노을")),
+        (
+            ["고양이", "-n", "3", "--json", "--library", "L", "--model", "B"],
+            SearchArgs("고양이", None, 3, Path("L"), "B", None, True),
+        ),
+        (["--limit=7", "고양이", "-lL", "-mB"], SearchArgs("고양이", None, 7, Path("L"), "B")),
+        (["--image", "a.jpg", "--device", "cpu"], SearchArgs(image=Path("a.jpg"), device="cpu")),
+        (["-i", "a.jpg", "-n", "2"], SearchArgs(image=Path("a.jpg"), limit=2)),
+        (["--", "-바다"], SearchArgs(query="-바다")),
+        ([], SearchArgs()),
+    ],
+)
+def test_plain_arguments_are_parsed_like_typer(argv, expected) -> None:
+    assert parse_search_args(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["바다", "-h"],
+        ["바다", "--bogus"],
+        ["바다", "-n", "0"],
+        ["바다", "-n", "-2"],
+        ["바다", "-n", "many"],
+        ["바다", "--lim", "3"],  # abbreviations are Typer's business (it refuses them)
+        ["바다", "노을"],
+        ["바다", "--model"],
+    ],
+)
+def test_anything_else_is_left_to_typer(argv) -> None:
+    assert parse_search_args(argv) is None
+
+
+def _run_entry(monkeypatch, capsys, argv: list[str], fast: bool) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["hanclip", *argv])
+    monkeypatch.setenv("HANCLIP_FAST_CLI", "1" if fast else "0")
+    with pytest.raises(SystemExit) as exit_info:
+        entry.main()
+    out, err = capsys.readouterr()
+    code = exit_info.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def test_fast_and_typer_paths_give_the_same_results(
+    tiny, photos, library, cli, monkeypatch, capsys
+) -> None:
+    common = ["--library", str(library), "--model", str(tiny.heads_bundle)]
+    assert cli("index", photos, *common).exit_code == 0
+    for argv in (
+        ["바다 위 노을", "-n", "4", "--json", *common],
+        ["--image", str(photos / "고양이.png"), "--json", *common],
+        ["바다 위 노을", "-n", "3", *common],  # the rich table
+    ):
+        fast = _run_entry(monkeypatch, capsys, ["search", *argv], fast=True)
+        slow = _run_entry(monkeypatch, capsys, ["search", *argv], fast=False)
+        assert fast == slow
+        assert fast[0] == 0 and fast[1]
+    code, out, _ = _run_entry(monkeypatch, capsys, ["search", "바다", "--json", *common], True)
+    assert code == 0 and len(json.loads(out)) == 8
+
+
+def test_fast_path_errors_are_the_same_one_line(tiny, library, monkeypatch, capsys) -> None:
+    cases = [
+        ["search", "--library", str(library)],  # neither a query nor --image
+        ["search", "   ", "--library", str(library)],  # empty query
+        ["search", "바다", "--library", str(library)],  # no library there
+        ["search", "바다", "-n", "0"],  # Typer's range error, through the fallback
+    ]
+    for argv in cases:
+        fast = _run_entry(monkeypatch, capsys, argv, fast=True)
+        slow = _run_entry(monkeypatch, capsys, argv, fast=False)
+        assert fast == slow, argv
+        code, out, err = fast
+        assert code == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert not library.exists()  # a search never creates a library
+
+
+def test_help_still_comes_from_typer(monkeypatch, capsys) -> None:
+    code, out, _ = _run_entry(monkeypatch, capsys, ["search", "--help"], fast=True)
+    assert code == 0
+    assert "--image" in out and "바다 위 노을" in out
