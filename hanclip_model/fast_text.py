@@ -36,12 +36,21 @@ from typing import Any
 import numpy as np
 
 from hanclip_model.errors import BundleError
+from hanclip_model.query_tokenizer import (
+    PieceTableTokenizer,
+    piece_table_agrees,
+    remove_piece_table,
+    write_piece_table,
+)
 
-FAST_TEXT_FORMAT = 1
+FAST_TEXT_FORMAT = 2
 CONFIG_NAME = "fast_text.json"
 TOKENIZER_NAME = "tokenizer.json"
 EMBEDDINGS_NAME = "token_embeddings.npy"
 ENCODER_NAME = "encoder.onnx"
+# ENCODER_NAME after ONNX Runtime's graph optimisations, saved once at export so a search
+# opens it without optimising again.
+OPTIMIZED_ENCODER_NAME = "encoder-optimized.onnx"
 QUANTIZED_ENCODER_NAME = "encoder-int8.onnx"
 ONNX_OPSET = 17
 MIN_COSINE = 0.999  # fp32 export vs sentence-transformers, every verification sentence
@@ -78,6 +87,9 @@ class FastTextConfig:
     pooling_mode: list[str]
     # Worst cosine of the int8 encoder against the fp32 one on VERIFY_TEXTS; None: not tried.
     int8_cosine: float | None = None
+    # Queries are tokenized from `pieces.sqlite` (see query_tokenizer) instead of loading
+    # the whole vocabulary.
+    piece_table: bool = False
 
     @classmethod
     def read(cls, directory: Path) -> FastTextConfig:
@@ -117,7 +129,12 @@ class FastTextEncoder:
         config = FastTextConfig.read(directory)
         if quantized and not config.quantized:
             raise BundleError(f"{directory} has no int8 encoder that held its accuracy")
-        encoder = directory / (QUANTIZED_ENCODER_NAME if quantized else ENCODER_NAME)
+        if quantized:
+            encoder = directory / QUANTIZED_ENCODER_NAME
+        elif (directory / OPTIMIZED_ENCODER_NAME).is_file():
+            encoder = directory / OPTIMIZED_ENCODER_NAME
+        else:
+            encoder = directory / ENCODER_NAME
         try:
             return cls(config, *_open(directory, config, encoder))
         except (OSError, ValueError, RuntimeError) as exc:
@@ -148,12 +165,21 @@ class FastTextEncoder:
 
 def _open(directory: Path, config: FastTextConfig, encoder: Path) -> tuple[Any, np.ndarray, Any]:
     """(tokenizer, memory-mapped embedding table, ONNX Runtime session) of an export."""
-    tokenizer = query_tokenizer(directory / TOKENIZER_NAME, config)
+    if config.piece_table:
+        tokenizer = PieceTableTokenizer(
+            directory,
+            max_length=config.max_seq_length,
+            pad_id=config.pad_id,
+            padding_side=config.padding_side,
+        )
+    else:
+        tokenizer = full_tokenizer(directory / TOKENIZER_NAME, config)
     table = np.load(directory / EMBEDDINGS_NAME, mmap_mode="r")
-    return tokenizer, table, _inference_session(encoder)
+    preoptimized = encoder.name == OPTIMIZED_ENCODER_NAME
+    return tokenizer, table, _inference_session(encoder, preoptimized=preoptimized)
 
 
-def query_tokenizer(path: Path, config: FastTextConfig) -> Any:
+def full_tokenizer(path: Path, config: FastTextConfig) -> Any:
     """The saved tokenizer with the truncation and padding sentence-transformers applies."""
     from tokenizers import Tokenizer
 
@@ -171,12 +197,33 @@ def tokenize(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return input_ids, attention_mask
 
 
-def _inference_session(path: Path) -> Any:
-    """A session for one short query on a small CPU: every core on one operator at a time."""
+def _inference_session(
+    path: Path, *, preoptimized: bool = False, save_optimized: Path | None = None
+) -> Any:
+    """A session for one short query on a small CPU: every core on one operator at a time.
+
+    `preoptimized`: the graph was saved already optimised (`save_optimized`), so opening it
+    skips that work (about 0.05 s of a cold search)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    levels = ort.GraphOptimizationLevel
+    if preoptimized:
+        options.graph_optimization_level = levels.ORT_DISABLE_ALL
+    elif save_optimized is not None:
+        # Not ENABLE_ALL: its layout changes may be specific to this CPU, and the file is
+        # a cache a user may copy; the transformer fusions are all in EXTENDED.
+        options.graph_optimization_level = levels.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(save_optimized)
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name",
+            save_optimized.name + ".data",
+        )
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
+    else:
+        options.graph_optimization_level = levels.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = _usable_cores()
     options.inter_op_num_threads = 1
@@ -416,10 +463,12 @@ def _write_export(directory: Path, model: Any, parts: _PipelineParts, spec: str)
     tokenizer = parts.transformer.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise BundleError(f"cannot export {spec!r}: its tokenizer has no `tokenizers` backend")
-    (directory / TOKENIZER_NAME).write_text(tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
+    tokenizer_json = tokenizer.backend_tokenizer.to_str()
+    (directory / TOKENIZER_NAME).write_text(tokenizer_json, encoding="utf-8")
     table = parts.transformer.auto_model.get_input_embeddings().weight
     np.save(directory / EMBEDDINGS_NAME, table.detach().float().cpu().numpy())
     _export_graph(directory / ENCODER_NAME, parts)
+    _inference_session(directory / ENCODER_NAME, save_optimized=directory / OPTIMIZED_ENCODER_NAME)
     config = FastTextConfig(
         format=FAST_TEXT_FORMAT,
         spec=spec,
@@ -432,8 +481,29 @@ def _write_export(directory: Path, model: Any, parts: _PipelineParts, spec: str)
         padding_side=str(tokenizer.padding_side),
         pooling_mode=parts.pooling_mode,
     )
+    config = replace(config, piece_table=_write_piece_table(directory, tokenizer_json, config))
     config.write(directory)
     return config
+
+
+def _write_piece_table(directory: Path, tokenizer_json: str, config: FastTextConfig) -> bool:
+    """Whether queries can be tokenized from a piece table (a large Unigram vocabulary that
+    the table reproduces exactly); the table is removed when it does not."""
+    if not write_piece_table(tokenizer_json, directory):
+        return False
+    table = PieceTableTokenizer(
+        directory,
+        max_length=config.max_seq_length,
+        pad_id=config.pad_id,
+        padding_side=config.padding_side,
+    )
+    try:
+        agrees = piece_table_agrees(full_tokenizer(directory / TOKENIZER_NAME, config), table)
+    finally:
+        table.close()
+    if not agrees:
+        remove_piece_table(directory)
+    return agrees
 
 
 def _sentence_graph(parts: _PipelineParts) -> Any:

@@ -138,6 +138,59 @@ def standin_wordpiece_tokenizer(max_length: int = 128) -> BertTokenizerFast:
     )
 
 
+XLMR_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0-3; <mask> is the last id
+XLMR_VOCAB_SIZE = 250_002
+
+
+def standin_unigram_tokenizer(
+    vocab_size: int = XLMR_VOCAB_SIZE, max_length: int = 128, seed: int = 0
+) -> Any:
+    """An XLM-R-style tokenizer, as paraphrase-multilingual-MiniLM-L12-v2 ships: a Unigram
+    vocabulary of `vocab_size` pieces (specials first, <mask> last), NFKC, Metaspace and
+    `<s> ... </s>` around every text.
+
+    Pieces: the corpus words with and without `▁`, every Hangul syllable and printable ASCII
+    character (so no text is unknown), then seeded random syllable strings up to the size, so
+    loading it costs what loading the real 250,002-piece vocabulary costs."""
+    import random
+
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import XLMRobertaTokenizerFast
+
+    words = sorted({word.lower() for sentence in standin_corpus() for word in sentence.split()})
+    scored = [(METASPACE + word, -5.0) for word in words] + [(word, -6.0) for word in words]
+    chars = [METASPACE, *HANGUL_SYLLABLES, *PRINTABLE_ASCII]
+    scored += [(char, -10.0) for char in chars] + [(METASPACE + char, -9.0) for char in chars]
+    pieces = dict.fromkeys(XLMR_SPECIALS, 0.0)
+    for piece, score in scored:
+        pieces.setdefault(piece, score)
+    if vocab_size < len(pieces) + 1:
+        raise ValueError(f"vocab_size {vocab_size} is below the stand-in's {len(pieces) + 1}")
+    rng = random.Random(seed)
+    while len(pieces) < vocab_size - 1:
+        filler = "".join(rng.choices(HANGUL_SYLLABLES, k=rng.randint(2, 4)))
+        piece = METASPACE + filler if rng.random() < 0.5 else filler
+        pieces.setdefault(piece, -rng.uniform(11, 16))
+    pieces["<mask>"] = 0.0
+    backend = Tokenizer(models.Unigram(list(pieces.items()), unk_id=3, byte_fallback=False))
+    backend.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    return XLMRobertaTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=max_length,
+    )
+
+
 @dataclass(frozen=True)
 class Seq2SeqShape:
     """An M2M100 encoder-decoder size. The default is NLLB-200-distilled-600M's."""
@@ -259,25 +312,40 @@ def _bert_config(shape: BertShape, vocab_size: int) -> Any:
 
 
 def random_minilm(
-    out_dir: Path, *, shape: BertShape = MINILM_L12, dense_out: int | None = None, seed: int = 0
+    out_dir: Path,
+    *,
+    shape: BertShape = MINILM_L12,
+    dense_out: int | None = None,
+    seed: int = 0,
+    tokenizer: str = "wordpiece",
 ) -> Path:
     """Save a sentence-transformers model (BERT of `shape` + mean pooling, and a Dense layer
-    to `dense_out` when given; random weights, stand-in WordPiece tokenizer) into `out_dir`.
-    The default shape is paraphrase-multilingual-MiniLM-L12-v2's; `TextEncoder` loads it.
+    to `dense_out` when given; random weights) into `out_dir`. The default shape is
+    paraphrase-multilingual-MiniLM-L12-v2's; `TextEncoder` loads it.
+
+    `tokenizer`: "wordpiece" (a small stand-in WordPiece vocabulary, quick to build) or
+    "unigram" (`standin_unigram_tokenizer`, as large as the real model's; `shape.vocab_size`
+    pieces, or the XLM-R size when the shape leaves it to the tokenizer).
     """
     import torch
     from sentence_transformers import SentenceTransformer
     from transformers import BertModel
 
     transformer_cls, pooling_cls, dense_cls = _sentence_modules()
-    tokenizer = standin_wordpiece_tokenizer(max_length=min(128, shape.max_positions))
-    config = _bert_config(shape, _vocab_size(shape.vocab_size, len(tokenizer)))
+    max_length = min(128, shape.max_positions)
+    if tokenizer == "unigram":
+        vocab = standin_unigram_tokenizer(shape.vocab_size or XLMR_VOCAB_SIZE, max_length, seed)
+    elif tokenizer == "wordpiece":
+        vocab = standin_wordpiece_tokenizer(max_length=max_length)
+    else:
+        raise ValueError(f"unknown stand-in tokenizer {tokenizer!r}")
+    config = _bert_config(shape, _vocab_size(shape.vocab_size, len(vocab)))
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as hf_dir:
         torch.manual_seed(seed)
         BertModel(config).save_pretrained(hf_dir)
-        tokenizer.save_pretrained(hf_dir)
+        vocab.save_pretrained(hf_dir)
         modules = [
-            transformer_cls(hf_dir, max_seq_length=tokenizer.model_max_length),
+            transformer_cls(hf_dir, max_seq_length=vocab.model_max_length),
             pooling_cls(shape.hidden, "mean"),
         ]
         if dense_out is not None:

@@ -28,7 +28,7 @@ from hanclip_model.fast_text import (
     ensure_fast_text,
     export_text_encoder,
     fast_text_dir,
-    query_tokenizer,
+    full_tokenizer,
     source_fingerprint,
     tokenize,
 )
@@ -94,7 +94,7 @@ def test_long_text_is_truncated_at_max_seq_length(exported):
     _, out_dir = exported
     config = FastTextConfig.read(out_dir)
     input_ids, attention_mask = tokenize(
-        query_tokenizer(out_dir / TOKENIZER_NAME, config), [LONG_TEXT]
+        full_tokenizer(out_dir / TOKENIZER_NAME, config), [LONG_TEXT]
     )
     assert input_ids.shape == attention_mask.shape == (1, config.max_seq_length)
     # Words past the cut cannot change the vector.

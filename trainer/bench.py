@@ -245,7 +245,7 @@ def random_weight_models(
     )
 
     def hanclip() -> Embedder:
-        text = random_minilm(workdir / "minilm", shape=MINILM_L12)
+        text = random_minilm(workdir / "minilm", shape=MINILM_L12, tokenizer="unigram")
         return _random_bundle(workdir / "hanclip", "hanclip", text, with_heads=True, device=device)
 
     def mclip() -> Embedder:
