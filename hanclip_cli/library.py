@@ -145,7 +145,8 @@ def open_library(
     choice = choose_model(model, directory, existing)
     if choice.notice:
         notice(choice.notice)
-    bundle = load_bundle(choice.model, device=device)
+    # Reading is a search: one query, then the process exits.
+    bundle = load_bundle(choice.model, device=device, few_texts=not for_writing)
     if not for_writing:
         return existing, bundle, choice.model
     bundle.check_encoders()

@@ -23,6 +23,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,10 @@ def write_piece_table(
                 ((piece, i, float(score)) for i, (piece, score) in enumerate(vocab)),
             )
             db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            meta = {"base_ids": base_ids, "max_piece_chars": max(len(p) for p, _ in vocab)}
+            meta = {
+                "base": [[vocab[i][0], i, float(vocab[i][1])] for i in base_ids],
+                "max_piece_chars": max(len(p) for p, _ in vocab),
+            }
             db.executemany(
                 "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
             )
@@ -116,6 +120,12 @@ class PieceTableTokenizer:
     """The full tokenizer's `encode_batch` (ids and attention masks), from the piece table."""
 
     def __init__(self, directory: Path, *, max_length: int, pad_id: int, padding_side: str):
+        try:
+            self._open(directory, max_length, pad_id, padding_side)
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises bare Exception
+            raise ValueError(f"unreadable piece table in {directory}: {exc!r}") from None
+
+    def _open(self, directory: Path, max_length: int, pad_id: int, padding_side: str) -> None:
         from tokenizers import Tokenizer
 
         text = (directory / SKELETON_NAME).read_text(encoding="utf-8")
@@ -127,11 +137,13 @@ class PieceTableTokenizer:
         self._byte_fallback = bool(data["model"].get("byte_fallback"))
         self._special = _special_token_ids(data)
         uri = (directory / PIECES_NAME).resolve().as_uri() + "?mode=ro"
-        self._db = sqlite3.connect(uri, uri=True)
-        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        self._base_ids = json.loads(meta["base_ids"])
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        # The pieces every segmentation may need, whatever the text: (piece, id, score).
+        self._base = [(str(p), int(i), float(s)) for p, i, s in json.loads(meta["base"])]
         self._max_chars = int(json.loads(meta["max_piece_chars"]))
-        self._unk_id = self._base_ids[data["model"]["unk_id"]]
+        self._unk_id = self._base[data["model"]["unk_id"]][1]
+        self._db = sqlite3.connect(uri, uri=True)
 
     def close(self) -> None:
         self._db.close()
@@ -169,7 +181,7 @@ class PieceTableTokenizer:
         for text in texts:
             for word in self._words(text):
                 candidates |= self._substrings(word)
-        rows = self._lookup_ids(self._base_ids) + self._lookup_pieces(sorted(candidates))
+        rows = self._base + self._lookup_pieces(sorted(candidates))
         return sorted(set(rows), key=lambda row: row[1])
 
     def _words(self, text: str) -> list[str]:
@@ -197,16 +209,6 @@ class PieceTableTokenizer:
             marks = ",".join("?" * len(chunk))
             rows += self._db.execute(
                 f"SELECT piece, id, score FROM pieces WHERE piece IN ({marks})", chunk
-            ).fetchall()
-        return rows
-
-    def _lookup_ids(self, ids: list[int]) -> list[tuple[str, int, float]]:
-        rows: list[tuple[str, int, float]] = []
-        for start in range(0, len(ids), _SQL_CHUNK):
-            chunk = ids[start : start + _SQL_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows += self._db.execute(
-                f"SELECT piece, id, score FROM pieces WHERE id IN ({marks})", chunk
             ).fetchall()
         return rows
 

@@ -146,3 +146,19 @@ def test_export_uses_the_table_and_matches_sentence_transformers(tmp_path, monke
     )
     cosines = (encoder.embed(texts) * reference).sum(axis=1)
     assert np.all(cosines > 0.9999), cosines
+    # The one-query way to open it (no weight pre-packing) computes the same thing.
+    unpacked = FastTextEncoder.load(export, prepack=False)
+    np.testing.assert_allclose(unpacked.embed(texts), encoder.embed(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["pieces", "skeleton", "missing"])
+def test_a_damaged_table_is_a_clear_error(xlmr_json, tmp_path, damage) -> None:
+    write_piece_table(xlmr_json, tmp_path, min_vocab=1000)
+    if damage == "pieces":
+        (tmp_path / PIECES_NAME).write_bytes(b"not a database" * 100)
+    elif damage == "skeleton":
+        (tmp_path / SKELETON_NAME).write_text('{"model": {}}', encoding="utf-8")
+    else:
+        (tmp_path / PIECES_NAME).unlink()
+    with pytest.raises(ValueError, match="unreadable piece table"):
+        _table(tmp_path)
