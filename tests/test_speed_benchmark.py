@@ -312,3 +312,16 @@ def test_cores_available_counts_what_busy_loops_got() -> None:
 def test_run_process_reports_a_failed_command() -> None:
     with pytest.raises(speed.BenchmarkError, match="exited 3"):
         speed.run_process([sys.executable, "-c", "import sys; sys.exit(3)"], {})
+
+
+def test_a_dropped_int8_path_is_reported_without_a_target(measured: dict[str, Any]) -> None:
+    import copy
+
+    results = copy.deepcopy(measured)
+    text = results["accuracy"]["fast_text"]
+    assert text["int8"]["kept"] == (text["int8"]["gate_cosine"] >= 0.99)
+    text["int8"] = {"gate_cosine": 0.95, "kept": False}
+    assert "text_int8_cosine" not in {c.key for c in speed.checks(results)}
+    report = speed.format_report(results)
+    assert "not kept" in report and "0.9500 < 0.99" in report
+    assert "int8 fast text vs sentence-transformers" not in report
