@@ -174,18 +174,23 @@ def _open(
 ) -> tuple[Any, np.ndarray, Any]:
     """(tokenizer, memory-mapped embedding table, ONNX Runtime session) of an export."""
     if config.piece_table:
-        tokenizer = PieceTableTokenizer(
-            directory,
-            max_length=config.max_seq_length,
-            pad_id=config.pad_id,
-            padding_side=config.padding_side,
-        )
+        tokenizer = piece_table_tokenizer(directory, config)
     else:
         tokenizer = full_tokenizer(directory / TOKENIZER_NAME, config)
     table = np.load(directory / EMBEDDINGS_NAME, mmap_mode="r")
     preoptimized = encoder.name == OPTIMIZED_ENCODER_NAME
     session = _inference_session(encoder, preoptimized=preoptimized, prepack=prepack)
     return tokenizer, table, session
+
+
+def piece_table_tokenizer(directory: Path, config: FastTextConfig) -> PieceTableTokenizer:
+    """The export's piece table, with the truncation and padding of `full_tokenizer`."""
+    return PieceTableTokenizer(
+        directory,
+        max_length=config.max_seq_length,
+        pad_id=config.pad_id,
+        padding_side=config.padding_side,
+    )
 
 
 def full_tokenizer(path: Path, config: FastTextConfig) -> Any:
@@ -506,12 +511,7 @@ def _write_piece_table(directory: Path, tokenizer_json: str, config: FastTextCon
     the table reproduces exactly); the table is removed when it does not."""
     if not write_piece_table(tokenizer_json, directory):
         return False
-    table = PieceTableTokenizer(
-        directory,
-        max_length=config.max_seq_length,
-        pad_id=config.pad_id,
-        padding_side=config.padding_side,
-    )
+    table = piece_table_tokenizer(directory, config)
     try:
         agrees = piece_table_agrees(full_tokenizer(directory / TOKENIZER_NAME, config), table)
     finally:
