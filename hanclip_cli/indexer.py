@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from hanclip_cli.library import Library
+from hanclip_cli.library import CHECKED_FINGERPRINT, Library
 from hanclip_cli.store import NewPhoto, PhotoRecord
 from hanclip_cli.vector_index import sync_index
 from hanclip_model.errors import HanclipError, ImageLoadError
@@ -271,6 +271,7 @@ def index_library(
     if progress is not None:
         progress.update(task, description="updating search index", total=None)
     sync_index(library.directory, store, model)
+    store.set_meta(CHECKED_FINGERPRINT, model.fingerprint)
     if progress is not None:
         progress.update(task, description="done", total=1, completed=1)
     return report

@@ -13,6 +13,9 @@ from hanclip_cli.store import DB_NAME, PhotoStore
 from hanclip_model.bundle import BUILTIN_BUNDLES, MANIFEST_NAME
 from hanclip_model.errors import HanclipError
 
+# Meta key: the fingerprint of the bundle the last complete `index` ran with.
+CHECKED_FINGERPRINT = "checked_fingerprint"
+
 DEFAULT_MODEL = "mclip"
 LOCK_NAME = "index.lock"
 MODELS_DIR = "models"
@@ -149,7 +152,11 @@ def open_library(
     bundle = load_bundle(choice.model, device=device, few_texts=not for_writing)
     if not for_writing:
         return existing, bundle, choice.model
-    bundle.check_encoders()
+    # A library last indexed to the end with this very bundle (same encoder specs, same
+    # heads bytes) had it checked then: a re-index need not import torch and load the image
+    # model (~10 s) just to learn that nothing changed. It loads when a photo needs it.
+    if existing is None or existing.store.get_meta(CHECKED_FINGERPRINT) != bundle.fingerprint:
+        bundle.check_encoders()
     if existing is not None:
         existing.close()
     return Library(directory, create=True), bundle, choice.model
