@@ -23,7 +23,6 @@ import json
 import re
 import sqlite3
 from collections.abc import Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,13 +136,16 @@ class PieceTableTokenizer:
         self._byte_fallback = bool(data["model"].get("byte_fallback"))
         self._special = _special_token_ids(data)
         uri = (directory / PIECES_NAME).resolve().as_uri() + "?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True)) as db:
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        # The pieces every segmentation may need, whatever the text: (piece, id, score).
-        self._base = [(str(p), int(i), float(s)) for p, i, s in json.loads(meta["base"])]
-        self._max_chars = int(json.loads(meta["max_piece_chars"]))
-        self._unk_id = self._base[data["model"]["unk_id"]][1]
         self._db = sqlite3.connect(uri, uri=True)
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            # The pieces every segmentation may need, whatever the text: (piece, id, score).
+            self._base = [(str(p), int(i), float(s)) for p, i, s in json.loads(meta["base"])]
+            self._max_chars = int(json.loads(meta["max_piece_chars"]))
+            self._unk_id = self._base[data["model"]["unk_id"]][1]
+        except Exception:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
