@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.retrieval import default_device, soft_retrieve
+from hanclip_model.device import pick_device
+from trainer.retrieval import soft_retrieve
 
 LIMIT_BYTES = 2 * 1024**3
 ROWS_PER_WRITE = 10_000
@@ -86,7 +87,7 @@ def main() -> int:
         file_pages = proc_status_bytes("RssFile") - file_pages_before
         del result, bank
 
-    device = args.device or str(default_device())
+    device = pick_device(args.device)
     print(
         f"soft_retrieve {args.queries:,} queries x {args.bank:,} bank rows, D={args.dim}, "
         f"tau={args.tau}, device={device}"

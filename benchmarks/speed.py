@@ -486,15 +486,15 @@ def hanclip_command() -> list[str]:
 
 def build_random_bundle(directory: Path) -> Path:
     """A bundle of real-size random models (kept: building one takes a while)."""
+    from hanclip_eval.random_models import RANDOM_CLIP_SPEC, random_minilm
     from hanclip_model.bundle import MANIFEST_NAME, write_bundle
-    from hanclip_model.random_models import RANDOM_CLIP_SPEC, random_minilm
 
     if (directory / MANIFEST_NAME).is_file():
         return directory
     import torch
 
     from hanclip_model.encoders import quiet_transformers
-    from hanclip_model.torch_heads import HanclipHeads
+    from trainer.heads import HanclipHeads
 
     staging = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -724,7 +724,7 @@ def naive_search(bundle: str, vectors_path: str, paths_path: str, query: str) ->
     from sentence_transformers import SentenceTransformer
 
     from hanclip_model.bundle import read_bundle
-    from hanclip_model.torch_heads import HanclipHeads
+    from trainer.heads import HanclipHeads
 
     spec = read_bundle(bundle)
     text_model = SentenceTransformer(spec.text_model, device="cpu")
@@ -1038,7 +1038,8 @@ def fast_text_cosines(text_model: str) -> dict[str, Any]:
 
     from hanclip_model.cache import cache_root
     from hanclip_model.encoders import quiet_transformers
-    from hanclip_model.fast_text import FastTextEncoder, ensure_fast_text
+    from hanclip_model.fast_text.cache import ensure_fast_text
+    from hanclip_model.fast_text.runtime import FastTextEncoder
 
     quiet_transformers()
     fast = FastTextEncoder.load(ensure_fast_text(text_model, cache_root()))
@@ -1060,7 +1061,8 @@ def int8_text_cosines(text_model: str, texts: list[str], expected: np.ndarray) -
     """The optional int8 export (ONNX Runtime dynamic quantisation), which the export keeps
     only when its worst cosine with the fp32 export is >= MIN_QUANTIZED_COSINE."""
     from hanclip_model.cache import cache_root
-    from hanclip_model.fast_text import FastTextConfig, FastTextEncoder, ensure_fast_text
+    from hanclip_model.fast_text.cache import ensure_fast_text
+    from hanclip_model.fast_text.runtime import FastTextConfig, FastTextEncoder
 
     export = ensure_fast_text(text_model, cache_root(), quantize=True)
     config = FastTextConfig.read(export)
@@ -1089,7 +1091,7 @@ def heads_cosines(heads_path: Path, seed: int = 0) -> dict[str, Any]:
     import torch
 
     from hanclip_model.heads import load_heads
-    from hanclip_model.torch_heads import HanclipHeads
+    from trainer.heads import HanclipHeads
 
     numpy_heads, torch_heads = load_heads(heads_path), HanclipHeads.load(heads_path).eval()
     rng = np.random.default_rng(seed)

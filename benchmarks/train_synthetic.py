@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hanclip_model.torch_heads import HanclipHeads
+from trainer.heads import HanclipHeads
 from trainer.synthetic import make_world
 from trainer.train import TrainBanks, TrainConfig, TrainProgress, init_heads, train_heads
 

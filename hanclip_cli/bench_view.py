@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from hanclip_cli.common import console, make_progress, print_json
+from hanclip_eval.runner import BenchRow
 from hanclip_model.errors import HanclipError
-from trainer.bench import BenchRow
 
 BASELINES = ("mclip", "clip-translate", "koclip")
 
@@ -81,7 +81,7 @@ def run_bench(
     library: Path | None,
     device: str | None,
 ) -> BenchResult:
-    from trainer import bench as runs
+    from hanclip_eval import runner as runs
 
     if random_weights and dataset != "latency":
         raise HanclipError("--random-weights only makes sense with --dataset latency")
@@ -101,7 +101,7 @@ def run_bench(
             notes.append("random weights: real architectures and cost, meaningless outputs")
         return BenchResult("latency", "latency", None, {}, rows, notes)
 
-    from trainer.datasets import DATASETS, DEFAULT_TEMPLATES, load_dataset
+    from hanclip_eval.datasets import DATASETS, DEFAULT_TEMPLATES, load_dataset
 
     if data_dir is None:
         raise HanclipError(f"--data-dir is needed for {dataset}")
@@ -128,7 +128,7 @@ def run_bench(
 
 
 def _reporter(progress):
-    """Progress callback for trainer.bench: one bar per (model, stage)."""
+    """Progress callback for hanclip_eval.runner: one bar per (model, stage)."""
     tasks: dict[tuple[str, str], object] = {}
 
     def report(model: str, stage: str, done: int, total: int) -> None:
@@ -141,7 +141,7 @@ def _reporter(progress):
 
 
 def _factories(names: list[str], device: str | None):
-    from hanclip_model.baselines import load_embedder
+    from hanclip_eval.baselines import load_embedder
 
     return {name: (lambda name=name: load_embedder(name, device)) for name in names}
 

@@ -8,7 +8,6 @@ its stored embedding instead of being decoded and embedded again.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -22,7 +21,9 @@ from rich.progress import Progress
 from hanclip_cli.library import CHECKED_FINGERPRINT, Library
 from hanclip_cli.store import NewPhoto, PhotoRecord
 from hanclip_cli.vector_index import sync_index
+from hanclip_model.device import usable_cores
 from hanclip_model.errors import HanclipError, ImageLoadError
+from hanclip_model.files import file_sha256
 from hanclip_model.images import LoadedImage, iter_image_files, load_image
 from hanclip_model.model import HanclipModel
 
@@ -116,14 +117,6 @@ def _os_reason(exc: OSError, path: str) -> str:
     return exc.strerror or str(exc)
 
 
-def file_sha256(path: str) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def _hash_or_reason(info: FileInfo) -> tuple[FileInfo, str | None, str | None]:
     try:
         return info, file_sha256(info.path), None
@@ -192,7 +185,7 @@ def index_library(
     store.set_meta("image_fingerprint", model.spec.image_fingerprint)
 
     report = IndexReport()
-    workers = max(2, os.cpu_count() or 2)
+    workers = max(2, usable_cores())
     task = progress.add_task("scanning", total=None) if progress else None
     files: list[FileInfo] = []
     unreadable: dict[str, ScanFailure] = {}

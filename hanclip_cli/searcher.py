@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from hanclip_cli.library import Library, LibraryBusy
 from hanclip_cli.vector_index import VectorIndex, sync_index
 from hanclip_model.errors import HanclipError
 from hanclip_model.model import HanclipModel
+from hanclip_model.texts import clean_text
 
 
 @dataclass
@@ -32,8 +32,8 @@ MAX_QUERY_CHARS = 1000
 def normalise_query(text: str) -> str:
     """NFC (macOS and some IMEs send decomposed Hangul), trimmed, at most MAX_QUERY_CHARS;
     empty is an error."""
-    query = unicodedata.normalize("NFC", text).strip()
-    if not query:
+    query = clean_text(text)
+    if query is None:
         raise HanclipError(
             "the search query is empty: give some words, e.g. hanclip search '바다 위 노을'"
         )

@@ -2,13 +2,13 @@
 
 On disk: `hnsw.json` (the pointer: model fingerprint, dimension, data file name, labels marked
 deleted) and the hnswlib file it names. A new version is written to a fresh file name and the
-pointer is swapped with `os.replace`, so a reader sees the old index or the new one, never half.
+pointer is swapped atomically (`hanclip_model.files`), so a reader sees the old index or the
+new one, never half.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hanclip_cli.store import PhotoStore
+from hanclip_model.files import TMP_SUFFIX, atomic_write_text, fsync_file
 
 POINTER_NAME = "hnsw.json"
 M = 16
@@ -100,7 +101,7 @@ def save_index(directory: Path, vindex: VectorIndex) -> None:
     data_name = f"hnsw-{uuid.uuid4().hex}.bin"
     data_path = directory / data_name
     vindex.index.save_index(str(data_path))
-    _fsync(data_path)
+    fsync_file(data_path)
     pointer = {
         "fingerprint": vindex.fingerprint,
         "dim": vindex.dim,
@@ -109,19 +110,11 @@ def save_index(directory: Path, vindex: VectorIndex) -> None:
         "deleted": sorted(vindex.deleted),
         "space": "ip",
     }
-    tmp = directory / f"{POINTER_NAME}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(json.dumps(pointer), encoding="utf-8")
-    _fsync(tmp)
-    os.replace(tmp, directory / POINTER_NAME)
+    atomic_write_text(directory / POINTER_NAME, json.dumps(pointer))
     # Older versions, and leftovers of a run killed mid-write, are unreferenced now.
-    for old in [*directory.glob("hnsw-*.bin"), *directory.glob(f"{POINTER_NAME}.*.tmp")]:
+    for old in [*directory.glob("hnsw-*.bin"), *directory.glob(f"{POINTER_NAME}.*{TMP_SUFFIX}")]:
         if old.name != data_name:
             old.unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def sync_index(directory: Path, store: PhotoStore, model, *, write: bool = True) -> VectorIndex:

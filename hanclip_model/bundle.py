@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hanclip_model.errors import BundleError
+from hanclip_model.errors import BundleError, UnknownModel
+from hanclip_model.files import atomic_write_text, file_sha256
+from hanclip_model.sources import resolve_local
 
 BUNDLE_FORMAT = 1
 MANIFEST_NAME = "hanclip.json"
@@ -46,7 +48,7 @@ class BundleSpec:
     @property
     def fingerprint(self) -> str:
         """Identifies the search space: encoders plus the exact bytes of the heads."""
-        heads = _file_sha256(self.heads_path) if self.heads_path else None
+        heads = file_sha256(self.heads_path) if self.heads_path else None
         return _digest(
             {"image_model": self.image_model, "text_model": self.text_model, "heads": heads}
         )
@@ -72,30 +74,12 @@ def _digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def _resolve_image_model(spec: str, base: Path) -> str:
     if spec.startswith(LOCAL_DIR_PREFIX):
         local = Path(os.path.expanduser(spec[len(LOCAL_DIR_PREFIX) :]))
         if not local.is_absolute():
             local = base / local
         return LOCAL_DIR_PREFIX + str(local.resolve())
-    return spec
-
-
-def _resolve_text_model(spec: str, base: Path) -> str:
-    # A hub id ("org/name") and a relative directory look alike: a path wins when it exists.
-    expanded = Path(os.path.expanduser(spec))
-    if expanded.is_absolute():
-        return str(expanded)
-    if (base / expanded).exists() or spec.startswith(("./", "../")):
-        return str((base / expanded).resolve())
     return spec
 
 
@@ -133,7 +117,7 @@ def read_bundle(directory: str | Path) -> BundleSpec:
     return BundleSpec(
         name=str(data.get("name") or base.name),
         image_model=_resolve_image_model(data["image_model"].strip(), base),
-        text_model=_resolve_text_model(data["text_model"].strip(), base),
+        text_model=resolve_local(data["text_model"].strip(), base),
         heads_path=heads_path,
         directory=base,
         extra={k: v for k, v in data.items() if k not in known},
@@ -149,7 +133,7 @@ def resolve_bundle(path_or_name: str | Path) -> BundleSpec:
     if path.exists():
         return read_bundle(path)
     names = ", ".join(sorted(BUILTIN_BUNDLES))
-    raise BundleError(
+    raise UnknownModel(
         f"unknown model {key!r}: not a built-in name ({names}) nor a bundle directory"
     )
 
@@ -175,7 +159,5 @@ def write_bundle(
     }
     data.update(extra or {})
     manifest = directory / MANIFEST_NAME
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, manifest)
+    atomic_write_text(manifest, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return manifest

@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hanclip_model.device import pick_device
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import l2_normalize
+from hanclip_model.sources import require_local_dir
+from hanclip_model.texts import nfc_texts
 
 if TYPE_CHECKING:
     from PIL import Image
-
-
-def pick_device(requested: str | None = None) -> str:
-    """`requested`, else env HANCLIP_DEVICE, else CUDA when present, else CPU."""
-    requested = requested or os.environ.get("HANCLIP_DEVICE")
-    if requested:
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def parse_image_model(spec: str) -> tuple[str, str | None]:
@@ -37,69 +32,78 @@ def parse_image_model(spec: str) -> tuple[str, str | None]:
     return name, pretrained or None
 
 
+@dataclass(frozen=True)
+class _OpenClipParts:
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    device: str
+
+
 class ClipEncoder:
     """An open_clip model: `embed_images` for photos, `embed_texts` for English captions."""
 
     def __init__(self, spec: str, device: str | None = None) -> None:
         self.spec = spec
         self._requested_device = device
-        self._model: Any = None
-        self._preprocess: Any = None
-        self._tokenizer: Any = None
-        self.device = ""
 
-    def _load(self) -> None:
-        if self._model is not None:
-            return
+    @property
+    def loaded(self) -> bool:
+        return "_clip" in self.__dict__
+
+    @cached_property
+    def _clip(self) -> _OpenClipParts:
         import open_clip
 
         name, pretrained = parse_image_model(self.spec)
-        self.device = pick_device(self._requested_device)
+        device = pick_device(self._requested_device)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=self.device
+                name, pretrained=pretrained, device=device
             )
             tokenizer = open_clip.get_tokenizer(name)
         except (RuntimeError, ValueError, OSError, KeyError) as exc:
             raise BundleError(f"cannot load image model {self.spec!r}: {first_line(exc)}") from None
         model.eval()
         model.requires_grad_(False)
-        self._model, self._preprocess, self._tokenizer = model, preprocess, tokenizer
+        return _OpenClipParts(model, preprocess, tokenizer, device)
+
+    @property
+    def device(self) -> str:
+        return self._clip.device
 
     @property
     def image_size(self) -> int:
-        self._load()
-        size = self._model.visual.image_size
+        size = self._clip.model.visual.image_size
         return int(min(size) if isinstance(size, (tuple, list)) else size)
 
     @property
     def dim(self) -> int:
-        self._load()
-        return int(self._model.visual.output_dim)
+        return int(self._clip.model.visual.output_dim)
 
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """Raw CLIP image embeddings [N, dim] of RGB PIL images."""
         import torch
 
-        self._load()
+        clip = self._clip
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
-                batch = [self._preprocess(im) for im in images[start : start + batch_size]]
-                pixels = torch.stack(batch).to(self.device)
-                out.append(self._model.encode_image(pixels).float().cpu().numpy())
+                batch = [clip.preprocess(im) for im in images[start : start + batch_size]]
+                pixels = torch.stack(batch).to(clip.device)
+                out.append(clip.model.encode_image(pixels).float().cpu().numpy())
         return stack_normalized(out, self.dim)
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """CLIP text-tower embeddings [N, dim] (English captions for the e^I bank)."""
         import torch
 
-        self._load()
+        clip = self._clip
         out = []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                tokens = self._tokenizer(list(texts[start : start + batch_size])).to(self.device)
-                out.append(self._model.encode_text(tokens).float().cpu().numpy())
+                tokens = clip.tokenizer(list(texts[start : start + batch_size])).to(clip.device)
+                out.append(clip.model.encode_text(tokens).float().cpu().numpy())
         return stack_normalized(out, self.dim)
 
 
@@ -109,50 +113,50 @@ class TextEncoder:
     def __init__(self, spec: str, device: str | None = None) -> None:
         self.spec = spec
         self._requested_device = device
-        self._model: Any = None
-        self.device = ""
 
-    def _load(self) -> None:
-        if self._model is not None:
-            return
-        # A path that does not exist would be taken for a hub id: say what is missing instead.
-        if self.spec.startswith(("/", "./", "../", "~")) and not os.path.exists(
-            os.path.expanduser(self.spec)
-        ):
-            raise BundleError(f"text model directory not found: {self.spec}")
+    @property
+    def loaded(self) -> bool:
+        return "_model" in self.__dict__
+
+    @cached_property
+    def _model(self) -> Any:
+        require_local_dir(self.spec, "text model")
         quiet_transformers()
         from sentence_transformers import SentenceTransformer
 
-        self.device = pick_device(self._requested_device)
         try:
-            model = SentenceTransformer(self.spec, device=self.device)
+            model = SentenceTransformer(self.spec, device=pick_device(self._requested_device))
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise BundleError(f"cannot load text model {self.spec!r}: {first_line(exc)}") from None
         model.eval()
-        self._model = model
+        return model
+
+    @property
+    def device(self) -> str:
+        return str(self._model.device)
 
     @property
     def dim(self) -> int:
-        self._load()
-        model = self._model
-        # sentence-transformers 6 renamed this; older releases only have the long name.
-        get_dim = getattr(model, "get_embedding_dimension", None)
-        get_dim = get_dim or model.get_sentence_embedding_dimension
-        return int(get_dim())
+        return sentence_embedding_dim(self._model)
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Sentence embeddings [N, dim] for texts in any language the model knows."""
-        self._load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self._model.encode(
-            list(texts),
+            nfc_texts(texts),
             batch_size=batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
         )
         return l2_normalize(vectors)
+
+
+def sentence_embedding_dim(model: Any) -> int:
+    """A SentenceTransformer's output size (sentence-transformers 6 renamed the method)."""
+    get_dim = getattr(model, "get_embedding_dimension", None)
+    return int((get_dim or model.get_sentence_embedding_dimension)())
 
 
 def quiet_transformers() -> None:

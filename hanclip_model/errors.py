@@ -9,5 +9,9 @@ class BundleError(HanclipError):
     """A model bundle is missing, malformed, or does not match its encoders."""
 
 
+class UnknownModel(BundleError):
+    """A model name that is neither a built-in nor a bundle directory."""
+
+
 class ImageLoadError(HanclipError):
     """An image file cannot be read or decoded."""

@@ -5,7 +5,7 @@ BatchNorm uses its running statistics, so the head is a fixed affine map, a ReLU
 affine map: numpy does it without importing torch, which keeps `search` start-up fast.
 
 Tensor names in `heads.safetensors` follow a torch `nn.Sequential` per head, so the trainer's
-torch module (`hanclip_model.torch_heads`) saves and loads the very same file:
+torch module (`trainer.heads`) saves and loads the very same file:
 ``{head}.0.weight/bias`` (first Linear), ``{head}.1.weight/bias/running_mean/running_var``
 (BatchNorm1d), ``{head}.3.weight/bias`` (second Linear), with head in {"f1", "f2"}.
 """

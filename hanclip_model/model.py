@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import unicodedata
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,8 @@ from hanclip_model.heads import Heads, l2_normalize, load_heads
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from hanclip_model.fast_text.runtime import FastTextEncoder
 
 
 class HanclipModel:
@@ -38,14 +40,13 @@ class HanclipModel:
         self.spec = spec
         self.image_encoder = ClipEncoder(spec.image_model, device=device)
         self.text_encoder = TextEncoder(spec.text_model, device=device)
-        self._heads: Heads | None = None
-        # Texts go through an ONNX export of the text encoder (no torch import, ~20x faster
-        # cold start) unless disabled or the architecture cannot be exported exactly.
+        # Texts go through an ONNX export of the text encoder (no torch import; see
+        # benchmarks/speed.py for the cold-start figures) unless disabled or the
+        # architecture cannot be exported exactly.
         self.fast_text = fast_text and os.environ.get("HANCLIP_FAST_TEXT", "1") != "0"
-        self._fast_encoder = None
         self.fast_text_error: str | None = None
         # A process that embeds a few texts and exits (a `search`): open the ONNX text
-        # encoder without pre-packing its weights (ready ~0.13 s sooner, each text slower).
+        # encoder without pre-packing its weights (ready sooner, each text slower).
         self.few_texts = few_texts
 
     @property
@@ -56,11 +57,9 @@ class HanclipModel:
     def fingerprint(self) -> str:
         return self.spec.fingerprint
 
-    @property
+    @cached_property
     def heads(self) -> Heads | None:
-        if self._heads is None and self.spec.heads_path is not None:
-            self._heads = load_heads(self.spec.heads_path)
-        return self._heads
+        return load_heads(self.spec.heads_path) if self.spec.heads_path is not None else None
 
     def project_images(self, raw: np.ndarray) -> np.ndarray:
         """Raw CLIP image embeddings [N, d_image] -> search vectors [N, D] (f1, or identity)."""
@@ -91,24 +90,29 @@ class HanclipModel:
         self._check_input_dim("image", raw.shape[1])
         return raw
 
-    def _text_backend(self):
-        if not self.fast_text:
-            return self.text_encoder
-        if self._fast_encoder is None:
-            from hanclip_model.fast_text import FastTextEncoder, ensure_fast_text
+    @cached_property
+    def _fast_text_encoder(self) -> FastTextEncoder | None:
+        """The ONNX export of the text encoder, made on first use; None when this model
+        cannot be exported exactly (the reason is kept in `fast_text_error`)."""
+        from hanclip_model.fast_text.cache import ensure_fast_text
+        from hanclip_model.fast_text.runtime import FastTextEncoder
 
-            try:
-                export = ensure_fast_text(self.spec.text_model, cache_root())
-                self._fast_encoder = FastTextEncoder.load(export, prepack=not self.few_texts)
-            except BundleError as exc:
-                # An exact export is impossible for this model: stay on the torch path.
-                self.fast_text, self.fast_text_error = False, str(exc)
-                return self.text_encoder
-        return self._fast_encoder
+        try:
+            export = ensure_fast_text(self.spec.text_model, cache_root())
+            return FastTextEncoder.load(export, prepack=not self.few_texts)
+        except BundleError as exc:
+            self.fast_text_error = str(exc)
+            return None
+
+    def _text_backend(self) -> TextEncoder | FastTextEncoder:
+        fast = self._fast_text_encoder if self.fast_text else None
+        if fast is None:
+            self.fast_text = False
+            return self.text_encoder
+        return fast
 
     def raw_text_embeddings(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        normalised = [unicodedata.normalize("NFC", t) for t in texts]
-        raw = self._text_backend().embed(normalised, batch_size=batch_size)
+        raw = self._text_backend().embed(texts, batch_size=batch_size)
         self._check_input_dim("text", raw.shape[1])
         return raw
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from trainer.datasets import kocc3m_image_stem
-from trainer.datasets.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, STL10_CLASSES
+from hanclip_eval.datasets import kocc3m_image_stem
+from hanclip_eval.datasets.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, STL10_CLASSES
 
 IMAGE_SIDE = 8
 

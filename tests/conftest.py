@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tinymodels import (
+from typer.testing import CliRunner
+
+from hanclip_eval.tiny_models import (
     build_tiny_open_clip,
     build_tiny_sentence_transformer,
     write_bundle_dir,
     write_photo_folder,
 )
-from typer.testing import CliRunner
 
 EMBED_DIM = 32
 HEADS_DIM = 16
@@ -37,7 +38,7 @@ class TinyModels:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    from hanclip_model.torch_heads import HanclipHeads
+    from trainer.heads import HanclipHeads
 
     root = tmp_path_factory.mktemp("models")
     image_spec = build_tiny_open_clip(root / "clip", embed_dim=EMBED_DIM)

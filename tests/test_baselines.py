@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from tinybaselines import KOCLIP_DIM, TINY_NLLB, build_tiny_koclip, build_tiny_nllb
-from tinymodels import build_tiny_open_clip, write_photo_folder
 
-from hanclip_model.baselines import (
+from hanclip_eval.baselines import (
     BaselineSources,
     ClipTranslateEmbedder,
     KoclipEmbedder,
@@ -23,10 +22,7 @@ from hanclip_model.baselines import (
     fixed_new_tokens,
     load_embedder,
 )
-from hanclip_model.encoders import ClipEncoder, TextEncoder, parse_image_model
-from hanclip_model.errors import BundleError
-from hanclip_model.model import HanclipModel
-from hanclip_model.random_models import (
+from hanclip_eval.random_models import (
     RANDOM_CLIP_SPEC,
     BertShape,
     Seq2SeqShape,
@@ -35,6 +31,10 @@ from hanclip_model.random_models import (
     random_nllb_600m,
     standin_nllb_tokenizer,
 )
+from hanclip_eval.tiny_models import build_tiny_open_clip, write_photo_folder
+from hanclip_model.encoders import ClipEncoder, TextEncoder, parse_image_model
+from hanclip_model.errors import BundleError
+from hanclip_model.model import HanclipModel
 
 QUERIES = ["바다 위 노을", "고양이"]
 CLIP_DIM = 32

@@ -17,8 +17,8 @@ import torch
 from benchdata import WRITERS
 from tinybaselines import build_tiny_koclip, build_tiny_nllb
 
-import trainer.bench
-from trainer.datasets import DATASETS, RetrievalSet, load_dataset
+import hanclip_eval.runner
+from hanclip_eval.datasets import DATASETS, RetrievalSet, load_dataset
 
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 RETRIEVAL_FRACTIONS = (*RECALL_KEYS, "i2t_rprec", "t2i_rprec")
@@ -244,14 +244,14 @@ def test_limit_keeps_the_first_images(cli, tiny, data_root):
 
 def test_template_is_what_the_classes_are_embedded_in(cli, tiny, data_root, monkeypatch):
     used = []
-    build_prompts = trainer.bench.build_prompts
+    build_prompts = hanclip_eval.runner.build_prompts
 
     def spy(class_names_ko, templates):
         prompts = build_prompts(class_names_ko, templates)
         used.append(prompts)
         return prompts
 
-    monkeypatch.setattr(trainer.bench, "build_prompts", spy)
+    monkeypatch.setattr(hanclip_eval.runner, "build_prompts", spy)
     directory = data_dir(data_root, "stl10")
     args = ["bench", "--dataset", "stl10", "--data-dir", directory]
     args += [*model_args([str(tiny.heads_bundle)]), "--json"]
@@ -322,7 +322,7 @@ def test_latency_times_queries_and_photos(cli, tiny):
     assert (result["dataset"], result["kind"], result["size"]) == ("latency", "latency", {})
     assert any("CPU cores" in note for note in result["notes"])
     assert [row["model"] for row in result["rows"]] == models
-    rounds, queries = 3, len(trainer.bench.LATENCY_QUERIES)
+    rounds, queries = 3, len(hanclip_eval.runner.LATENCY_QUERIES)
     for row in result["rows"]:
         assert row["error"] is None, row
         metrics = row["metrics"]

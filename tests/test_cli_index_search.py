@@ -243,7 +243,7 @@ def test_exif_date_and_size_are_stored_and_shown(cli, tiny, photos, library):
 
 
 def test_another_image_model_needs_reembed_and_says_so(cli, tiny, photos, library, tmp_path):
-    from tinymodels import build_tiny_open_clip, write_bundle_dir
+    from hanclip_eval.tiny_models import build_tiny_open_clip, write_bundle_dir
 
     other_clip = build_tiny_open_clip(tmp_path / "other-clip", embed_dim=32, seed=7)
     other = write_bundle_dir(tmp_path / "other", other_clip, tiny.text_dense, name="other")

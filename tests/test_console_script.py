@@ -13,11 +13,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _hanclip() -> str:
-    script = Path(sys.executable).parent / "hanclip"
+def _script(name: str = "hanclip") -> str:
+    script = Path(sys.executable).parent / name
     if not script.exists():
-        pytest.fail("the hanclip console script is not installed next to this Python")
+        pytest.fail(f"the {name} console script is not installed next to this Python")
     return str(script)
+
+
+def _hanclip() -> str:
+    return _script("hanclip")
 
 
 def _run(*args: str | os.PathLike, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -29,7 +33,7 @@ def _run(*args: str | os.PathLike, env: dict[str, str]) -> subprocess.CompletedP
 def test_readme_demo_commands(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HANCLIP_HOME": str(tmp_path / "home")}
     demo = tmp_path / "demo"
-    built = _run(sys.executable, REPO / "tests" / "tinymodels.py", demo, env=env)
+    built = _run(_script("hanclip-demo"), demo, env=env)
     assert built.returncode == 0, built.stderr
     bundle, photos, library = demo / "bundle", demo / "photos", demo / "library"
     common = ["--model", bundle, "--library", library]
@@ -78,7 +82,7 @@ def test_text_search_runs_without_torch(tiny, tmp_path):
     pydantic), PIL, sqlite-utils."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     photos, library = tmp_path / "photos", tmp_path / "library"
-    from tinymodels import write_photo_folder
+    from hanclip_eval.tiny_models import write_photo_folder
 
     write_photo_folder(photos, count=6)
     common = ["--library", str(library), "--model", str(tiny.heads_bundle)]
@@ -111,7 +115,7 @@ def _index_probe(photos: Path, common: list[str]) -> str:
 def test_reindex_with_nothing_new_loads_no_model(tiny, tmp_path):
     """A re-index with the bundle the library was last indexed with skips loading the
     encoders until a photo needs them; a new photo is still embedded."""
-    from tinymodels import write_photo_folder
+    from hanclip_eval.tiny_models import write_photo_folder
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     photos, library = tmp_path / "photos", tmp_path / "library"

@@ -26,8 +26,7 @@ from benchdata import (
     write_xtd10_ko,
 )
 
-from hanclip_model.errors import HanclipError
-from trainer.datasets import (
+from hanclip_eval.datasets import (
     DATASETS,
     DEFAULT_TEMPLATES,
     ArrayImages,
@@ -37,12 +36,13 @@ from trainer.datasets import (
     kocc3m_image_stem,
     load_dataset,
 )
-from trainer.datasets.class_names import (
+from hanclip_eval.datasets.class_names import (
     CALTECH101_KO,
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
     STL10_CLASSES,
 )
+from hanclip_model.errors import HanclipError
 
 
 def _retrieval(name: str, data_dir: Path, **options) -> RetrievalSet:

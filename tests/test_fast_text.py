@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tinymodels import BERT_HIDDEN, build_tiny_sentence_transformer
 
+from hanclip_eval.tiny_models import BERT_HIDDEN, build_tiny_sentence_transformer
 from hanclip_model.encoders import TextEncoder
 from hanclip_model.errors import BundleError
-from hanclip_model.fast_text import (
+from hanclip_model.fast_text.cache import ensure_fast_text, fast_text_dir
+from hanclip_model.fast_text.export import export_text_encoder
+from hanclip_model.fast_text.runtime import (
     CONFIG_NAME,
     EMBEDDINGS_NAME,
     ENCODER_NAME,
@@ -25,13 +27,10 @@ from hanclip_model.fast_text import (
     TOKENIZER_NAME,
     FastTextConfig,
     FastTextEncoder,
-    ensure_fast_text,
-    export_text_encoder,
-    fast_text_dir,
     full_tokenizer,
-    source_fingerprint,
     tokenize,
 )
+from hanclip_model.sources import source_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -117,7 +116,7 @@ def test_query_path_never_imports_torch(exported):
     _, out_dir = exported
     script = (
         "import json, sys\n"
-        "from hanclip_model.fast_text import FastTextEncoder\n"
+        "from hanclip_model.fast_text.runtime import FastTextEncoder\n"
         f"vectors = FastTextEncoder.load({str(out_dir)!r}).embed(['바다 위 노을'])\n"
         "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers')\n"
         "         if m in sys.modules]\n"
@@ -214,9 +213,9 @@ def test_unsupported_pooling_is_refused(tiny, tmp_path):
 
 
 def test_an_export_that_disagrees_is_not_kept(tiny, tmp_path, monkeypatch):
-    import hanclip_model.fast_text as fast_text
+    import hanclip_model.fast_text.export as fast_text_export
 
-    monkeypatch.setattr(fast_text, "MIN_COSINE", 1.5)  # no export can pass
+    monkeypatch.setattr(fast_text_export, "MIN_COSINE", 1.5)  # no export can pass
     with pytest.raises(BundleError, match="disagrees"):
         export_text_encoder(str(tiny.text_plain), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []

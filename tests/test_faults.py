@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tinymodels import write_photo_folder
 
 from hanclip_cli.library import Library
 from hanclip_cli.store import NewPhoto
 from hanclip_cli.vector_index import POINTER_NAME, load_index
+from hanclip_eval.tiny_models import write_photo_folder
 
 REPO = Path(__file__).resolve().parent.parent
 DROP_DAC = [
@@ -329,7 +329,7 @@ def indexed(cli, tiny, photos, library):
 
 
 def test_bad_models_change_nothing(cli, tiny, photos, library, indexed, tmp_path):
-    from hanclip_model.torch_heads import HanclipHeads
+    from trainer.heads import HanclipHeads
 
     base = {"format": 1, "name": "x", "image_model": tiny.image_spec}
     no_heads = _bundle(

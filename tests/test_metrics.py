@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.metrics import (
+from hanclip_eval.metrics import (
     accuracy,
     classification_report,
     macro_f1,

@@ -13,7 +13,7 @@ from hanclip_model import BundleError, load_bundle, read_bundle, resolve_bundle
 from hanclip_model.encoders import ClipEncoder, TextEncoder, parse_image_model
 from hanclip_model.heads import l2_normalize, load_heads
 from hanclip_model.images import MAX_PIXELS, ImageLoadError, load_image
-from hanclip_model.torch_heads import HanclipHeads
+from trainer.heads import HanclipHeads
 
 
 def _unit_rows(rows: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -54,7 +54,7 @@ def test_project_without_heads_is_identity_and_loads_no_encoder(tiny):
     raw = np.random.default_rng(0).normal(size=(3, 32)).astype(np.float32) * 5
     np.testing.assert_allclose(model.project_images(raw), l2_normalize(raw), atol=1e-7)
     np.testing.assert_allclose(model.project_texts(raw), l2_normalize(raw), atol=1e-7)
-    assert model.image_encoder._model is None and model.text_encoder._model is None
+    assert not model.image_encoder.loaded and not model.text_encoder.loaded
 
 
 def test_project_with_heads_needs_only_the_heads_file(tiny, tmp_path):
@@ -88,7 +88,7 @@ def test_embed_texts_and_images_share_a_space(tiny, tmp_path):
     model = load_bundle(tiny.plain_bundle)
     texts = model.embed_texts(["바다 위 노을", "a cat"])
     assert texts.shape == (2, 32) and texts.dtype == np.float32
-    assert model.image_encoder._model is None  # text only: the image model stays unloaded
+    assert not model.image_encoder.loaded  # text only: the image model stays unloaded
     photo = tmp_path / "p.png"
     Image.new("RGB", (50, 40), (200, 30, 30)).save(photo)
     images = model.embed_images([photo, Image.open(photo)])
@@ -194,7 +194,7 @@ def test_fingerprint_follows_the_heads_bytes(tiny, tmp_path):
 
 def test_encoders_load_lazily(tiny):
     clip, text = ClipEncoder(tiny.image_spec, "cpu"), TextEncoder(str(tiny.text_plain), "cpu")
-    assert clip._model is None and text._model is None
+    assert not clip.loaded and not text.loaded
     assert clip.dim == 32 and text.dim == 32
     assert clip.embed_texts(["a photo of a cat"]).shape == (1, 32)
 

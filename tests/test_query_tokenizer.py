@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-from hanclip_model import query_tokenizer as qt
-from hanclip_model.query_tokenizer import (
+from hanclip_eval.random_models import standin_unigram_tokenizer, standin_wordpiece_tokenizer
+from hanclip_model.fast_text import pieces as qt
+from hanclip_model.fast_text.pieces import (
     CHECK_TEXTS,
     PIECES_NAME,
     SKELETON_NAME,
@@ -20,7 +21,6 @@ from hanclip_model.query_tokenizer import (
     piece_table_agrees,
     write_piece_table,
 )
-from hanclip_model.random_models import standin_unigram_tokenizer, standin_wordpiece_tokenizer
 
 MAX_LENGTH = 24
 PAD_ID = 1
@@ -130,8 +130,9 @@ def test_export_uses_the_table_and_matches_sentence_transformers(tmp_path, monke
     model does."""
     from sentence_transformers import SentenceTransformer
 
-    from hanclip_model.fast_text import FastTextConfig, FastTextEncoder, export_text_encoder
-    from hanclip_model.random_models import BertShape, random_minilm
+    from hanclip_eval.random_models import BertShape, random_minilm
+    from hanclip_model.fast_text.export import export_text_encoder
+    from hanclip_model.fast_text.runtime import FastTextConfig, FastTextEncoder
 
     monkeypatch.setattr(qt, "PIECE_TABLE_MIN_VOCAB", 1000)
     shape = BertShape(hidden=32, layers=2, heads=2, intermediate=64, vocab_size=None)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, features
-from tinymodels import (
+
+from hanclip_eval.tiny_models import (
     OPEN_CLIP_CONFIG,
     OPEN_CLIP_WEIGHTS,
     build_tiny_open_clip,

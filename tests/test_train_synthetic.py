@@ -14,7 +14,7 @@ import torch
 from hanclip_model.bundle import read_bundle
 from hanclip_model.errors import HanclipError
 from hanclip_model.heads import load_heads
-from hanclip_model.torch_heads import HanclipHeads
+from trainer.heads import HanclipHeads
 from trainer.synthetic import SyntheticWorld, make_world
 from trainer.train import (
     CHECKPOINT_NAME,

@@ -2,7 +2,7 @@
 
 `build_tiny_nllb` writes an M2M100 translator (NLLB layout, stand-in tokenizer) and
 `build_tiny_koclip` a `VisionTextDualEncoderModel` in the koclip-base-pt layout. Both use
-the real-size builders of `hanclip_model.random_models` with scaled-down shapes, so the
+the real-size builders of `hanclip_eval.random_models` with scaled-down shapes, so the
 loading code is the one users run; weights are random and seeded.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hanclip_model.random_models import (
+from hanclip_eval.random_models import (
     BertShape,
     Seq2SeqShape,
     VisionShape,

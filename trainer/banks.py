@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hanclip_model.device import usable_cores
 from hanclip_model.encoders import ClipEncoder
 from hanclip_model.errors import ImageLoadError
 from hanclip_model.images import load_image
@@ -85,7 +86,7 @@ def encode_bank(
 
 def image_batch_encoder(clip: ClipEncoder, workers: int | None = None) -> EncodeBatch:
     """Decode photos in threads and embed them; an unreadable photo gets an all-zero row."""
-    workers = workers or max(2, os.cpu_count() or 2)
+    workers = workers or max(2, usable_cores())
 
     def decode(path: str):
         try:

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
-import unicodedata
 from pathlib import Path
 
 from hanclip_model.errors import HanclipError
+from hanclip_model.texts import clean_text
 
 TEXT_COLUMNS = ("text", "caption")
 
 
-def _clean(text: object) -> str | None:
-    if not isinstance(text, str):
-        return None
-    text = unicodedata.normalize("NFC", text).strip()
-    return text or None
-
-
 def _from_record(record: object, where: str) -> str | None:
     if isinstance(record, str):
-        return _clean(record)
+        return clean_text(record)
     if isinstance(record, dict):
         for column in TEXT_COLUMNS:
             if column in record:
-                return _clean(record[column])
+                return clean_text(record[column])
     raise HanclipError(f"{where}: expected a string or an object with a 'text' or 'caption' key")
 
 
@@ -52,9 +45,9 @@ def read_captions(path: Path) -> list[str]:
                 column = next((c for c in TEXT_COLUMNS if c in (reader.fieldnames or [])), None)
                 if column is None:
                     raise HanclipError(f"{path}: no 'text' or 'caption' column in the header")
-                captions.extend(_clean(row[column]) for row in reader)
+                captions.extend(clean_text(row[column]) for row in reader)
             else:
-                captions.extend(_clean(line) for line in f)
+                captions.extend(clean_text(line) for line in f)
     except UnicodeDecodeError:
         raise HanclipError(f"{path}: not UTF-8 text") from None
     found = [c for c in captions if c]

@@ -15,9 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from hanclip_model.device import pick_device
 
 
 def _chunk_to_torch(rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -71,7 +69,7 @@ def soft_retrieve(
         raise ValueError(f"temperature must be positive, got {tau}")
     if query_chunk < 1 or bank_chunk < 1:
         raise ValueError("chunk sizes must be positive")
-    target = torch.device(device) if device is not None else default_device()
+    target = torch.device(pick_device(device))
     result = np.empty(queries.shape, dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, queries.shape[0], query_chunk):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,10 +30,12 @@ import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from hanclip_model.bundle import HEADS_NAME, write_bundle
+from hanclip_model.device import pick_device
 from hanclip_model.errors import HanclipError
-from hanclip_model.torch_heads import HanclipHeads
+from hanclip_model.files import atomic_path
+from trainer.heads import HanclipHeads
 from trainer.losses import add_noise, info_nce, intra_loss
-from trainer.retrieval import default_device, soft_retrieve
+from trainer.retrieval import soft_retrieve
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 PSEUDO_PAIRS_NAME = "pseudo_pairs.npz"
@@ -57,7 +58,7 @@ class TrainConfig:
     noise_std: float = 0.025  # σ
     intra_weight: float = 0.1  # λ
     seed: int = 0
-    device: str | None = None  # None: CUDA when available, else CPU
+    device: str | None = None  # None: env HANCLIP_DEVICE, else CUDA when available, else CPU
 
     def __post_init__(self) -> None:
         # These come from command-line flags: say which one is wrong, as a user error.
@@ -241,7 +242,7 @@ def train_heads(
     cfg = cfg or TrainConfig()
     n_captions = banks.english_clip.shape[0]
     out_dim = out_dim or banks.image_dim
-    device = torch.device(cfg.device) if cfg.device else default_device()
+    device = torch.device(pick_device(cfg.device))
     run = {"config": cfg.hyperparameters(), "out_dim": out_dim, "banks": banks.fingerprint()}
     batch_size = min(cfg.batch_size, n_captions)
     steps_per_epoch = len(epoch_batches(n_captions, batch_size, cfg.seed, 0))
@@ -330,15 +331,13 @@ def _pseudo_pairs(
             if str(cached["fingerprint"]) == fingerprint:
                 return cached["pseudo_images"], cached["pseudo_korean"]
     pseudo_images, pseudo_korean = precompute_pseudo_pairs(banks, cfg, progress)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(
             f,
             pseudo_images=pseudo_images,
             pseudo_korean=pseudo_korean,
             fingerprint=np.array(fingerprint),
         )
-    os.replace(tmp, path)
     return pseudo_images, pseudo_korean
 
 
@@ -365,9 +364,8 @@ def _save_checkpoint(
         "param_groups": optimizer_state["param_groups"],
         "scheduler": scheduler.state_dict(),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_CHECKPOINT_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_CHECKPOINT_KEY: json.dumps(meta)})
 
 
 @dataclass(frozen=True)
@@ -431,10 +429,8 @@ def write_trained_bundle(
     """Save `heads.safetensors` and `hanclip.json` (with dims and training metadata)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    heads_path = out_dir / HEADS_NAME
-    tmp = heads_path.with_name(heads_path.name + ".tmp")
-    result.heads.save(tmp)
-    os.replace(tmp, heads_path)
+    with atomic_path(out_dir / HEADS_NAME) as tmp:
+        result.heads.save(tmp)
     losses = result.loss_history
     training = {
         "hyperparameters": cfg.hyperparameters(),

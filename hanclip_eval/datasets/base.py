@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from hanclip_model.errors import HanclipError
+from hanclip_model.texts import clean_text
 
 
 @dataclass
@@ -84,9 +84,7 @@ def image_folder(data_dir: Path) -> Path:
 
 def clean_caption(text: object) -> str | None:
     """NFC-normalised and stripped, so composed and decomposed Hangul compare equal."""
-    if not isinstance(text, str):
-        return None
-    return unicodedata.normalize("NFC", text).strip() or None
+    return clean_text(text)
 
 
 def caption_list(value: object) -> list[object]:

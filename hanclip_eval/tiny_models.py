@@ -1,6 +1,6 @@
-"""Tiny, seeded, fully offline stand-ins for the real models, for tests.
+"""Tiny, seeded, fully offline stand-ins for the real models, for tests and the demo.
 
-No model hub is reachable in tests, so these helpers build miniature models from scratch:
+Where no model hub can be reached, these helpers build miniature models from scratch:
 
 * an open_clip CLIP (tiny ViT + tiny text tower) in the `local-dir:` layout,
 * a sentence-transformers model (WordPiece tokenizer over a small Korean/English corpus,
@@ -318,23 +318,3 @@ def write_bundle_dir(
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     (directory / "hanclip.json").write_text(text, encoding="utf-8")
     return directory
-
-
-def build_demo(directory: Path) -> Path:
-    """A tiny bundle (heads null) and a photo folder under `directory`, for trying the CLI
-    where no model hub can be reached: `python tests/tinymodels.py /tmp/hanclip-demo`."""
-    directory = Path(directory)
-    image_spec = build_tiny_open_clip(directory / "clip")
-    text_model = build_tiny_sentence_transformer(directory / "text", out_dim=32)
-    write_bundle_dir(directory / "bundle", image_spec, text_model, heads=None, name="tiny-demo")
-    write_photo_folder(directory / "photos", count=12)
-    return directory
-
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) != 2:
-        sys.exit("usage: python tests/tinymodels.py DIR")
-    demo = build_demo(Path(sys.argv[1]).resolve())
-    print(f"tiny bundle: {demo / 'bundle'}\nphotos:      {demo / 'photos'}")

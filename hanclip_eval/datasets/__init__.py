@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hanclip_model.errors import HanclipError
-from trainer.datasets.base import ArrayImages, ClassificationSet, RetrievalSet
-from trainer.datasets.classification_sets import (
+from hanclip_eval.datasets.base import ArrayImages, ClassificationSet, RetrievalSet
+from hanclip_eval.datasets.classification_sets import (
     DEFAULT_TEMPLATES,
     build_prompts,
     read_caltech101,
@@ -21,7 +20,7 @@ from trainer.datasets.classification_sets import (
     read_cifar100,
     read_stl10,
 )
-from trainer.datasets.retrieval_sets import (
+from hanclip_eval.datasets.retrieval_sets import (
     kocc3m_image_stem,
     read_captions_jsonl,
     read_crossmodal3600,
@@ -29,6 +28,7 @@ from trainer.datasets.retrieval_sets import (
     read_mscoco_ko,
     read_xtd10_ko,
 )
+from hanclip_model.errors import HanclipError
 
 
 @dataclass(frozen=True)

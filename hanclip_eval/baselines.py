@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import os
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,16 +26,13 @@ import numpy as np
 from PIL import Image
 
 from hanclip_model.bundle import BUILTIN_BUNDLES
-from hanclip_model.encoders import (
-    ClipEncoder,
-    first_line,
-    pick_device,
-    quiet_transformers,
-    stack_normalized,
-)
-from hanclip_model.errors import BundleError
+from hanclip_model.device import pick_device
+from hanclip_model.encoders import ClipEncoder, first_line, quiet_transformers, stack_normalized
+from hanclip_model.errors import BundleError, UnknownModel
 from hanclip_model.images import as_rgb_images
 from hanclip_model.model import load_bundle
+from hanclip_model.sources import require_local_dir
+from hanclip_model.texts import nfc_texts
 
 CLIP_SPEC = "ViT-B-32:openai"
 NLLB_MODEL_ID = "facebook/nllb-200-distilled-600M"
@@ -48,6 +45,22 @@ KOCLIP_MAX_TOKENS = 128
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, ImportError)
 
 ImageInput = str | Path | Image.Image
+
+
+@dataclass(frozen=True)
+class _TranslatorParts:
+    model: Any
+    tokenizer: Any
+    target_id: int
+    device: str
+
+
+@dataclass(frozen=True)
+class _KoclipParts:
+    model: Any
+    tokenizer: Any
+    processor: Any
+    device: str
 
 
 class Embedder(Protocol):
@@ -111,10 +124,6 @@ class Translator:
         self.batch_size = batch_size
         self.length_ratio = length_ratio
         self._requested_device = device
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._target_id = 0
-        self.device = ""
 
     @classmethod
     def from_model(
@@ -122,16 +131,15 @@ class Translator:
     ) -> Translator:
         """A translator around an already built model (e.g. `random_nllb_600m()`)."""
         translator = cls(source=type(model).__name__, device=device, **options)
-        translator._install(model, tokenizer)
+        translator.__dict__["_parts"] = translator._install(model, tokenizer)
         return translator
 
-    def _load(self) -> None:
-        if self._model is not None:
-            return
+    @cached_property
+    def _parts(self) -> _TranslatorParts:
         quiet_transformers()
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        _check_local_dir(self.source, "translation model")
+        require_local_dir(self.source, "translation model")
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 self.source, src_lang=SOURCE_LANG, tgt_lang=TARGET_LANG
@@ -141,43 +149,47 @@ class Translator:
             raise BundleError(
                 f"cannot load translation model {self.source!r}: {first_line(exc)}"
             ) from None
-        self._install(model, tokenizer)
+        return self._install(model, tokenizer)
 
-    def _install(self, model: Any, tokenizer: Any) -> None:
+    def _install(self, model: Any, tokenizer: Any) -> _TranslatorParts:
         target_id = tokenizer.convert_tokens_to_ids(TARGET_LANG)
         if target_id is None or target_id == tokenizer.unk_token_id:
             raise BundleError(f"tokenizer of {self.source!r} has no language code {TARGET_LANG}")
-        self.device = pick_device(self._requested_device)
-        model.to(self.device)
+        device = pick_device(self._requested_device)
+        model.to(device)
         model.eval()
         model.requires_grad_(False)
-        self._model, self._tokenizer, self._target_id = model, tokenizer, target_id
+        return _TranslatorParts(model, tokenizer, target_id, device)
+
+    @property
+    def device(self) -> str:
+        return self._parts.device
 
     def translate(self, texts: Sequence[str]) -> list[str]:
         """English translations of Korean `texts`, in order."""
         import torch
 
-        self._load()
+        parts = self._parts
         out: list[str] = []
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 batch = list(texts[start : start + self.batch_size])
-                inputs = self._tokenizer(batch, return_tensors="pt", padding=True)
-                inputs = inputs.to(self.device)
+                inputs = parts.tokenizer(batch, return_tensors="pt", padding=True)
+                inputs = inputs.to(parts.device)
                 lengths = {"max_new_tokens": self.max_new_tokens}
                 if self.length_ratio is not None:
                     fixed = fixed_new_tokens(
                         inputs["input_ids"].shape[1], self.length_ratio, self.max_new_tokens
                     )
                     lengths = {"max_new_tokens": fixed, "min_new_tokens": fixed}
-                generated = self._model.generate(
+                generated = parts.model.generate(
                     **inputs,
-                    forced_bos_token_id=self._target_id,
+                    forced_bos_token_id=parts.target_id,
                     num_beams=1,
                     do_sample=False,
                     **lengths,
                 )
-                decoded = self._tokenizer.batch_decode(generated, skip_special_tokens=True)
+                decoded = parts.tokenizer.batch_decode(generated, skip_special_tokens=True)
                 out.extend(text.strip() for text in decoded)
         return out
 
@@ -192,7 +204,7 @@ class ClipTranslateEmbedder:
         self.translator = translator
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        english = self.translator.translate(_nfc(texts))
+        english = self.translator.translate(nfc_texts(texts))
         return self.clip.embed_texts(english, batch_size=batch_size)
 
     def embed_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
@@ -212,19 +224,14 @@ class KoclipEmbedder:
     def __init__(self, source: str = KOCLIP_MODEL_ID, device: str | None = None) -> None:
         self.source = source
         self._requested_device = device
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._processor: Any = None
-        self.device = ""
 
-    def _load(self) -> None:
-        if self._model is not None:
-            return
+    @cached_property
+    def _parts(self) -> _KoclipParts:
         quiet_transformers()
         from transformers import AutoTokenizer, CLIPImageProcessor, VisionTextDualEncoderModel
 
-        _check_local_dir(self.source, "KoCLIP model")
-        self.device = pick_device(self._requested_device)
+        require_local_dir(self.source, "KoCLIP model")
+        device = pick_device(self._requested_device)
         try:
             # koclip-base-pt ships PyTorch weights (pytorch_model.bin), which transformers
             # reads with weights_only=True; the Flax-only koclip-base cannot be read here.
@@ -235,39 +242,41 @@ class KoclipEmbedder:
             raise BundleError(
                 f"cannot load KoCLIP {self.source!r}: {first_line(exc)}{_flax_hint(self.source)}"
             ) from None
-        model.to(self.device)
+        model.to(device)
         model.eval()
         model.requires_grad_(False)
-        self._model, self._tokenizer, self._processor = model, tokenizer, processor
+        return _KoclipParts(model, tokenizer, processor, device)
+
+    @property
+    def device(self) -> str:
+        return self._parts.device
 
     @property
     def dim(self) -> int:
-        self._load()
-        return int(self._model.config.projection_dim)
+        return int(self._parts.model.config.projection_dim)
 
     @property
     def image_size(self) -> int:
-        self._load()
-        return int(self._model.config.vision_config.image_size)
+        return int(self._parts.model.config.vision_config.image_size)
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         import torch
 
-        self._load()
-        normalised = _nfc(texts)
+        parts = self._parts
+        normalised = nfc_texts(texts)
         out = []
         with torch.inference_mode():
             for start in range(0, len(normalised), batch_size):
-                tokens = self._tokenizer(
+                tokens = parts.tokenizer(
                     normalised[start : start + batch_size],
                     return_tensors="pt",
                     padding=True,
                     truncation=True,
                     max_length=KOCLIP_MAX_TOKENS,
                 )
-                features = self._model.get_text_features(
-                    input_ids=tokens["input_ids"].to(self.device),
-                    attention_mask=tokens["attention_mask"].to(self.device),
+                features = parts.model.get_text_features(
+                    input_ids=tokens["input_ids"].to(parts.device),
+                    attention_mask=tokens["attention_mask"].to(parts.device),
                 )
                 out.append(_as_array(features))
         return stack_normalized(out, self.dim)
@@ -275,15 +284,15 @@ class KoclipEmbedder:
     def embed_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         import torch
 
-        self._load()
+        parts = self._parts
         loaded = as_rgb_images(images, self.image_size)
         out = []
         with torch.inference_mode():
             for start in range(0, len(loaded), batch_size):
-                pixels = self._processor(
+                pixels = parts.processor(
                     images=loaded[start : start + batch_size], return_tensors="pt"
                 )["pixel_values"]
-                features = self._model.get_image_features(pixel_values=pixels.to(self.device))
+                features = parts.model.get_image_features(pixel_values=pixels.to(parts.device))
                 out.append(_as_array(features))
         return stack_normalized(out, self.dim)
 
@@ -309,33 +318,17 @@ def load_embedder(
         return KoclipEmbedder(sources.koclip, device=device)
     try:
         return load_bundle(name_or_path, device=device)
-    except BundleError as exc:
-        if not str(exc).startswith("unknown model"):
-            raise
-        raise BundleError(
+    except UnknownModel:
+        raise UnknownModel(
             f"unknown model {name_or_path!r}: not a bundle directory nor one of "
             f"{', '.join([*BUILTIN_BUNDLES, *BASELINE_NAMES])}"
         ) from None
-
-
-def _check_local_dir(source: str, what: str) -> None:
-    """A path-like source that is not a directory fails here, in words, instead of as a hub
-    lookup of a malformed repository id."""
-    path = Path(os.path.expanduser(source))
-    looks_local = path.is_absolute() or source.startswith(("./", "../", "~")) or path.exists()
-    if looks_local and not path.is_dir():
-        raise BundleError(f"{what} directory not found: {path}")
 
 
 def _flax_hint(source: str) -> str:
     if not Path(os.path.expanduser(source), FLAX_WEIGHTS).is_file():
         return ""
     return f" ({FLAX_WEIGHTS} holds Flax weights, not read here: use {KOCLIP_MODEL_ID})"
-
-
-def _nfc(texts: Sequence[str]) -> list[str]:
-    # Korean typed on macOS can arrive decomposed (NFD); every tokenizer here expects NFC.
-    return [unicodedata.normalize("NFC", text) for text in texts]
 
 
 def _as_array(features: Any) -> np.ndarray:

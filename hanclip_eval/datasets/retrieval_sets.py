@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hanclip_model.errors import HanclipError
-from trainer.datasets.base import (
+from hanclip_eval.datasets.base import (
     RetrievalSet,
     build_retrieval_set,
     caption_list,
@@ -25,6 +24,7 @@ from trainer.datasets.base import (
     require_dir,
     require_file,
 )
+from hanclip_model.errors import HanclipError
 
 MSCOCO_KO_FILE = "MSCOCO_train_val_Korean.json"
 KARPATHY_FILE = "dataset_coco.json"

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hanclip_model.baselines import Embedder
+from hanclip_eval.baselines import Embedder
+from hanclip_eval.datasets import ClassificationSet, RetrievalSet, build_prompts
+from hanclip_eval.metrics import classification_report, retrieval_report
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import l2_normalize
-from trainer.datasets import ClassificationSet, RetrievalSet, build_prompts
-from trainer.metrics import classification_report, retrieval_report
 
 EmbedderFactory = Callable[[], Embedder]
 # (model, stage, items done now, items in the stage)
@@ -233,9 +233,8 @@ def random_weight_models(
     text encoder and the two heads. Models are built inside the factory, so building time
     never counts as query time.
     """
-    from hanclip_model.baselines import ClipTranslateEmbedder, KoclipEmbedder, Translator
-    from hanclip_model.encoders import quiet_transformers
-    from hanclip_model.random_models import (
+    from hanclip_eval.baselines import ClipTranslateEmbedder, KoclipEmbedder, Translator
+    from hanclip_eval.random_models import (
         DISTILBERT_MULTILINGUAL,
         MINILM_L12,
         random_clip_vit_b32,
@@ -243,6 +242,7 @@ def random_weight_models(
         random_minilm,
         random_nllb_600m,
     )
+    from hanclip_model.encoders import quiet_transformers
 
     def hanclip() -> Embedder:
         text = random_minilm(workdir / "minilm", shape=MINILM_L12, tokenizer="unigram")
@@ -269,10 +269,10 @@ def random_weight_models(
 def _random_bundle(
     directory: Path, name: str, text_model: Path, *, with_heads: bool, device: str | None
 ) -> Embedder:
+    from hanclip_eval.random_models import RANDOM_CLIP_SPEC
     from hanclip_model.bundle import HEADS_NAME, write_bundle
     from hanclip_model.model import load_bundle
-    from hanclip_model.random_models import RANDOM_CLIP_SPEC
-    from hanclip_model.torch_heads import HanclipHeads
+    from trainer.heads import HanclipHeads
 
     directory.mkdir(parents=True, exist_ok=True)
     if with_heads:

@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hanclip_model.errors import HanclipError
-from hanclip_model.images import IMAGE_EXTENSIONS
-from trainer.datasets.base import (
+from hanclip_eval.datasets.base import (
     ArrayImages,
     ClassificationSet,
     dataset_folder,
@@ -26,12 +24,14 @@ from trainer.datasets.base import (
     require_dir,
     require_file,
 )
-from trainer.datasets.class_names import (
+from hanclip_eval.datasets.class_names import (
     CALTECH101_KO,
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
     STL10_CLASSES,
 )
+from hanclip_model.errors import HanclipError
+from hanclip_model.images import IMAGE_EXTENSIONS
 
 # Each class's prompts are embedded and averaged; ["{}"] uses the bare class name instead.
 DEFAULT_TEMPLATES = ("{}의 사진", "{}의 흐릿한 사진", "{}의 클로즈업 사진", "{}의 저해상도 사진")

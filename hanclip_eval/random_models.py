@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hanclip_model.baselines import SOURCE_LANG, TARGET_LANG
-from hanclip_model.encoders import ClipEncoder, pick_device
+from hanclip_eval.baselines import SOURCE_LANG, TARGET_LANG
+from hanclip_model.device import pick_device
+from hanclip_model.encoders import ClipEncoder
 
 if TYPE_CHECKING:
     from transformers import BertTokenizerFast, M2M100ForConditionalGeneration, NllbTokenizer

@@ -1,0 +1,68 @@
+"""The export cache: one folder per text model under `HANCLIP_CACHE/fast-text/`.
+
+The folder name carries a fingerprint of the source model (`sources.source_fingerprint`), so
+a changed model is exported again, and an export that is current is used as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from hanclip_model.errors import BundleError
+from hanclip_model.fast_text.export import export_text_encoder
+from hanclip_model.fast_text.runtime import CONFIG_NAME, FAST_TEXT_FORMAT, FastTextConfig
+from hanclip_model.files import replace_dir
+from hanclip_model.sources import source_fingerprint
+
+
+def fast_text_dir(cache_root: str | Path, spec: str) -> Path:
+    """The cache folder of `spec`'s export; a new fingerprint names a new folder."""
+    key = f"{FAST_TEXT_FORMAT}\n{spec}\n{source_fingerprint(spec) or 'not-downloaded'}"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return Path(cache_root) / "fast-text" / digest
+
+
+def ensure_fast_text(
+    spec: str, cache_root: str | Path, *, device: str = "cpu", quantize: bool = False
+) -> Path:
+    """`spec`'s export folder under `cache_root`, exported first when missing or stale."""
+    target = fast_text_dir(cache_root, spec)
+    if _is_current(target, spec, quantize):
+        return target
+    export_text_encoder(spec, target, device=device, quantize=quantize)
+    # A hub model's revision is known only once the export has downloaded it.
+    settled = fast_text_dir(cache_root, spec)
+    if settled != target:
+        replace_dir(target, settled)
+    _remove_other_exports(settled, spec)
+    return settled
+
+
+def _is_current(directory: Path, spec: str, quantize: bool) -> bool:
+    if not (directory / CONFIG_NAME).is_file():
+        return False
+    try:
+        config = FastTextConfig.read(directory)
+    except BundleError:
+        return False
+    return (
+        config.spec == spec
+        and config.fingerprint == source_fingerprint(spec)
+        and (config.int8_cosine is not None or not quantize)
+    )
+
+
+def _remove_other_exports(keep: Path, spec: str) -> None:
+    """Drop stale exports of the same model: the MiniLM table alone is ~384 MB each."""
+    for other in keep.parent.iterdir():
+        # Dot-folders are other processes' exports still being built or swapped in.
+        if other == keep or other.name.startswith(".") or not (other / CONFIG_NAME).is_file():
+            continue
+        try:
+            stale = FastTextConfig.read(other).spec == spec
+        except BundleError:
+            continue
+        if stale:
+            shutil.rmtree(other, ignore_errors=True)

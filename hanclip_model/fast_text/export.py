@@ -1,0 +1,379 @@
+"""Exporting a sentence-transformers model for the query path (`runtime`); needs torch.
+
+Built in a temporary folder, verified against sentence-transformers on `VERIFY_TEXTS` (same
+tokens, cosine >= MIN_COSINE, one text at a time and in a padded batch), then renamed into
+place: an export that exists is an export that was proven.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import unicodedata
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hanclip_model.encoders import first_line, quiet_transformers, sentence_embedding_dim
+from hanclip_model.errors import BundleError
+from hanclip_model.fast_text.pieces import (
+    piece_table_agrees,
+    remove_piece_table,
+    write_piece_table,
+)
+from hanclip_model.fast_text.runtime import (
+    EMBEDDINGS_NAME,
+    ENCODER_NAME,
+    FAST_TEXT_FORMAT,
+    OPTIMIZED_ENCODER_NAME,
+    QUANTIZED_ENCODER_NAME,
+    TOKENIZER_NAME,
+    FastTextConfig,
+    FastTextEncoder,
+    full_tokenizer,
+    inference_session,
+    open_parts,
+    piece_table_tokenizer,
+    tokenize,
+)
+from hanclip_model.files import replace_dir
+from hanclip_model.sources import source_fingerprint
+from hanclip_model.texts import nfc_texts
+
+ONNX_OPSET = 17
+MIN_COSINE = 0.999  # fp32 export vs sentence-transformers, every verification sentence
+SUPPORTED_POOLING = frozenset({"mean", "mean_sqrt_len_tokens", "cls", "max"})
+
+
+# Korean and English, NFD (the export must NFC-normalise it as the torch path does), stray
+# whitespace, and one text far beyond any model's max_seq_length so truncation is checked too.
+VERIFY_TEXTS = (
+    "바다 위 노을",
+    "누워있는 고양이",
+    "공원에서 뛰는 강아지와 아이들",
+    unicodedata.normalize("NFD", "눈 덮인 산 사진"),
+    "a cat sleeping on the sofa by the window",
+    "  Sunset over the SEA, 2023!  ",
+    "서울 야경 city lights at night",
+    " ".join(["해변에서 본 바다 노을 a beach at sunset"] * 120),
+)
+
+
+def export_text_encoder(
+    spec: str, out_dir: str | Path, *, device: str = "cpu", quantize: bool = False
+) -> Path:
+    """Export the sentence-transformers model `spec` into `out_dir` (needs torch).
+
+    Built in a temporary folder next to `out_dir`, verified against sentence-transformers on
+    `VERIFY_TEXTS`, then renamed into place. With `quantize`, an int8 `encoder-int8.onnx` is
+    kept too when it stays within `MIN_QUANTIZED_COSINE` of the fp32 encoder (see
+    `FastTextConfig.quantized`); the fp32 encoder is always there.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    model = _load_sentence_transformer(spec, device)
+    parts = _pipeline_parts(model, spec)
+    staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        reference = _reference(model)
+        model.to("cpu")  # trace on CPU: the graph must not depend on where the model ran
+        config = _write_export(staging, model, parts, spec)
+        _verify(staging, config, reference)
+        if quantize:
+            config = _quantize(staging, config)
+        replace_dir(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+@dataclass(frozen=True)
+class _PipelineParts:
+    """The supported sentence-transformers pipeline, split where the export splits it."""
+
+    transformer: Any  # the Transformer module (tokenizer + HF model)
+    heads: list[Any]  # Pooling, then Dense layers; Normalize is always applied last anyway
+    pooling_mode: list[str]
+    dim: int
+
+
+def _load_sentence_transformer(spec: str, device: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    quiet_transformers()
+    try:
+        model = SentenceTransformer(spec, device=device)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise BundleError(f"cannot load text model {spec!r}: {first_line(exc)}") from None
+    model.eval()
+    return model
+
+
+def _pipeline_parts(model: Any, spec: str) -> _PipelineParts:
+    """Check that `model` is Transformer -> Pooling -> Dense* -> Normalize?; refuse otherwise."""
+    import torch
+
+    modules = list(model)
+    kinds = [_module_kind(m) for m in modules]
+    tail = kinds[2:-1] if kinds[-1:] == ["Normalize"] else kinds[2:]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(kind != "Dense" for kind in tail):
+        raise BundleError(
+            f"cannot export {spec!r}: modules {kinds} are not "
+            "Transformer, Pooling, Dense..., Normalize"
+        )
+    if getattr(model, "default_prompt_name", None):
+        raise BundleError(f"cannot export {spec!r}: it prepends a default prompt")
+    transformer, pooling = modules[0], modules[1]
+    modes = (
+        [pooling.pooling_mode] if isinstance(pooling.pooling_mode, str) else pooling.pooling_mode
+    )
+    if not set(modes) <= SUPPORTED_POOLING:
+        raise BundleError(f"cannot export {spec!r}: unsupported pooling {modes}")
+    body = transformer.auto_model
+    if type(body.get_input_embeddings()) is not torch.nn.Embedding:
+        raise BundleError(f"cannot export {spec!r}: its word embeddings are not a plain table")
+    if "inputs_embeds" not in _forward_parameters(body):
+        raise BundleError(f"cannot export {spec!r}: {type(body).__name__} takes no inputs_embeds")
+    text_config = getattr(transformer, "modality_config", {"text": {}}).get("text")
+    if text_config is None or text_config.get("method_output_name", "last_hidden_state") != (
+        "last_hidden_state"
+    ):
+        raise BundleError(f"cannot export {spec!r}: not a plain text encoder")
+    heads = [m for m in modules[1:] if type(m).__name__ != "Normalize"]
+    return _PipelineParts(transformer, heads, list(modes), sentence_embedding_dim(model))
+
+
+def _module_kind(module: Any) -> str:
+    cls = type(module)
+    # A custom module may reuse a name: only sentence-transformers' own classes are known.
+    if cls.__module__.startswith("sentence_transformers."):
+        return cls.__name__
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def _forward_parameters(module: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(module.forward).parameters)
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """sentence-transformers' own tokens and embeddings of VERIFY_TEXTS, one text at a time."""
+
+    token_ids: list[list[int]]
+    vectors: np.ndarray  # [len(VERIFY_TEXTS), dim]
+
+
+def _reference(model: Any) -> _Reference:
+    texts = nfc_texts(VERIFY_TEXTS)
+    # sentence-transformers 6 renamed `tokenize` to `preprocess`.
+    preprocess = getattr(model, "preprocess", None) or model.tokenize
+    token_ids = [preprocess([text])["input_ids"][0].tolist() for text in texts]
+    vectors = model.encode(
+        texts, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+    )
+    return _Reference(token_ids, np.asarray(vectors, dtype=np.float32))
+
+
+def _write_export(directory: Path, model: Any, parts: _PipelineParts, spec: str) -> FastTextConfig:
+    tokenizer = parts.transformer.tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        raise BundleError(f"cannot export {spec!r}: its tokenizer has no `tokenizers` backend")
+    tokenizer_json = tokenizer.backend_tokenizer.to_str()
+    (directory / TOKENIZER_NAME).write_text(tokenizer_json, encoding="utf-8")
+    table = parts.transformer.auto_model.get_input_embeddings().weight
+    np.save(directory / EMBEDDINGS_NAME, table.detach().float().cpu().numpy())
+    _export_graph(directory / ENCODER_NAME, parts)
+    inference_session(directory / ENCODER_NAME, save_optimized=directory / OPTIMIZED_ENCODER_NAME)
+    config = FastTextConfig(
+        format=FAST_TEXT_FORMAT,
+        spec=spec,
+        fingerprint=source_fingerprint(spec) or "not-downloaded",
+        dim=parts.dim,
+        hidden=int(table.shape[1]),
+        vocab_size=int(table.shape[0]),
+        max_seq_length=int(model.max_seq_length),
+        pad_id=int(tokenizer.pad_token_id),
+        padding_side=str(tokenizer.padding_side),
+        pooling_mode=parts.pooling_mode,
+    )
+    config = replace(config, piece_table=_write_piece_table(directory, tokenizer_json, config))
+    config.write(directory)
+    return config
+
+
+def _write_piece_table(directory: Path, tokenizer_json: str, config: FastTextConfig) -> bool:
+    """Whether queries can be tokenized from a piece table (a large Unigram vocabulary that
+    the table reproduces exactly); the table is removed when it does not."""
+    if not write_piece_table(tokenizer_json, directory):
+        return False
+    table = piece_table_tokenizer(directory, config)
+    try:
+        agrees = piece_table_agrees(full_tokenizer(directory / TOKENIZER_NAME, config), table)
+    finally:
+        table.close()
+    if not agrees:
+        remove_piece_table(directory)
+    return agrees
+
+
+def _sentence_graph(parts: _PipelineParts) -> Any:
+    """inputs_embeds + attention_mask -> L2-normalised sentence embedding, as a torch module.
+
+    The pipeline's own Pooling and Dense modules run unchanged, so the graph pools exactly
+    as sentence-transformers does. No token_type_ids input: a single text is all segment 0,
+    which is what the models assume when none are given. Position ids made from
+    inputs_embeds (XLM-R) differ from the input_ids ones only at right-padded positions,
+    which attention and pooling mask out.
+    """
+    import torch
+
+    class SentenceGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = parts.transformer.auto_model
+            self.heads = torch.nn.ModuleList(parts.heads)
+
+        def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+            hidden = self.body(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+            features = {
+                "token_embeddings": hidden.last_hidden_state,
+                "attention_mask": attention_mask,
+            }
+            for module in self.heads:
+                features = module(features)
+            return torch.nn.functional.normalize(features["sentence_embedding"], p=2, dim=-1)
+
+    return SentenceGraph().eval()
+
+
+def _export_graph(path: Path, parts: _PipelineParts) -> None:
+    """Trace the graph to ONNX, fuse it for ONNX Runtime, weights in `encoder.onnx.data`."""
+    import torch
+
+    body = parts.transformer.auto_model
+    # Plain attention ops: SDPA's mask shortcuts could be traced as constants, and ORT's
+    # attention fusion recognises the eager pattern.
+    if hasattr(body, "set_attn_implementation"):
+        body.set_attn_implementation("eager")
+    else:
+        body.config._attn_implementation = "eager"
+    graph = _sentence_graph(parts)
+    # Two rows of different lengths, so padding is part of the traced example.
+    inputs_embeds = torch.randn(2, 7, int(body.config.hidden_size))
+    attention_mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3], dtype=torch.int64)
+    traced = path.with_name("traced.onnx")
+    with warnings.catch_warnings(), torch.inference_mode():
+        # Tracer notices about shape checks that are constant for every input; the
+        # verification against sentence-transformers is what proves the graph right.
+        warnings.simplefilter("ignore")
+        # The TorchScript exporter: torch.export's would also need onnxscript installed.
+        torch.onnx.export(
+            graph,
+            (inputs_embeds, attention_mask),
+            str(traced),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["inputs_embeds", "attention_mask"],
+            output_names=["sentence_embedding"],
+            dynamic_axes={
+                "inputs_embeds": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "sentence_embedding": {0: "batch"},
+            },
+        )
+    _fuse(traced, path, body.config)
+    traced.unlink()
+
+
+def _fuse(traced: Path, path: Path, config: Any) -> None:
+    """Fuse attention, LayerNorm and GELU into ORT's transformer kernels, offline.
+
+    A few large ops instead of hundreds of small ones: the session opens about three times
+    faster and runs a short query faster. External weights are mapped, not parsed.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused = optimize_model(
+        str(traced),
+        model_type="bert",
+        num_heads=int(config.num_attention_heads),
+        hidden_size=int(config.hidden_size),
+        opt_level=0,  # fusions only: ORT's own optimisation stays a load-time, per-CPU step
+    )
+    fused.save_model_to_file(str(path), use_external_data_format=True)
+
+
+def _verify(directory: Path, config: FastTextConfig, reference: _Reference) -> None:
+    """The export must match sentence-transformers: same tokens, cosine >= MIN_COSINE, both
+    one text at a time and in a padded batch."""
+    encoder = FastTextEncoder.load(directory)
+    normalised = nfc_texts(VERIFY_TEXTS)
+    token_ids = [tokenize(encoder._tokenizer, [text])[0][0].tolist() for text in normalised]
+    if token_ids != reference.token_ids:
+        raise BundleError(f"export of {config.spec!r} tokenizes differently from the model")
+    single = np.concatenate([encoder.embed([text]) for text in VERIFY_TEXTS])
+    batched = encoder.embed(VERIFY_TEXTS)
+    worst = float(
+        min(
+            _row_cosines(single, reference.vectors).min(),
+            _row_cosines(batched, reference.vectors).min(),
+        )
+    )
+    if worst < MIN_COSINE:
+        raise BundleError(
+            f"export of {config.spec!r} disagrees with sentence-transformers "
+            f"(cosine {worst:.4f} < {MIN_COSINE})"
+        )
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / np.maximum(
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12
+    )
+
+
+def _quantize(directory: Path, config: FastTextConfig) -> FastTextConfig:
+    """Try a dynamically quantised int8 encoder; keep it only if it stays close to fp32."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8_path = directory / QUANTIZED_ENCODER_NAME
+    with _root_logger_muted():
+        quantize_dynamic(
+            str(directory / ENCODER_NAME),
+            str(int8_path),
+            op_types_to_quantize=["MatMul", "Attention"],
+            weight_type=QuantType.QInt8,
+            # Shape inference cannot type the outputs of ORT's fused ops; they are all float.
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
+    fp32 = FastTextEncoder.load(directory).embed(VERIFY_TEXTS)
+    int8 = FastTextEncoder(config, *open_parts(directory, config, int8_path)).embed(VERIFY_TEXTS)
+    result = replace(config, int8_cosine=float(_row_cosines(fp32, int8).min()))
+    if not result.quantized:
+        int8_path.unlink()
+    result.write(directory)
+    return result
+
+
+@contextmanager
+def _root_logger_muted() -> Iterator[None]:
+    """The quantizer advises through `logging.warning`, which would also give the root logger
+    a stderr handler for the rest of the process; a temporary NullHandler takes the advice."""
+    root = logging.getLogger()
+    absorb = logging.NullHandler()
+    root.addHandler(absorb)
+    try:
+        yield
+    finally:
+        root.removeHandler(absorb)

@@ -1,0 +1,76 @@
+"""Writing files so that a reader, or a crash, never sees half of one.
+
+Every file hanclip rewrites in place (a bundle manifest, the HNSW pointer, a training
+checkpoint, an export's config) goes through `atomic_path`: the new bytes are written to a
+temporary file beside the target, flushed to the disk, and renamed over the target with
+`os.replace`, which POSIX makes atomic within one file system. A reader opens the old file or
+the new one; a killed process leaves the old file and, at worst, a `*.tmp` that the next
+writer of the same name ignores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+def temporary_name(path: Path) -> Path:
+    """A fresh name beside `path`: `{name}.{random}.tmp`, so two writers never share one."""
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file's bytes to the disk (a rename alone may reach it first)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write `path`'s new content to; when the block ends without
+    an error it is fsynced and renamed over `path`, otherwise it is removed."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """UTF-8 text, whatever the locale."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_dir(source: Path, target: Path) -> None:
+    """Move the folder `source` to `target`, replacing whatever is there, with no moment at
+    which `target` holds half a tree (the old one is renamed away first, then removed)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content, read in 1 MiB blocks."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
