@@ -88,13 +88,11 @@ def index(
     # the cores to the decoding threads (a 96-photo index on 2 cores: ~10% less CPU time and
     # wall time). The user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    lib, bundle, model_name = open_library(library, model, for_writing=True, device=device)
+    opened = open_library(library, model, for_writing=True, device=device)
     roots = [Path(os.path.abspath(os.path.expanduser(p))) for p in paths]
-    with lib, lib.writer_lock(), make_progress() as progress:
+    with opened, opened.library.writer_lock(), make_progress() as progress:
         report = index_library(
-            lib,
-            bundle,
-            model_name,
+            opened,
             roots,
             batch_size=batch_size,
             reembed=reembed,
@@ -103,10 +101,10 @@ def index(
         )
     if json_output:
         failures = [{"path": p, "error": e} for p, e in report.failures]
-        print_json({**report.counts(), "failures": failures, "library": str(lib.directory)})
+        print_json({**report.counts(), "failures": failures, "library": str(opened.directory)})
     else:
         counts = ", ".join(f"{v} {k}" for k, v in report.counts().items())
-        console.print(f"{lib.directory}: {counts}", highlight=False, soft_wrap=True)
+        console.print(f"{opened.directory}: {counts}", highlight=False, soft_wrap=True)
         for path, error in report.failures[:20]:
             err_console.print(Text(f"  could not read {path}: {error}"))
     if report.failed:

@@ -54,11 +54,15 @@ class BenchResult:
 def default_models(library: Path | None) -> list[str]:
     """The user's HanCLIP bundle (one with heads) if one is configured, then the baselines."""
     from hanclip_cli.library import Library, choose_model, library_dir
+    from hanclip_cli.store import DB_NAME
     from hanclip_model import resolve_bundle
 
     directory = library_dir(library)
-    lib = Library(directory, create=False) if (directory / "library.db").exists() else None
-    choice = choose_model(None, directory, lib)
+    if (directory / DB_NAME).exists():
+        with Library(directory, create=False) as lib:
+            choice = choose_model(None, directory, lib)
+    else:
+        choice = choose_model(None, directory)
     models = list(BASELINES)
     try:
         if resolve_bundle(choice.model).heads_path is not None:

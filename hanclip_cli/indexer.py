@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from hanclip_cli.library import CHECKED_FINGERPRINT, Library
+from hanclip_cli.library import Library, OpenLibrary
 from hanclip_cli.store import NewPhoto, PhotoRecord
 from hanclip_cli.vector_index import sync_index
 from hanclip_model.device import usable_cores
@@ -152,9 +152,7 @@ def _prefetch(
 
 
 def index_library(
-    library: Library,
-    model: HanclipModel,
-    model_name: str,
+    opened: OpenLibrary,
     roots: list[Path],
     *,
     batch_size: int = 32,
@@ -163,26 +161,19 @@ def index_library(
     progress: Progress | None = None,
 ) -> IndexReport:
     """Bring the library in line with the photos under `roots`; returns what changed."""
-    store = library.store
+    library, model, store, meta = opened.library, opened.model, opened.store, opened.meta
     for root in roots:
         if not root.exists():
             raise HanclipError(f"no such file or folder: {root}")
-    known_roots = [Path(r) for r in store.get_meta("roots") or []]
-    recorded_image = store.get_meta("image_fingerprint")
-    if recorded_image not in (None, model.spec.image_fingerprint) and store.count():
-        if not reembed:
-            raise HanclipError(
-                f"the photos in {library.directory} were embedded with image model "
-                f"{store.get_meta('image_model')!r}, but model {model.name!r} uses "
-                f"{model.spec.image_model!r}: pass --reembed to embed every photo again "
-                "with the new model, or use another --library"
-            )
+    known_roots = meta.roots
+    if not reembed:
+        opened.check_image_space()
+    elif opened.image_space_differs:
         roots = sorted(set(roots) | {r for r in known_roots if r.exists()})
         store.clear_photos()
     # Recorded before any photo is embedded: after a crash, the rows already written are
     # known to be in this image model's space.
-    store.set_meta("image_model", model.spec.image_model)
-    store.set_meta("image_fingerprint", model.spec.image_fingerprint)
+    meta.set_image_space(model.spec.image_model, model.spec.image_fingerprint)
 
     report = IndexReport()
     workers = max(2, usable_cores())
@@ -259,12 +250,12 @@ def index_library(
     store.remove_photos(row.id for row in vanished.values())
     report.removed += len(vanished)
 
-    store.set_meta("model", model_name)
-    store.set_meta("roots", sorted({str(r) for r in known_roots} | {str(r) for r in roots}))
+    meta.model = opened.model_name
+    meta.roots = [*known_roots, *roots]
     if progress is not None:
         progress.update(task, description="updating search index", total=None)
     sync_index(library.directory, store, model)
-    store.set_meta(CHECKED_FINGERPRINT, model.fingerprint)
+    meta.checked_fingerprint = model.fingerprint
     if progress is not None:
         progress.update(task, description="done", total=1, completed=1)
     return report

@@ -1,20 +1,24 @@
-"""A photo library on disk: where it lives, its lock, and which model it uses."""
+"""A photo library on disk: where it lives, its lock, which model it uses, and the library
+opened with that model (`OpenLibrary`), which every command works on."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hanclip_cli.store import DB_NAME, PhotoStore
+from hanclip_cli.store import DB_NAME, LibraryMeta, PhotoStore
 from hanclip_model.bundle import BUILTIN_BUNDLES, MANIFEST_NAME
 from hanclip_model.errors import HanclipError
+from hanclip_model.sources import resolve_local
 
-# Meta key: the fingerprint of the bundle the last complete `index` ran with.
-CHECKED_FINGERPRINT = "checked_fingerprint"
+if TYPE_CHECKING:
+    from hanclip_model.model import HanclipModel
 
 DEFAULT_MODEL = "mclip"
 LOCK_NAME = "index.lock"
@@ -54,6 +58,10 @@ class Library:
     @property
     def models_dir(self) -> Path:
         return self.directory / MODELS_DIR
+
+    @property
+    def meta(self) -> LibraryMeta:
+        return self.store.meta
 
     def close(self) -> None:
         self.store.close()
@@ -109,8 +117,8 @@ def choose_model(
     env = os.environ.get("HANCLIP_MODEL")
     if env:
         return ModelChoice(_absolute_if_path(env))
-    recorded = library.store.get_meta("model") if library is not None else None
-    if isinstance(recorded, str) and (recorded in BUILTIN_BUNDLES or Path(recorded).exists()):
+    recorded = library.meta.model if library is not None else None
+    if recorded is not None and (recorded in BUILTIN_BUNDLES or Path(recorded).exists()):
         return ModelChoice(recorded)
     bundle = installed_bundle(directory / MODELS_DIR)
     if bundle is not None:
@@ -123,20 +131,76 @@ def choose_model(
 
 
 def _absolute_if_path(name: str) -> str:
-    if name in BUILTIN_BUNDLES:
-        return name
-    path = Path(os.path.expanduser(name))
-    return str(path.resolve()) if path.exists() else name
+    return name if name in BUILTIN_BUNDLES else resolve_local(name)
+
+
+class ImageSpaceMismatch(HanclipError):
+    """The library's embeddings come from another image model than the chosen bundle's."""
+
+
+@dataclass
+class OpenLibrary:
+    """A library opened with the model it is indexed or searched with.
+
+    `model_name` is the name recorded in the library: a built-in name or a bundle's absolute
+    path, as the user chose it (`--model`, HANCLIP_MODEL, or the library's own choice).
+    """
+
+    library: Library
+    model: HanclipModel
+    model_name: str
+
+    @property
+    def directory(self) -> Path:
+        return self.library.directory
+
+    @property
+    def store(self) -> PhotoStore:
+        return self.library.store
+
+    @property
+    def meta(self) -> LibraryMeta:
+        return self.library.meta
+
+    def close(self) -> None:
+        self.library.close()
+
+    def __enter__(self) -> OpenLibrary:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def image_space_differs(self) -> bool:
+        """Whether photos are stored in another image model's space than the model's."""
+        recorded = self.meta.image_fingerprint
+        differs = recorded not in (None, self.model.spec.image_fingerprint)
+        return differs and self.store.count() > 0
+
+    def check_image_space(self) -> None:
+        """Stored raw embeddings are only usable with the image model that made them: say
+        so, with the exact command that embeds them again, when the model's is another."""
+        if not self.image_space_differs:
+            return
+        roots = " ".join(shlex.quote(str(r)) for r in self.meta.roots) or "PATH"
+        raise ImageSpaceMismatch(
+            f"the photos in {self.directory} were embedded with image model "
+            f"{self.meta.image_model!r}, but model {self.model.name!r} uses "
+            f"{self.model.spec.image_model!r}; run: hanclip index {roots} --library "
+            f"{shlex.quote(str(self.directory))} --model {shlex.quote(self.model_name)} --reembed "
+            "(or use another --library)"
+        )
 
 
 def open_library(
     library: Path | None, model: str | None, *, for_writing: bool, device: str | None = None
-):
+) -> OpenLibrary:
     """The library and its model, with the notice for a default model shown.
 
     For writing, the model is checked completely (both encoders load and their dimensions
     fit the heads) before anything is created or changed on disk, so a bad bundle leaves no
-    trace. Returns (Library, HanclipModel, the model name or path as recorded).
+    trace.
     """
     from hanclip_cli.common import notice
     from hanclip_model import load_bundle
@@ -151,15 +215,15 @@ def open_library(
     # Reading is a search: one query, then the process exits.
     bundle = load_bundle(choice.model, device=device, few_texts=not for_writing)
     if not for_writing:
-        return existing, bundle, choice.model
+        return OpenLibrary(existing, bundle, choice.model)
     # A library last indexed to the end with this very bundle (same encoder specs, same
     # heads bytes) had it checked then: a re-index need not import torch and load the image
-    # model (~10 s) just to learn that nothing changed. It loads when a photo needs it.
-    if existing is None or existing.store.get_meta(CHECKED_FINGERPRINT) != bundle.fingerprint:
+    # model just to learn that nothing changed. It loads when a photo needs it.
+    if existing is None or existing.meta.checked_fingerprint != bundle.fingerprint:
         bundle.check_encoders()
     if existing is not None:
         existing.close()
-    return Library(directory, create=True), bundle, choice.model
+    return OpenLibrary(Library(directory, create=True), bundle, choice.model)
 
 
 def library_summary(library: Path | None, *, with_errors: bool = False) -> dict[str, object]:
@@ -169,18 +233,18 @@ def library_summary(library: Path | None, *, with_errors: bool = False) -> dict[
     directory = library_dir(library)
     if not (directory / DB_NAME).exists():
         raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
-    store = Library(directory, create=False).store
-    failures = list(store.failures())
-    summary: dict[str, object] = {
-        "library": str(directory),
-        "photos": store.count(),
-        "failed": len(failures),
-        "model": store.get_meta("model"),
-        "image_model": store.get_meta("image_model"),
-        "roots": store.get_meta("roots") or [],
-        "index": index_health(directory, store),
-    }
+    with Library(directory, create=False) as lib:
+        store, meta = lib.store, lib.meta
+        failures = list(store.failures())
+        summary: dict[str, object] = {
+            "library": str(directory),
+            "photos": store.count(),
+            "failed": len(failures),
+            "model": meta.model,
+            "image_model": meta.image_model,
+            "roots": [str(root) for root in meta.roots],
+            "index": index_health(directory, store),
+        }
     if with_errors:
         summary["errors"] = failures
-    store.close()
     return summary

@@ -56,13 +56,9 @@ def run_search(args: SearchArgs) -> None:
         if len(query.strip()) > MAX_QUERY_CHARS:
             notice(f"the query is longer than {MAX_QUERY_CHARS} characters: searching its start")
         query = normalise_query(query)
-    lib, bundle, model_name = open_library(
-        args.library, args.model, for_writing=False, device=args.device
-    )
-    with lib:
-        hits = search_library(
-            lib, bundle, model_name, text=query, image=args.image, limit=args.limit
-        )
+    opened = open_library(args.library, args.model, for_writing=False, device=args.device)
+    with opened:
+        hits = search_library(opened, text=query, image=args.image, limit=args.limit)
     if args.json_output:
         print_json(
             [

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hanclip_cli.library import Library, LibraryBusy
+from hanclip_cli.library import LibraryBusy, OpenLibrary
 from hanclip_cli.vector_index import VectorIndex, sync_index
 from hanclip_model.errors import HanclipError
-from hanclip_model.model import HanclipModel
 from hanclip_model.texts import clean_text
 
 
@@ -40,32 +39,13 @@ def normalise_query(text: str) -> str:
     return query[:MAX_QUERY_CHARS].rstrip()
 
 
-def check_image_space(library: Library, model: HanclipModel, model_name: str) -> None:
-    """The stored raw embeddings are only usable with the image model that made them."""
-    store = library.store
-    recorded = store.get_meta("image_fingerprint")
-    if recorded is not None and recorded != model.spec.image_fingerprint:
-        roots = " ".join(_quote(r) for r in store.get_meta("roots") or ["PATH"])
-        raise HanclipError(
-            f"the photos in {library.directory} were embedded with image model "
-            f"{store.get_meta('image_model')!r}, but model {model.name!r} uses "
-            f"{model.spec.image_model!r}; run: hanclip index {roots} --library "
-            f"{_quote(str(library.directory))} --model {_quote(model_name)} --reembed"
-        )
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
-
-
-def current_index(library: Library, model: HanclipModel) -> VectorIndex:
+def current_index(opened: OpenLibrary) -> VectorIndex:
     """The HNSW index for `model`, brought up to date with SQLite.
 
     While an `index` run holds the library, the index is updated in memory only and reflects
     the last committed state of SQLite.
     """
+    library, model = opened.library, opened.model
     try:
         with library.writer_lock():
             return sync_index(library.directory, library.store, model, write=True)
@@ -73,9 +53,8 @@ def current_index(library: Library, model: HanclipModel) -> VectorIndex:
         return sync_index(library.directory, library.store, model, write=False)
 
 
-def query_vector(
-    library: Library, model: HanclipModel, text: str | None, image: Path | None
-) -> np.ndarray:
+def query_vector(opened: OpenLibrary, text: str | None, image: Path | None) -> np.ndarray:
+    library, model = opened.library, opened.model
     if image is not None:
         path = os.path.abspath(image)
         stored = library.store.record_for_path(path)
@@ -92,9 +71,7 @@ def query_vector(
 
 
 def search_library(
-    library: Library,
-    model: HanclipModel,
-    model_name: str,
+    opened: OpenLibrary,
     *,
     text: str | None = None,
     image: Path | None = None,
@@ -104,13 +81,14 @@ def search_library(
         text = normalise_query(text)
     if limit < 1:
         raise HanclipError("-n must be at least 1")
+    library, model = opened.library, opened.model
     if library.store.count() == 0:
         raise HanclipError(
             f"no photos indexed in {library.directory} yet: run `hanclip index PATH` first"
         )
-    check_image_space(library, model, model_name)
-    vector = query_vector(library, model, text, image)
-    vindex = current_index(library, model)
+    opened.check_image_space()
+    vector = query_vector(opened, text, image)
+    vindex = current_index(opened)
     if vector.shape[0] != vindex.dim:
         raise HanclipError(
             f"model {model.name!r} gives {vector.shape[0]}-d query vectors but its image "

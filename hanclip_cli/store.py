@@ -131,6 +131,10 @@ class PhotoStore:
                 [key, json.dumps(value, ensure_ascii=False)],
             )
 
+    @property
+    def meta(self) -> LibraryMeta:
+        return LibraryMeta(self)
+
     # -- photos -----------------------------------------------------------------------------
 
     def count(self) -> int:
@@ -275,3 +279,54 @@ class PhotoStore:
 
     def failures(self) -> Iterator[dict]:
         yield from self._query("SELECT path, error, failed_at FROM failures ORDER BY path")
+
+
+class _MetaText:
+    """One `meta` row holding a text (or nothing yet), read and written as an attribute."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    def __get__(self, meta: LibraryMeta, owner: type | None = None) -> str | None:
+        value = meta.store.get_meta(self.key)
+        return value if isinstance(value, str) else None
+
+    def __set__(self, meta: LibraryMeta, value: str) -> None:
+        meta.store.set_meta(self.key, value)
+
+
+class LibraryMeta:
+    """What the library records about itself, one typed attribute per `meta` row.
+
+    The attribute name is the row's key, so libraries written before this class read the same.
+    """
+
+    # The model name or bundle path the library was last indexed with.
+    model = _MetaText()
+    # The open_clip spec and fingerprint of the image space the stored embeddings are in.
+    image_model = _MetaText()
+    image_fingerprint = _MetaText()
+    # The search-space fingerprint of the bundle the last complete `index` ran with: its
+    # encoders were checked then, so a re-index with it need not load them to check again.
+    checked_fingerprint = _MetaText()
+
+    def __init__(self, store: PhotoStore) -> None:
+        self.store = store
+
+    @property
+    def roots(self) -> list[Path]:
+        """The folders (or single photos) `index` was given, over every run."""
+        return [Path(root) for root in self.store.get_meta("roots") or []]
+
+    @roots.setter
+    def roots(self, roots: Iterable[Path]) -> None:
+        self.store.set_meta("roots", sorted({str(root) for root in roots}))
+
+    @property
+    def schema_version(self) -> int | None:
+        value = self.store.get_meta("schema_version")
+        return value if isinstance(value, int) else None
+
+    def set_image_space(self, image_model: str, image_fingerprint: str) -> None:
+        self.image_model = image_model
+        self.image_fingerprint = image_fingerprint

@@ -74,7 +74,7 @@ def test_text_search_never_loads_the_image_encoder(cli, tiny, photos, library, m
     def refuse(self):
         raise AssertionError("image encoder loaded for a text query")
 
-    monkeypatch.setattr(ClipEncoder, "_load", refuse)
+    monkeypatch.setattr(ClipEncoder, "_clip", property(refuse))
     assert len(_search(cli, library, tiny.plain_bundle, "고양이")) == 8
 
 

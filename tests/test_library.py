@@ -33,7 +33,7 @@ def test_model_choice_order(tmp_path, monkeypatch, tiny):
     assert installed_bundle(lib.models_dir) == bundle
     assert choose_model(None, lib.directory, lib).model == str(bundle)
 
-    lib.store.set_meta("model", str(tiny.plain_bundle))
+    lib.meta.model = str(tiny.plain_bundle)
     assert choose_model(None, lib.directory, lib).model == str(tiny.plain_bundle)
     monkeypatch.setenv("HANCLIP_MODEL", "mclip")
     assert choose_model(None, lib.directory, lib) == type(default)("mclip")
