@@ -85,8 +85,7 @@ def index(
     from hanclip_cli.library import open_library
 
     # Before torch loads: the model's idle OpenMP threads sleep instead of spinning, leaving
-    # the cores to the decoding threads (a 96-photo index on 2 cores: ~10% less CPU time and
-    # wall time). The user's own setting wins.
+    # the cores to the decoding threads. The user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     opened = open_library(library, model, for_writing=True, device=device)
     roots = [Path(os.path.abspath(os.path.expanduser(p))) for p in paths]

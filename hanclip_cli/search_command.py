@@ -2,7 +2,7 @@
 
 The Typer command in `app.py` calls `run_search`. So does `fast_search`, which the console
 entry point tries first: Typer converts every parameter through pydantic, and importing Typer,
-pydantic and rich's table renderer costs about 0.3 s, a third of a cold search. When the
+pydantic and rich's table renderer is a large part of a cold search. When the
 arguments are plain (a query or --image, and the options below with valid values),
 `parse_search_args` reads them with argparse and the search runs without any of that. Anything
 else (--help, an unknown option, a bad value) returns None and goes through Typer, so help

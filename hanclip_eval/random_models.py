@@ -258,8 +258,8 @@ def random_nllb_600m(
     from `standin_nllb_tokenizer()` is used. Random weights never choose to stop, so time
     generation with a fixed output length (`Translator(length_ratio=...)`).
 
-    The weights are created on `device` directly: initialising 615M parameters takes about
-    30 s on two CPU cores (and twice the model's memory at peak), about a second on a GPU.
+    The weights are created on `device` directly: initialising 615M parameters on a CPU and
+    moving them would cost time and twice the model's memory at peak.
     """
     import torch
     from transformers import AutoTokenizer, M2M100Config, M2M100ForConditionalGeneration

@@ -1,8 +1,9 @@
 """`hanclip bench`: every model on the same data in one run, one row per model.
 
-Retrieval and zero-shot classification use the full protocols of DESIGN.md ("Evaluation,
-done right"); latency times what a search pays per query (Korean text to search vector)
-and how fast each model embeds photos, on this machine, in this run.
+Retrieval and zero-shot classification use the full, standard protocols (every image and
+caption of the split, captions grouped per image, class names aligned with the folders);
+latency times what a search pays per query (Korean text to search vector) and how fast each
+model embeds photos, on this machine, in this run.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Tokenizing a query without building a 250,000-piece vocabulary first.
 
 `tokenizers` builds a Unigram model's trie from the whole vocabulary when it loads: for the
-multilingual MiniLM's XLM-R vocabulary (250,002 pieces) that is 1.3-1.7 s on a small CPU,
-longer than everything else a cold `hanclip search` does. A Unigram segmentation of a word can
-only use pieces that are substrings of that word, so the export also writes:
+multilingual MiniLM's XLM-R vocabulary (250,002 pieces) that takes longer than everything
+else a cold `hanclip search` does (benchmarks/speed.py measures a cold search). A Unigram
+segmentation of a word can only use pieces that are substrings of that word, so the export
+also writes:
 
 * `pieces.sqlite`: every piece with its id and score, keyed by the piece;
 * `tokenizer-skeleton.json`: the tokenizer exactly as saved (normalizer, pre-tokenizer,

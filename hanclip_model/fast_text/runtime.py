@@ -104,8 +104,8 @@ class FastTextEncoder:
         """Open an export made by `export_text_encoder` (the int8 encoder when `quantized`).
 
         `prepack`: let ONNX Runtime re-lay the weights for its matrix kernels when the
-        session opens; about 0.13 s on a small CPU, and each text then runs about twice as
-        fast. Worth it unless the process embeds only a text or two."""
+        session opens: opening takes longer and each text then runs faster (benchmarks/speed.py
+        prints both). Worth it unless the process embeds only a text or two."""
         directory = Path(directory)
         config = FastTextConfig.read(directory)
         if quantized and not config.quantized:
@@ -196,7 +196,7 @@ def inference_session(
     """A session for one short query on a small CPU: every core on one operator at a time.
 
     `preoptimized`: the graph was saved already optimised (`save_optimized`), so opening it
-    skips that work (about 0.05 s of a cold search)."""
+    skips that work, which would otherwise be part of every cold search."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -222,7 +222,7 @@ def inference_session(
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # keep optimiser notices out of the CLI's output
     # Waiting threads sleep instead of spinning: on a busy machine spinning threads steal the
-    # cores the query needs (measured twice as slow on a loaded 2-core machine).
+    # cores the query needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not prepack:
         options.add_session_config_entry("session.disable_prepacking", "1")
