@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hanclip_model.bundle import BUILTIN_BUNDLES, BundleSpec, read_bundle, resolve_bundle
-    from hanclip_model.errors import BundleError, HanclipError, ImageLoadError
+    from hanclip_model.errors import BundleError, HanclipError, ImageLoadError, UnknownModel
     from hanclip_model.model import HanclipModel, load_bundle
 
 _HOMES = {
@@ -22,6 +22,7 @@ _HOMES = {
     "BundleError": "hanclip_model.errors",
     "HanclipError": "hanclip_model.errors",
     "ImageLoadError": "hanclip_model.errors",
+    "UnknownModel": "hanclip_model.errors",
     "HanclipModel": "hanclip_model.model",
     "load_bundle": "hanclip_model.model",
 }
@@ -36,6 +37,7 @@ __all__ = [
     "load_bundle",
     "read_bundle",
     "resolve_bundle",
+    "UnknownModel",
 ]
 
 
