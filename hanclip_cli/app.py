@@ -81,7 +81,7 @@ def index(
     """
     import os
 
-    from hanclip_cli.indexer import index_library
+    from hanclip_cli.indexer import RichProgress, index_library
     from hanclip_cli.library import open_library
 
     # Before torch loads: the model's idle OpenMP threads sleep instead of spinning, leaving
@@ -96,7 +96,7 @@ def index(
             batch_size=batch_size,
             reembed=reembed,
             include_hidden=include_hidden,
-            progress=progress,
+            progress=RichProgress(progress),
         )
     if json_output:
         failures = [{"path": p, "error": e} for p, e in report.failures]

@@ -2,7 +2,8 @@
 
 Incremental like rclip: a file whose path, size and mtime are unchanged is skipped; a new or
 changed file is hashed, and content the library already has (a rename, a move, a copy) reuses
-its stored embedding instead of being decoded and embedded again.
+its stored embedding instead of being decoded and embedded again. What to do is decided in
+`index_plan` (pure); this module scans, hashes, decodes and embeds, and writes the outcome.
 """
 
 from __future__ import annotations
@@ -14,12 +15,23 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from rich.progress import Progress
 
+from hanclip_cli.index_plan import (
+    Candidate,
+    FileInfo,
+    HashError,
+    HashPlan,
+    Pending,
+    RecordedFailure,
+    ScanFailure,
+    plan_hashes,
+    plan_index,
+)
 from hanclip_cli.library import Library, OpenLibrary
-from hanclip_cli.store import NewPhoto, PhotoRecord
+from hanclip_cli.store import NewPhoto, PhotoStore
 from hanclip_cli.vector_index import sync_index
 from hanclip_model.device import usable_cores
 from hanclip_model.errors import HanclipError, ImageLoadError
@@ -27,12 +39,8 @@ from hanclip_model.files import file_sha256
 from hanclip_model.images import LoadedImage, iter_image_files, load_image
 from hanclip_model.model import HanclipModel
 
-
-@dataclass(frozen=True)
-class FileInfo:
-    path: str
-    size: int
-    mtime_ns: int
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 @dataclass
@@ -55,25 +63,6 @@ class IndexReport:
     def fail(self, path: str, reason: str) -> None:
         self.failed += 1
         self.failures.append((path, reason))
-
-
-@dataclass
-class _Pending:
-    """A new or changed file, after hashing, that needs decoding and embedding."""
-
-    info: FileInfo
-    sha256: str
-    replaces: PhotoRecord | None
-
-
-@dataclass(frozen=True)
-class ScanFailure:
-    """A file that cannot be stat'ed, a name that is not UTF-8, or a folder that cannot be
-    listed (then its path stands for everything below it)."""
-
-    path: str
-    reason: str
-    folder: bool = False
 
 
 def scan(roots: Iterable[Path], include_hidden: bool = False) -> Iterator[FileInfo | ScanFailure]:
@@ -117,11 +106,11 @@ def _os_reason(exc: OSError, path: str) -> str:
     return exc.strerror or str(exc)
 
 
-def _hash_or_reason(info: FileInfo) -> tuple[FileInfo, str | None, str | None]:
+def _hash_or_error(info: FileInfo) -> str | HashError:
     try:
-        return info, file_sha256(info.path), None
+        return file_sha256(info.path)
     except OSError as exc:
-        return info, None, _os_reason(exc, info.path)
+        return HashError(_os_reason(exc, info.path) or "unreadable")
 
 
 def _decode(info: FileInfo, min_side: int) -> LoadedImage | ImageLoadError:
@@ -132,14 +121,14 @@ def _decode(info: FileInfo, min_side: int) -> LoadedImage | ImageLoadError:
 
 
 def _prefetch(
-    items: list[_Pending], min_side: int, workers: int, ahead: int
-) -> Iterator[tuple[_Pending, LoadedImage | ImageLoadError]]:
+    items: list[Pending], min_side: int, workers: int, ahead: int
+) -> Iterator[tuple[Pending, LoadedImage | ImageLoadError]]:
     """Decode in threads (Pillow releases the GIL), up to `ahead` photos ahead of the model.
 
     `ahead` must exceed a batch: the next batch then decodes while the model runs on this
     one, instead of the model waiting for it afterwards.
     """
-    window: deque[tuple[_Pending, Future]] = deque()
+    window: deque[tuple[Pending, Future]] = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for item in items:
             window.append((item, pool.submit(_decode, item.info, min_side)))
@@ -151,6 +140,45 @@ def _prefetch(
             yield pending, future.result()
 
 
+class ProgressReporter(Protocol):
+    """Where `index_library` reports its stages and how far each has come."""
+
+    def stage(self, description: str, total: int | None = None) -> None:
+        """Start a stage of `total` steps (None: unknown) from zero."""
+
+    def advance(self, steps: int = 1) -> None: ...
+
+
+class NoProgress:
+    def stage(self, description: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, steps: int = 1) -> None:
+        pass
+
+
+class RichProgress:
+    """One rich task whose description and bar follow the stages."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        # Hidden and not started until the first stage: a run that stops at its checks
+        # shows no bar.
+        self._task: TaskID = progress.add_task("", total=None, start=False, visible=False)
+
+    def stage(self, description: str, total: int | None = None) -> None:
+        self._progress.start_task(self._task)
+        self._progress.update(
+            self._task, description=description, total=total, completed=0, visible=True
+        )
+
+    def advance(self, steps: int = 1) -> None:
+        self._progress.update(self._task, advance=steps)
+
+
+_NO_PROGRESS = NoProgress()
+
+
 def index_library(
     opened: OpenLibrary,
     roots: list[Path],
@@ -158,7 +186,7 @@ def index_library(
     batch_size: int = 32,
     reembed: bool = False,
     include_hidden: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressReporter = _NO_PROGRESS,
 ) -> IndexReport:
     """Bring the library in line with the photos under `roots`; returns what changed."""
     library, model, store, meta = opened.library, opened.model, opened.store, opened.meta
@@ -177,7 +205,41 @@ def index_library(
 
     report = IndexReport()
     workers = max(2, usable_cores())
-    task = progress.add_task("scanning", total=None) if progress else None
+    files, unreadable = _scan_all(roots, include_hidden, report, progress)
+    for failure in unreadable:
+        if _is_utf8(failure.path):
+            store.record_failure(failure.path, 0, 0, failure.reason)
+
+    plan = plan_index(
+        files, unreadable, store.records_under(roots).values(), _recorded_failures(store, roots)
+    )
+    report.unchanged += len(plan.unchanged)
+    for failure in plan.failed_before:
+        report.fail(failure.path, failure.error)
+    store.forget_failures(plan.forget)
+
+    hashed = plan_hashes(plan, _hash_all(plan.candidates, workers, progress))
+    _apply_hashed(store, hashed, report)
+    _embed_pending(library, model, hashed.to_embed, report, batch_size, workers, progress)
+
+    store.remove_photos(row.id for row in hashed.vanished)
+    report.removed += len(hashed.vanished)
+
+    meta.model = opened.model_name
+    meta.roots = [*known_roots, *roots]
+    progress.stage("updating search index")
+    sync_index(library.directory, store, model)
+    meta.checked_fingerprint = model.fingerprint
+    progress.stage("done", total=1)
+    progress.advance()
+    return report
+
+
+def _scan_all(
+    roots: list[Path], include_hidden: bool, report: IndexReport, progress: ProgressReporter
+) -> tuple[list[FileInfo], list[ScanFailure]]:
+    """Every photo file under `roots`, and the scan failures, one per path."""
+    progress.stage("scanning")
     files: list[FileInfo] = []
     unreadable: dict[str, ScanFailure] = {}
     for entry in scan(roots, include_hidden):
@@ -186,94 +248,54 @@ def index_library(
         else:
             unreadable[entry.path] = entry
             report.fail(entry.path, entry.reason)
-        if progress is not None:
-            progress.update(task, advance=1)
+        progress.advance()
     report.scanned = len(files) + len(unreadable)
-    for failure in unreadable.values():
-        if _is_utf8(failure.path):
-            store.record_failure(failure.path, 0, 0, failure.reason)
+    return files, list(unreadable.values())
 
-    known = store.records_under(roots)
-    old_failures = store.failures_under(roots)
-    seen = {f.path for f in files}
-    candidates: list[FileInfo] = []
-    for info in files:
-        row = known.get(info.path)
-        failure = old_failures.get(info.path)
-        if row is not None and (row.size, row.mtime_ns) == (info.size, info.mtime_ns):
-            report.unchanged += 1
-        elif failure is not None and (failure["size"], failure["mtime_ns"]) == (
-            info.size,
-            info.mtime_ns,
-        ):
-            report.fail(info.path, failure["error"])  # same bytes failed before: don't retry
-        else:
-            candidates.append(info)
-    # A photo under a folder that could not be listed this time is not gone: keep it.
-    blocked = tuple(f.path.rstrip("/") + "/" for f in unreadable.values() if f.folder)
-    vanished = {
-        path: row
-        for path, row in known.items()
-        if path not in seen and not path.startswith(blocked)
-    }
-    store.forget_failures(p for p in old_failures if p not in seen and p not in unreadable)
 
-    vanished_by_hash: dict[str, list[PhotoRecord]] = {}
-    for row in vanished.values():
-        vanished_by_hash.setdefault(row.sha256, []).append(row)
+def _recorded_failures(store: PhotoStore, roots: list[Path]) -> list[RecordedFailure]:
+    return [
+        RecordedFailure(path, row["size"], row["mtime_ns"], row["error"])
+        for path, row in store.failures_under(roots).items()
+    ]
 
-    if progress is not None:
-        progress.update(task, description="hashing new files", total=len(candidates), completed=0)
-    pending: list[_Pending] = []
+
+def _hash_all(
+    candidates: tuple[Candidate, ...], workers: int, progress: ProgressReporter
+) -> dict[str, str | HashError]:
+    progress.stage("hashing new files", total=len(candidates))
+    infos = [c.info for c in candidates]
+    hashes: dict[str, str | HashError] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for info, sha, reason in pool.map(_hash_or_reason, candidates):
-            if progress is not None:
-                progress.update(task, advance=1)
-            if sha is None:
-                store.record_failure(info.path, info.size, info.mtime_ns, reason or "unreadable")
-                report.fail(info.path, reason or "unreadable")
-                continue
-            previous = known.get(info.path)
-            if previous is not None and previous.sha256 == sha:
-                store.move_photo(previous.id, info.path, info.size, info.mtime_ns)  # touched only
-                report.unchanged += 1
-            elif previous is None and vanished_by_hash.get(sha):
-                moved_row = vanished_by_hash[sha].pop()
-                del vanished[moved_row.path]
-                store.move_photo(moved_row.id, info.path, info.size, info.mtime_ns)
-                report.moved += 1
-            else:
-                pending.append(_Pending(info=info, sha256=sha, replaces=previous))
+        for info, sha in zip(infos, pool.map(_hash_or_error, infos), strict=True):
+            hashes[info.path] = sha
+            progress.advance()
+    return hashes
 
-    _embed_pending(library, model, pending, report, batch_size, workers, progress, task)
 
-    store.remove_photos(row.id for row in vanished.values())
-    report.removed += len(vanished)
-
-    meta.model = opened.model_name
-    meta.roots = [*known_roots, *roots]
-    if progress is not None:
-        progress.update(task, description="updating search index", total=None)
-    sync_index(library.directory, store, model)
-    meta.checked_fingerprint = model.fingerprint
-    if progress is not None:
-        progress.update(task, description="done", total=1, completed=1)
-    return report
+def _apply_hashed(store: PhotoStore, hashed: HashPlan, report: IndexReport) -> None:
+    for failure in hashed.failed:
+        info = failure.info
+        store.record_failure(info.path, info.size, info.mtime_ns, failure.reason)
+        report.fail(info.path, failure.reason)
+    for update in (*hashed.touched, *hashed.moved):
+        store.move_photo(update.row.id, update.info.path, update.info.size, update.info.mtime_ns)
+    report.unchanged += len(hashed.touched)
+    report.moved += len(hashed.moved)
 
 
 def _embed_pending(
     library: Library,
     model: HanclipModel,
-    pending: list[_Pending],
+    pending: Iterable[Pending],
     report: IndexReport,
     batch_size: int,
     workers: int,
-    progress: Progress | None,
-    task: object,
+    progress: ProgressReporter,
 ) -> None:
     """Reuse stored embeddings for known content; decode and embed the rest, batch by batch."""
     store = library.store
-    to_embed: list[_Pending] = []
+    to_embed: list[Pending] = []
     for item in pending:
         twin = store.find_by_hash(item.sha256)
         if twin is None:
@@ -283,9 +305,8 @@ def _embed_pending(
         _store(library, [(item, meta, store.embedding(twin.id))], report)
     if not to_embed:
         return
-    if progress is not None:
-        progress.update(task, description="embedding photos", total=len(to_embed), completed=0)
-    batch: list[tuple[_Pending, LoadedImage]] = []
+    progress.stage("embedding photos", total=len(to_embed))
+    batch: list[tuple[Pending, LoadedImage]] = []
 
     def flush() -> None:
         raw = model.raw_image_embeddings([im.image for _, im in batch], batch_size=batch_size)
@@ -294,8 +315,7 @@ def _embed_pending(
             for (item, loaded), vector in zip(batch, raw, strict=True)
         ]
         _store(library, rows, report)
-        if progress is not None:
-            progress.update(task, advance=len(batch))
+        progress.advance(len(batch))
         batch.clear()
 
     ahead = 2 * batch_size + workers
@@ -303,8 +323,7 @@ def _embed_pending(
         if isinstance(loaded, ImageLoadError):
             store.record_failure(item.info.path, item.info.size, item.info.mtime_ns, str(loaded))
             report.fail(item.info.path, str(loaded))
-            if progress is not None:
-                progress.update(task, advance=1)
+            progress.advance()
             continue
         batch.append((item, loaded))
         if len(batch) >= batch_size:
@@ -317,7 +336,7 @@ PhotoMeta = tuple[int | None, int | None, str | None]  # width, height, EXIF dat
 
 
 def _store(
-    library: Library, rows: list[tuple[_Pending, PhotoMeta, np.ndarray]], report: IndexReport
+    library: Library, rows: list[tuple[Pending, PhotoMeta, np.ndarray]], report: IndexReport
 ) -> None:
     """Write one batch in one transaction; a changed file's old row goes in the same one."""
     photos, replaced = [], []
