@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hanclip_cli.migrations import check_version, migrate
 from hanclip_model.errors import HanclipError
 
 DB_NAME = "library.db"
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -76,39 +76,35 @@ class PhotoStore:
             raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=30)
-            self.conn.row_factory = sqlite3.Row
-            # WAL lets `search` read the last committed state while `index` writes.
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            if create:
-                self._create_schema()
         except sqlite3.DatabaseError as exc:
             raise HanclipError(f"cannot open library database {self.path}: {exc}") from None
+        self.conn.row_factory = sqlite3.Row
+        try:
+            self._open(directory, create=create)
+        except BaseException:
+            self.conn.close()
+            raise
 
-    def _create_schema(self) -> None:
-        # Only writers create tables; `search` never pays for importing sqlite-utils.
-        import sqlite_utils
-
-        db = sqlite_utils.Database(self.conn)
-        with self.conn:
-            # AUTOINCREMENT: an id is never reused, so a stale HNSW label can't alias a new photo.
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS photos ("
-                "id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, "
-                "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, "
-                "width INTEGER, height INTEGER, taken_at TEXT, embedding BLOB NOT NULL, "
-                "indexed_at TEXT)"
-            )
-            db["photos"].create_index(["path"], unique=True, if_not_exists=True)
-            db["photos"].create_index(["sha256"], if_not_exists=True)
-            db["failures"].create(
-                {"path": str, "size": int, "mtime_ns": int, "error": str, "failed_at": str},
-                pk="path",
-                if_not_exists=True,
-            )
-            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-        if self.get_meta("schema_version") is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
+    def _open(self, directory: Path, *, create: bool) -> None:
+        try:
+            # The version is read before anything is written (the WAL switch writes the file
+            # header): a library from a newer hanclip is refused exactly as it was found.
+            version = check_version(self.conn, self.path)
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            # Only the writer (`index`, run to change the library) migrates. A reader reads an
+            # older library as it is (every step keeps the read path working, see
+            # migrations.py): a `search` or `info` by a newer hanclip leaves the library
+            # openable by the hanclip that wrote it, needs no write access to it, and never
+            # waits for the write lock.
+            if create:
+                # WAL lets `search` read the last committed state while `index` writes. The
+                # mode is stored in the file, so readers need not set it.
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                migrate(self.conn, self.path)
+            elif version == 0:
+                raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
+        except sqlite3.DatabaseError as exc:
+            raise HanclipError(f"cannot open library database {self.path}: {exc}") from None
 
     def close(self) -> None:
         self.conn.close()

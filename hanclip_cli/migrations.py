@@ -1,0 +1,160 @@
+"""Schema migrations for `library.db`: numbered steps, applied in order, each recorded.
+
+A library records the number of the last step applied to it as a JSON integer in the `meta`
+row "schema_version", the row that schema 1 wrote before this module existed, so libraries
+made then are recognised as version 1. `SCHEMA_VERSION` is the number of the last step.
+
+A step is a small function registered with `@migration(number)`. Steps are only appended:
+a released step never changes, because libraries out there have already run it.
+
+Only a writer (`hanclip index`) migrates. Readers read any version up to SCHEMA_VERSION as
+it is (`PhotoStore.__init__` says why), so whatever a step adds (a table, a nullable column,
+an index), the read path must still work on a library that lacks it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hanclip_model.errors import HanclipError
+
+VERSION_KEY = "schema_version"
+
+Step = Callable[[sqlite3.Connection], None]
+
+
+class NewerLibrary(HanclipError):
+    """The library was written by a newer hanclip, with a schema this one does not know."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    apply: Step
+
+    @property
+    def name(self) -> str:
+        return self.apply.__name__
+
+
+MIGRATIONS: list[Migration] = []
+
+
+def migration(number: int) -> Callable[[Step], Step]:
+    """Registers a step as migration `number`, which must be the next number.
+
+    The step runs inside a transaction that `migrate` opens and commits: it must use
+    `conn.execute`, never `executescript` (which commits first).
+    """
+
+    def register(step: Step) -> Step:
+        # An explicit number, checked: two branches that each add "the next step" collide
+        # here, at import, instead of numbering one of them silently differently.
+        expected = len(MIGRATIONS) + 1
+        if number != expected:
+            raise ValueError(f"migration {step.__name__} is numbered {number}, expected {expected}")
+        MIGRATIONS.append(Migration(number, step))
+        return step
+
+    return register
+
+
+@migration(1)
+def create_photo_tables(conn: sqlite3.Connection) -> None:
+    """The schema hanclip wrote before versioned migrations: photos, failures, meta."""
+    # AUTOINCREMENT: an id is never reused, so a stale HNSW label can't alias a new photo.
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS photos ("
+        "id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, "
+        "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+        "width INTEGER, height INTEGER, taken_at TEXT, embedding BLOB NOT NULL, "
+        "indexed_at TEXT)"
+    )
+    # The index names are the ones sqlite-utils gave them when it created schema 1.
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS idx_photos_path ON photos (path)")
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_photos_sha256 ON photos (sha256)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, size INTEGER, "
+        "mtime_ns INTEGER, error TEXT, failed_at TEXT)"
+    )
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+
+
+@migration(2)
+def index_taken_at(conn: sqlite3.Connection) -> None:
+    """Date filters select photos by when they were taken: without an index each such
+    query reads every row, embeddings and all."""
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_photos_taken_at ON photos (taken_at)")
+
+
+SCHEMA_VERSION = MIGRATIONS[-1].number
+
+
+def stored_version(conn: sqlite3.Connection, path: Path) -> int:
+    """The schema version the database records; 0 when it has none yet (a new database).
+
+    Only reads: safe on a library this hanclip must not change.
+    """
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchall()
+    rows = (
+        conn.execute("SELECT value FROM meta WHERE key = ?", [VERSION_KEY]).fetchall()
+        if has_meta
+        else []
+    )
+    if not rows:
+        return 0
+    try:
+        version = json.loads(rows[0][0])
+    except (TypeError, ValueError):
+        version = None
+    if type(version) is not int or version < 1:
+        raise HanclipError(
+            f"cannot open library database {path}: its schema_version {rows[0][0]!r} "
+            "is not one hanclip writes"
+        )
+    return version
+
+
+def check_version(conn: sqlite3.Connection, path: Path) -> int:
+    """`stored_version`, refusing a library newer than this hanclip understands."""
+    version = stored_version(conn, path)
+    if version > SCHEMA_VERSION:
+        raise NewerLibrary(
+            f"library {path} has schema version {version}, but this hanclip knows versions "
+            f"up to {SCHEMA_VERSION}: upgrade hanclip to open it"
+        )
+    return version
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Applies, in order, every step the database lacks, each in its own transaction."""
+    while check_version(conn, path) < SCHEMA_VERSION:
+        _apply_next_step(conn, path)
+
+
+def _apply_next_step(conn: sqlite3.Connection, path: Path) -> None:
+    # IMMEDIATE takes the write lock before the version is read again: of two processes
+    # upgrading at once, the second waits, then finds the step applied and skips it.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = check_version(conn, path)
+        if version < SCHEMA_VERSION:
+            step = MIGRATIONS[version]
+            step.apply(conn)
+            if not conn.in_transaction:
+                raise RuntimeError(f"migration {step.number} ({step.name}) ended its transaction")
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [VERSION_KEY, json.dumps(step.number)],
+            )
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
