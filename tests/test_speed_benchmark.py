@@ -2,11 +2,10 @@
 
 No timing target is asserted here; the targets live in the benchmark. A real `--quick` run
 spawns `hanclip index` and `search` processes that import torch, open_clip and
-sentence-transformers (15 s each on a small machine) plus a one-time text-encoder export,
-which is over a minute even with tiny models. So these tests run every in-process
-measurement for real on the tiny test bundle and small inputs, and drive the command-timing
-code with a stand-in for the spawned commands; `run_process` and the naive search are
-tested on their own.
+sentence-transformers, plus a one-time text-encoder export, which is slow even with tiny
+models. So these tests run every in-process measurement for real on the tiny test bundle
+and small inputs, and drive the command-timing code with a stand-in for the spawned
+commands; `run_process` and the naive search are tested on their own.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import importlib.util
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,36 @@ import numpy as np
 import pytest
 
 from hanclip_model.bundle import read_bundle
+from hanclip_model.device import usable_cores
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/speed.py` has it
+
+from speedbench import (  # noqa: E402
+    accuracy,
+    ceiling,
+    hnsw,
+    index,
+    inputs,
+    naive,
+    processes,
+    report,
+    run,
+    search,
+    settings,
+    targets,
+    workspace,
+)
+from speedbench.results import (  # noqa: E402
+    BenchmarkResults,
+    BundleInfo,
+    Int8Accuracy,
+    LoadSummary,
+    OneTime,
+    figures_json,
+)
+
 SECTIONS = (
     "hanclip speed benchmark",
     "load average",
@@ -50,17 +77,6 @@ import time:       500 |      50000 | onnxruntime
 TINY_SIZES = dict(photos=2, library=60, hnsw_vectors=600, hnsw_queries=20, hnsw_clusters=6)
 
 
-def _load_speed() -> Any:
-    spec = importlib.util.spec_from_file_location("speed_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-speed = _load_speed()
-
-
 @dataclass
 class FakeWorkspace:
     """Stands in for the spawned commands: canned, plausible results, no processes."""
@@ -74,13 +90,13 @@ class FakeWorkspace:
 
     def _run(self, kind: str, stdout: str, wall_s: float, stderr: str = "") -> Any:
         self.calls.append(kind)
-        return speed.ProcessRun(wall_s, wall_s * 0.9, 300 * 1024**2, stdout, stderr)
+        return processes.ProcessRun(wall_s, wall_s * 0.9, 300 * 1024**2, stdout, stderr)
 
     def index(self, folder: Path, library: Path, device: str | None = "cpu") -> Any:
         photos = len(list(folder.iterdir()))
-        run = self._run("index", json.dumps({"added": photos, "failed": 0}), 5.0 + photos)
-        watch = speed.IndexWatch(library / "library.db", 4.0, [(4.5 + photos, photos)])
-        return run, watch
+        done = self._run("index", json.dumps({"added": photos, "failed": 0}), 5.0 + photos)
+        watch = workspace.IndexWatch(library / "library.db", 4.0, [(4.5 + photos, photos)])
+        return done, watch
 
     def search(self, query: str, library: Path) -> Any:
         return self._run("search", json.dumps([{"rank": i} for i in range(1, 11)]), 0.5)
@@ -93,58 +109,64 @@ class FakeWorkspace:
         return self._run("naive", "", 9.0)
 
 
+@dataclass(frozen=True)
+class Measured:
+    results: BenchmarkResults
+    calls: list[str]  # the stand-in commands, in the order the benchmark ran them
+
+
 @pytest.fixture(scope="module")
-def measured(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def measured(tiny, tmp_path_factory: pytest.TempPathFactory) -> Measured:
     """One benchmark's figures: real in-process measurements, stand-in commands."""
     work = tmp_path_factory.mktemp("speed")
-    env = speed.isolated_env(work)
+    env = workspace.isolated_env(work)
     with pytest.MonkeyPatch.context() as patch:
-        for key in speed.ISOLATED_KEYS:  # the fast-text export goes to the work dir's cache
+        for key in workspace.ISOLATED_KEYS:  # the fast-text export goes to the work dir's cache
             patch.setenv(key, env[key])
         return _measure(tiny.heads_bundle, work)
 
 
-def _measure(bundle: Path, work: Path) -> dict[str, Any]:
-    sizes = speed.Sizes(**TINY_SIZES, runs=2)
-    photos = speed.ensure_photos(work / "photos", sizes.photos, (320, 240))
+def _measure(bundle: Path, work: Path) -> Measured:
+    sizes = settings.Sizes(**TINY_SIZES, runs=2)
+    photos = inputs.ensure_photos(work / "photos", sizes.photos, (320, 240))
     library = work / "runs" / "search-library"
     _seed_library(library, bundle, photos[0])
-    speed.fill_library(library, sizes.library)
+    inputs.fill_library(library, sizes.library)
     ws = FakeWorkspace(work, bundle)
     spec = read_bundle(bundle)
-    model_parts = speed.clip_model(spec.image_model)
-    index, ceiling = speed.measure_index(ws, photos, sizes.runs, "cpu", model_parts)
-    results = {
-        "index": index,
-        "ceiling": ceiling,
-        "search": speed.measure_search(ws, library, sizes),
-    }
-    results.update(speed.measure_in_process(spec, model_parts, photos, sizes))
-    results.update(
-        sizes=asdict(sizes),
-        one_time={
-            "bundle": "given",
-            "bundle_s": 0.0,
-            "photos_generated": 2,
-            "photos_s": 1.0,
-            "photo_mean_mb": 0.1,
-            "first_index_s": 20.0,
-            "fast_text_export_s": 13.0,
-        },
-        load_average={
-            "at_start_1_5_15": [1.0, 1.0, 1.0],
-            "at_end_1_5_15": [1.0, 1.0, 1.0],
-            "during_1min_min": 1.0,
-            "during_1min_median": 1.0,
-            "during_1min_max": 1.0,
-            "cores_available": {"before commands": 1.9, "end": 1.5},
-        },
+    clip = ceiling.load_clip(spec.image_model)
+    rounds = index.measure_index(ws, photos, sizes.runs, clip)
+    results = BenchmarkResults(
+        environment=run.environment(usable_cores()),
+        bundle=BundleInfo.of(spec),
+        sizes=sizes,
+        one_time=OneTime(
+            bundle="given",
+            bundle_s=0.0,
+            photos_generated=2,
+            photos_s=1.0,
+            photo_mean_mb=0.1,
+            first_index_s=20.0,
+            fast_text_export_s=13.0,
+        ),
+        load_average=LoadSummary(
+            cores_available={"before commands": 1.9, "end": 1.5},
+            at_start_1_5_15=(1.0, 1.0, 1.0),
+            at_end_1_5_15=(1.0, 1.0, 1.0),
+            during_1min_min=1.0,
+            during_1min_median=1.0,
+            during_1min_max=1.0,
+        ),
+        search=search.measure_search(ws, library, sizes),
+        index=rounds.index,
+        ceiling=rounds.ceiling,
+        index_cuda=None,
+        hnsw=hnsw.measure_hnsw(sizes),
+        accuracy=accuracy.measure_accuracy(spec, clip, photos),
         work=str(work),
         wall_s=60.0,
     )
-    results["checks"] = {c.key: c.value for c in speed.checks(results)}
-    results["calls"] = ws.calls
-    return results
+    return Measured(results, ws.calls)
 
 
 def _seed_library(library: Path, bundle: Path, photo: Path) -> None:
@@ -159,92 +181,114 @@ def _seed_library(library: Path, bundle: Path, photo: Path) -> None:
     store.close()
 
 
-def test_every_target_is_measured(measured: dict[str, Any]) -> None:
-    assert set(measured["checks"]) == set(speed.TARGETS)
-    assert all(np.isfinite(value) for value in measured["checks"].values())
-    assert measured["calls"].count("index") == 4  # start-up and photos, two runs each
-    assert measured["calls"].count("search") == 3  # one warm-up and two timed
-    assert measured["calls"].count("naive") == 2
-    assert measured["search"]["imports_s"] == pytest.approx(0.3003)
+def test_every_target_is_measured(measured: Measured) -> None:
+    checks = targets.checks(measured.results)
+    assert {c.target for c in checks} == set(targets.TARGETS)
+    assert all(np.isfinite(c.value) for c in checks)
+    assert measured.calls.count("index") == 4  # start-up and photos, two runs each
+    assert measured.calls.count("search") == 3  # one warm-up and two timed
+    assert measured.calls.count("naive") == 2
+    assert measured.results.search.imports_s == pytest.approx(0.3003)
 
 
-def test_in_process_figures(measured: dict[str, Any]) -> None:
-    ceiling, accuracy, hnsw = measured["ceiling"], measured["accuracy"], measured["hnsw"]
-    assert ceiling["ceiling_photos_per_s"] > 0 and ceiling["naive_photos_per_s"] > 0
-    assert len(ceiling["ceiling_runs"]) == len(ceiling["naive_runs"]) == 2  # one per round
+def test_in_process_figures(measured: Measured) -> None:
+    results = measured.results
+    limits, text, vectors = results.ceiling, results.accuracy.fast_text, results.hnsw
+    assert limits.ceiling_photos_per_s > 0 and limits.naive_photos_per_s > 0
+    assert len(limits.ceiling_runs) == len(limits.naive_runs) == 2  # one per round
     # The tiny bundle's ONNX export and heads are exact; the figures must say so.
-    assert accuracy["fast_text"]["sentences"] == len(speed.SENTENCES)
-    assert accuracy["fast_text"]["one_at_a_time"]["min"] > 0.999
-    assert accuracy["heads"]["image"]["min"] > 0.999
-    assert accuracy["draft_decode"]["photos"] == 2
-    assert hnsw["vectors"] == TINY_SIZES["hnsw_vectors"]
-    assert 0 <= hnsw["random"]["recall_at_10"] <= 1
-    assert hnsw["clustered"]["recall_at_10"] > 0.9
+    assert text.sentences == len(settings.SENTENCES)
+    assert text.one_at_a_time.min > 0.999
+    assert results.accuracy.heads is not None and results.accuracy.heads.image.min > 0.999
+    assert results.accuracy.draft_decode.photos == 2
+    assert vectors.vectors == TINY_SIZES["hnsw_vectors"]
+    assert 0 <= vectors.random.recall_at_10 <= 1
+    assert vectors.clustered.recall_at_10 > 0.9
 
 
-def test_report_shows_every_section_and_target(measured: dict[str, Any]) -> None:
-    report = speed.format_report(measured)
+def test_report_shows_every_section_and_target(measured: Measured) -> None:
+    text = report.format_report(measured.results)
     for section in SECTIONS:
-        assert section in report, section
-    target_lines = [line for line in report.splitlines() if "target " in line]
-    assert len(target_lines) == len(speed.TARGETS)
+        assert section in text, section
+    target_lines = [line for line in text.splitlines() if "target " in line]
+    assert len(target_lines) == len(targets.TARGETS)
     assert all(("PASS" in line) != ("FAIL" in line) for line in target_lines)
-    json.dumps(measured)  # --json writes the same figures
+
+
+def test_json_keeps_the_figures_under_their_names(measured: Measured) -> None:
+    checks = targets.checks(measured.results)
+    figures = json.loads(figures_json(measured.results, targets.check_values(checks)))
+    assert set(figures["checks"]) == {t.key for t in targets.TARGETS}
+    assert figures["search"]["ours_median_s"] == measured.results.search.ours_median_s
+    assert figures["ceiling"]["naive_runs"] == list(measured.results.ceiling.naive_runs)
+    assert figures["accuracy"]["fast_text"]["one_at_a_time"]["min"] > 0.999
+    assert figures["hnsw"]["clustered"]["recall_at_10"] > 0.9
+    assert figures["sizes"]["library"] == TINY_SIZES["library"]
 
 
 def test_naive_search_prints_ten_hits(tiny, tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(0)
-    vectors = speed.random_unit_vectors(rng, 40, 16)  # the tiny heads project to 16-d
+    vectors = hnsw.random_unit_vectors(rng, 40, 16)  # the tiny heads project to 16-d
     np.save(tmp_path / "v.npy", vectors)
     np.save(tmp_path / "p.npy", np.array([f"/p/{i}.jpg" for i in range(40)]))
-    speed.naive_search(str(tiny.heads_bundle), tmp_path / "v.npy", tmp_path / "p.npy", "노을")
+    naive.naive_search(str(tiny.heads_bundle), tmp_path / "v.npy", tmp_path / "p.npy", "노을")
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 10 and lines[0].split()[0] == "1"
 
 
+def test_entry_script_keeps_its_options() -> None:
+    spec = importlib.util.spec_from_file_location("speed_entry", BENCHMARKS / "speed.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.parse_args(["--quick", "--runs", "2", "--photos", "0", "--json", "f.json"])
+    assert script.sizes_from(args) == replace(settings.QUICK, runs=2, photos=1)
+    assert args.json_path == Path("f.json") and args.work is None and args.bundle is None
+    assert script.sizes_from(script.parse_args([])) == settings.FULL
+
+
 def test_import_seconds_sums_the_top_level_imports() -> None:
-    assert speed.import_seconds(IMPORT_LOG) == pytest.approx(0.3003)
-    assert speed.import_seconds("no log here\n[]") == 0.0
+    assert search.import_seconds(IMPORT_LOG) == pytest.approx(0.3003)
+    assert search.import_seconds("no log here\n[]") == 0.0
 
 
 def test_ceiling_formula() -> None:
     # 2 cores, 0.04 core-s decode + 0.21 core-s model per photo: 8 photos/s.
-    assert speed.machine_ceiling(2, 0.04, 0.21) == pytest.approx(8.0)
+    assert ceiling.machine_ceiling(2, 0.04, 0.21) == pytest.approx(8.0)
 
 
 def test_recall_counts_set_overlap() -> None:
     exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     found = [[4, 3, 2, 1], [5, 6, 0, 9]]  # order does not matter; the second is half right
-    assert speed.recall_at_k(found, exact) == pytest.approx(0.75)
+    assert hnsw.recall_at_k(found, exact) == pytest.approx(0.75)
 
 
 def test_exact_top_k_matches_a_full_sort() -> None:
     rng = np.random.default_rng(0)
-    base, queries = speed.random_unit_vectors(rng, 300, 16), speed.random_unit_vectors(rng, 7, 16)
-    got = speed.exact_top_k(base, queries, 5, chunk=3)
+    base, queries = hnsw.random_unit_vectors(rng, 300, 16), hnsw.random_unit_vectors(rng, 7, 16)
+    got = hnsw.exact_top_k(base, queries, 5, chunk=3)
     want = np.argsort(-(queries @ base.T), axis=1)[:, :5]
     assert [sorted(row) for row in got.tolist()] == [sorted(row) for row in want.tolist()]
 
 
 def test_checks_say_pass_or_by_how_much_they_fail() -> None:
-    assert speed.Check("search_wall_s", 0.8).verdict() == "PASS"
-    assert speed.Check("search_wall_s", 1.25).verdict() == "FAIL (25% over)"
-    assert speed.Check("index_vs_ceiling", 0.68).verdict() == "FAIL (20% short)"
-    assert speed.Check("hnsw_recall", None).verdict() == "n/a"
+    assert targets.Check(targets.SEARCH_WALL_S, 0.8).verdict() == "PASS"
+    assert targets.Check(targets.SEARCH_WALL_S, 1.25).verdict() == "FAIL (25% over)"
+    assert targets.Check(targets.INDEX_VS_CEILING, 0.68).verdict() == "FAIL (20% short)"
+    assert targets.Check(targets.HNSW_RECALL, None).verdict() == "n/a"
 
 
 def test_run_process_measures_the_child_alone() -> None:
     ballast = np.ones(64 * 1024**2 // 8)  # this process grows; the child must not inherit it
-    run = speed.run_process([sys.executable, "-c", "print('ok')"], {"PATH": "/usr/bin:/bin"})
-    assert run.stdout == "ok\n"
-    assert ballast.nbytes == 64 * 1024**2 and run.peak_rss_bytes < 48 * 1024**2
-    assert run.wall_s > 0 and run.cpu_s > 0
+    child = processes.run_process([sys.executable, "-c", "print('ok')"], {"PATH": "/usr/bin:/bin"})
+    assert child.stdout == "ok\n"
+    assert ballast.nbytes == 64 * 1024**2 and child.peak_rss_bytes < 48 * 1024**2
+    assert child.wall_s > 0 and child.cpu_s > 0
 
 
 def test_index_watch_times_the_embedding_phase(tmp_path: Path) -> None:
     from hanclip_cli.store import PhotoStore
 
-    watch = speed.IndexWatch(tmp_path / "library.db")
+    watch = workspace.IndexWatch(tmp_path / "library.db")
     pid = os.getpid()
     watch(1.0, pid)  # no database yet: still starting up
     store = PhotoStore(tmp_path)
@@ -263,7 +307,7 @@ def test_index_watch_times_the_embedding_phase(tmp_path: Path) -> None:
 
 def test_steady_state_starts_after_the_first_full_batch() -> None:
     commits = [(10.0, 20), (10.1, 32), (12.0, 64), (14.1, 96)]
-    watch = speed.IndexWatch(Path("library.db"), 5.0, commits)
+    watch = workspace.IndexWatch(Path("library.db"), 5.0, commits)
     assert watch.steady_photos_per_s(96, batch=32) == pytest.approx(64 / 4.0)
     assert watch.steady_photos_per_s(48, batch=32) is None  # a partial batch would flatter it
     assert watch.phase_s(96, wall_s=20.0) == pytest.approx(9.1)
@@ -283,45 +327,45 @@ def test_run_process_calls_its_watch_while_the_command_runs() -> None:
         seen.append(elapsed_s)
         pids.add(pid)
 
-    speed.run_process([sys.executable, "-c", "import time; time.sleep(0.3)"], {}, watch)
+    processes.run_process([sys.executable, "-c", "import time; time.sleep(0.3)"], {}, watch)
     assert len(seen) >= 2 and seen == sorted(seen) and len(pids) == 1
 
 
 def test_others_cores_is_machine_time_less_ours() -> None:
-    start = speed.CpuSample(machine_s=100.0, command_s=10.0, own_s=1.0)
-    end = speed.CpuSample(machine_s=106.0, command_s=13.5, own_s=1.5)
-    assert speed.others_cores(start, end, wall_s=2.0) == pytest.approx(1.0)
+    start = processes.CpuSample(machine_s=100.0, command_s=10.0, own_s=1.0)
+    end = processes.CpuSample(machine_s=106.0, command_s=13.5, own_s=1.5)
+    assert processes.others_cores(start, end, wall_s=2.0) == pytest.approx(1.0)
 
 
 def test_ceiling_given_others_scales_by_free_cores() -> None:
-    index = {"photos_per_s_runs": [4.0, 6.0, 3.0], "others_cores": [1.0, 0.0, None]}
-    ceiling = {"cores": 2, "ceiling_runs": [8.0, 8.0, 6.0]}
+    rates, ceilings, others = [4.0, 6.0, 3.0], [8.0, 8.0, 6.0], [1.0, 0.0, None]
     # Round 1 had one core of two: ceiling 4 -> 1.0; round 2 all: 6/8; round 3 unknown.
-    assert speed.ceiling_given_others(index, ceiling) == pytest.approx((1.0 + 0.75) / 2)
+    scaled = targets.ceiling_given_others(rates, ceilings, others, cores=2)
+    assert scaled == pytest.approx((1.0 + 0.75) / 2)
 
 
 def test_ratios_are_taken_within_each_round() -> None:
-    assert speed.per_round([4.0, 9.0, 5.0], [8.0, 9.0, 4.0]) == pytest.approx(1.0)
-    assert speed.per_round([None, 9.0], [8.0, 9.0]) is None
+    assert targets.per_round([4.0, 9.0, 5.0], [8.0, 9.0, 4.0]) == pytest.approx(1.0)
+    assert targets.per_round([None, 9.0], [8.0, 9.0]) is None
 
 
 def test_cores_available_counts_what_busy_loops_got() -> None:
-    assert 0 < speed.cores_available(1, seconds=0.2) <= 1.05
+    assert 0 < processes.cores_available(1, seconds=0.2) <= 1.05
 
 
 def test_run_process_reports_a_failed_command() -> None:
-    with pytest.raises(speed.BenchmarkError, match="exited 3"):
-        speed.run_process([sys.executable, "-c", "import sys; sys.exit(3)"], {})
+    with pytest.raises(processes.BenchmarkError, match="exited 3"):
+        processes.run_process([sys.executable, "-c", "import sys; sys.exit(3)"], {})
 
 
-def test_a_dropped_int8_path_is_reported_without_a_target(measured: dict[str, Any]) -> None:
-    import copy
-
-    results = copy.deepcopy(measured)
-    text = results["accuracy"]["fast_text"]
-    assert text["int8"]["kept"] == (text["int8"]["gate_cosine"] >= 0.99)
-    text["int8"] = {"gate_cosine": 0.95, "kept": False}
-    assert "text_int8_cosine" not in {c.key for c in speed.checks(results)}
-    report = speed.format_report(results)
-    assert "not kept" in report and "0.9500 < 0.99" in report
-    assert "int8 fast text vs sentence-transformers" not in report
+def test_a_dropped_int8_path_is_reported_without_a_target(measured: Measured) -> None:
+    results = measured.results
+    text = results.accuracy.fast_text
+    assert text.int8.gate_cosine is not None
+    assert text.int8.kept == (text.int8.gate_cosine >= 0.99)
+    dropped = replace(text, int8=Int8Accuracy(gate_cosine=0.95, kept=False))
+    results = replace(results, accuracy=replace(results.accuracy, fast_text=dropped))
+    assert targets.TEXT_INT8_COSINE not in {c.target for c in targets.checks(results)}
+    shown = report.format_report(results)
+    assert "not kept" in shown and "0.9500 < 0.99" in shown
+    assert "int8 fast text vs sentence-transformers" not in shown

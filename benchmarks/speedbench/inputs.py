@@ -1,0 +1,153 @@
+"""The inputs: a real-size random-weight bundle, photo-like 12-MP JPEGs, a large library."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hanclip_model.bundle import HEADS_NAME, MANIFEST_NAME
+from hanclip_model.files import atomic_path, replace_dir
+from speedbench.settings import JPEG_QUALITY, PHOTO_NOISE_STD, PHOTO_SIZE
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+CLIP_DIM = 512  # ViT-B-32's image embedding
+
+
+def build_random_bundle(directory: Path) -> Path:
+    """A bundle of real-size random models (kept: building one takes a while)."""
+    if (directory / MANIFEST_NAME).is_file():
+        return directory
+    import torch
+
+    from hanclip_eval.random_models import MINILM_L12, RANDOM_CLIP_SPEC, random_minilm
+    from hanclip_model.bundle import write_bundle
+    from hanclip_model.encoders import quiet_transformers
+    from trainer.heads import HanclipHeads
+
+    staging = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    quiet_transformers()  # loading bars would bury the progress lines
+    # The real MiniLM's tokenizer is a 250,002-piece Unigram vocabulary, dear to load;
+    # the stand-in matches its kind and size so a cold search pays what a user's does.
+    random_minilm(staging / "text", shape=MINILM_L12, tokenizer="unigram")
+    torch.manual_seed(0)
+    heads = HanclipHeads(image_dim=CLIP_DIM, text_dim=MINILM_L12.hidden, out_dim=CLIP_DIM)
+    heads.eval().save(staging / HEADS_NAME)
+    write_bundle(
+        staging,
+        name="random-vit-b32-minilm-l12",
+        image_model=RANDOM_CLIP_SPEC,
+        text_model="text",
+        heads=HEADS_NAME,
+    )
+    replace_dir(staging, directory)
+    return directory
+
+
+def _smooth_field(
+    rng: np.random.Generator, grid: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    from PIL import Image
+
+    cells = rng.integers(0, 256, size=(*grid, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(cells).resize(size, Image.BICUBIC), dtype=np.float32)
+
+
+def synthetic_photo(size: tuple[int, int], seed: int) -> Image.Image:
+    """A photo-like RGB image: smooth colour at two scales, hard-edged shapes, sensor noise.
+
+    Flat or purely random pixels would make JPEG decoding far cheaper or far dearer than a
+    camera photo; this lands at a phone photo's file size.
+    """
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    pixels = 0.7 * _smooth_field(rng, (6, 8), size) + 0.3 * _smooth_field(rng, (60, 80), size)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        x1, y1 = x0 + int(rng.integers(20, width // 3)), y0 + int(rng.integers(20, height // 3))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x0, y0, x1, y1), fill=colour)
+    noise = rng.standard_normal((height, width, 1), dtype=np.float32) * PHOTO_NOISE_STD
+    noisy = np.asarray(image, dtype=np.float32) + noise
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def photo_paths(folder: Path, count: int) -> list[Path]:
+    return [folder / f"photo-{i:03d}.jpg" for i in range(count)]
+
+
+def ensure_photos(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
+    """`count` JPEGs in `folder`, generated once; photo i is always the same picture. An
+    interrupted run leaves no truncated photo behind for the next one to reuse."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = photo_paths(folder, count)
+    for i, path in enumerate(paths):
+        if path.is_file():
+            continue
+        with atomic_path(path) as tmp:
+            synthetic_photo(size, seed=i).save(tmp, "JPEG", quality=JPEG_QUALITY)
+    return paths
+
+
+def linked_folder(folder: Path, photos: Sequence[Path]) -> Path:
+    """A fresh folder holding exactly `photos` (hard links: no copy, and no symlinks)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for photo in photos:
+        try:
+            os.link(photo, folder / photo.name)
+        except OSError:
+            shutil.copy2(photo, folder / photo.name)
+    return folder
+
+
+def read_bytes(paths: Sequence[Path]) -> None:
+    """Bring files into the page cache, so every contender reads them from memory."""
+    for path in paths:
+        path.read_bytes()
+
+
+def fill_library(library: Path, total: int, seed: int = 0) -> int:
+    """Add synthetic rows (random raw embeddings, fake paths) until `total` photos; returns
+    how many were added. Search never reads the photos themselves, and the ViT's cost per
+    photo is what the index measurement is for already."""
+    from hanclip_cli.store import NewPhoto, PhotoStore
+
+    store = PhotoStore(library, create=False)
+    try:
+        have = store.count()
+        dim = store.embedding(int(store.ids()[0])).shape[0]
+        rng = np.random.default_rng(seed)
+        for start in range(have, total, 1000):
+            count = min(1000, total - start)
+            raw = rng.standard_normal((count, dim), dtype=np.float32)
+            photos = [
+                NewPhoto(
+                    path=f"/synthetic/{start + i:06d}.jpg",
+                    size=3_500_000,
+                    mtime_ns=1_700_000_000_000_000_000 + start + i,
+                    sha256=f"{start + i:064x}",
+                    width=PHOTO_SIZE[0],
+                    height=PHOTO_SIZE[1],
+                    taken_at=None,
+                    embedding=raw[i],
+                )
+                for i in range(count)
+            ]
+            store.add_photos(photos)
+        return max(0, total - have)
+    finally:
+        store.close()
