@@ -7,7 +7,7 @@ L2-normalised numpy arrays. torch is imported only when an encoder actually load
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,16 @@ class ClipEncoder:
     @property
     def device(self) -> str:
         return self._clip.device
+
+    @property
+    def model(self) -> Any:
+        """The open_clip model itself, in eval mode (loads it)."""
+        return self._clip.model
+
+    @property
+    def preprocess(self) -> Callable[[Image.Image], Any]:
+        """open_clip's image transform: an RGB image to the model's input tensor."""
+        return self._clip.preprocess
 
     @property
     def image_size(self) -> int:

@@ -34,8 +34,7 @@ def load_clip(spec: str) -> ClipParts:
     encoder = ClipEncoder(spec, device="cpu")
     # The ceiling times the forward alone, on tensors preprocessed beforehand, so it needs
     # the parts that `embed_images` runs together.
-    parts = encoder._clip
-    return ClipParts(parts.model, parts.preprocess, encoder.image_size)
+    return ClipParts(encoder.model, encoder.preprocess, encoder.image_size)
 
 
 @dataclass(frozen=True)
