@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def _script(name: str = "hanclip") -> str:
     script = Path(sys.executable).parent / name
