@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     directory = Path(os.path.abspath(os.path.expanduser(args.directory)))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs, or may reach, a hub
+    from hanclip_model.encoders import quiet_transformers
+
+    quiet_transformers()  # building the models would draw transformers' own loading bars
     build_demo(directory)
     print(f"tiny bundle: {directory / 'bundle'}\nphotos:      {directory / 'photos'}")
 
