@@ -57,7 +57,9 @@ DeviceOption = Annotated[
     epilog="Examples:\n\n"
     "  hanclip index ~/Pictures\n\n"
     "  hanclip index ~/Pictures/여행 ~/Pictures/가족 --json\n\n"
-    "  hanclip index ~/Pictures --model ./my-bundle"
+    "  hanclip index ~/Pictures --model ./my-bundle\n\n"
+    "  hanclip index /media/usb/사진 --exclude 임시 --exclude '*.tmp.jpg'\n\n"
+    "  hanclip index /media/usb/사진 --prune-offline   # the drive is gone for good"
 )
 @handle_errors
 def index(
@@ -71,13 +73,35 @@ def index(
     include_hidden: Annotated[
         bool, typer.Option("--include-hidden", help="Also walk hidden folders and files.")
     ] = False,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            help="Skip folders and files with this name or glob (repeatable; remembered for "
+            "later runs). NAS and trash folders (@eaDir, #recycle, .Trash-*, ...) always are.",
+            show_default=False,
+        ),
+    ] = None,
+    reset_excludes: Annotated[
+        bool,
+        typer.Option("--reset-excludes", help="Forget the remembered --exclude patterns."),
+    ] = False,
+    prune_offline: Annotated[
+        bool,
+        typer.Option(
+            "--prune-offline",
+            help="Remove the photos of folders that are missing, empty or unreadable "
+            "(kept by default: a drive may be unplugged). Your files are never touched.",
+        ),
+    ] = False,
     device: DeviceOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Index photos: embed new or changed files, prune deleted ones, recognise moves.
 
     Runs again in seconds: unchanged photos are skipped, renamed or moved ones are found by
-    their content hash, so nothing is embedded twice.
+    their content hash, so nothing is embedded twice. The photos of a folder that is missing,
+    empty or unreadable (an unplugged drive) are kept, left out of search until it is back.
     """
     import os
 
@@ -96,16 +120,40 @@ def index(
             batch_size=batch_size,
             reembed=reembed,
             include_hidden=include_hidden,
+            exclude=exclude or [],
+            reset_excludes=reset_excludes,
+            prune_offline=prune_offline,
             progress=RichProgress(progress),
         )
     if json_output:
         failures = [{"path": p, "error": e} for p, e in report.failures]
-        print_json({**report.counts(), "failures": failures, "library": str(opened.directory)})
+        offline = [
+            {"path": f.path, "reason": f.reason, "photos": f.photos} for f in report.offline_folders
+        ]
+        print_json(
+            {
+                **report.counts(),
+                "failures": failures,
+                "offline_folders": offline,
+                "library": str(opened.directory),
+            }
+        )
     else:
         counts = ", ".join(f"{v} {k}" for k, v in report.counts().items())
         console.print(f"{opened.directory}: {counts}", highlight=False, soft_wrap=True)
         for path, error in report.failures[:20]:
             err_console.print(Text(f"  could not read {path}: {error}"))
+    for folder in report.offline_folders:
+        fate = (
+            "removed from the library (--prune-offline)"
+            if prune_offline
+            else "kept, left out of search until it is back"
+        )
+        what = _offline_text(folder.path, folder.reason)
+        line = f"offline: {what}: its {folder.photos} photo(s) {fate}"
+        err_console.print(Text(line, style="yellow"), soft_wrap=True)
+    if report.offline:
+        notice("if a folder is gone for good: hanclip forget PATH")
     if report.failed:
         more = f" ({len(report.failures) - 20} not listed)" if len(report.failures) > 20 else ""
         notice(
@@ -120,7 +168,8 @@ def index(
     epilog="Examples:\n\n"
     "  hanclip search '바다 위 노을'\n\n"
     "  hanclip search '누워있는 고양이' -n 20 --json\n\n"
-    "  hanclip search --image ~/Pictures/IMG_0001.jpg"
+    "  hanclip search --image ~/Pictures/IMG_0001.jpg\n\n"
+    "  hanclip search '가족 여행' --include-offline   # photos on an unplugged drive too"
 )
 def search(
     query: Annotated[
@@ -134,11 +183,20 @@ def search(
     model: ModelOption = None,
     device: DeviceOption = None,
     json_output: JsonOption = False,
+    include_offline: Annotated[
+        bool,
+        typer.Option(
+            "--include-offline",
+            help="Also show photos of folders that are offline (an unplugged drive).",
+        ),
+    ] = False,
 ) -> None:
     """Search the library with words (e.g. '바다 위 노을') or with a photo (--image)."""
     from hanclip_cli.search_command import SearchArgs, run_search
 
-    run_search(SearchArgs(query, image, limit, library, model, device, json_output))
+    run_search(
+        SearchArgs(query, image, limit, library, model, device, json_output, include_offline)
+    )
 
 
 @app.command(
@@ -287,6 +345,17 @@ def train(
     )
 
 
+_OFFLINE_REASONS = {
+    "missing": "is missing",
+    "empty": "is empty (a drive not mounted?)",
+    "unreadable": "cannot be read",
+}
+
+
+def _offline_text(path: str, reason: str) -> str:
+    return f"{path} {_OFFLINE_REASONS.get(reason, reason)}"
+
+
 def _train_bar(progress):
     """A callback that draws pseudo-pair and training progress on `progress`."""
     tasks: dict[str, object] = {}
@@ -382,22 +451,36 @@ def info(
     errors: Annotated[bool, typer.Option("--errors", help="List files that failed.")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Where the library is, what it holds, and whether its search index is healthy."""
+    """Where the library is, what it holds, and whether its database and search index are
+    healthy.
+
+    A damaged database is reported (`database  damaged: ...`, with the command that repairs
+    it) and still exits 0: finding it is what `info` is for. `search` and `index` stop on it.
+    """
     from hanclip_cli.library import library_summary
 
     summary = library_summary(library, with_errors=errors)
     if json_output:
         print_json(summary)
         return
+    console.print(Text(f"library      {summary['library']}"))
+    console.print(Text(_database_text(summary)), soft_wrap=True)  # a command to copy whole
+    if "photos" not in summary:
+        return  # not even that could be read: the database line says why
     health = summary["index"]
     hint = " (--errors lists them)" if summary["failed"] and not errors else ""
     lines = [
-        f"library      {summary['library']}",
         f"photos       {summary['photos']}",
         f"failed       {summary['failed']}{hint}",
         f"model        {summary['model']}",
         f"image model  {summary['image_model']}",
         f"folders      {', '.join(summary['roots']) or '-'}",
+        *(
+            f"offline      {_offline_text(f['path'], f['reason'])}: {f['photos']} photo(s) kept, "
+            f"since {f['since']}"
+            for f in summary["offline_folders"]
+        ),
+        *([f"excludes     {', '.join(summary['excludes'])}"] if summary["excludes"] else []),
         f"index        {health['status']}: {health['vectors']} vectors"
         + (f", model fingerprint {health['fingerprint']}" if health["fingerprint"] else ""),
     ]
@@ -405,6 +488,88 @@ def info(
         console.print(Text(line))
     for failure in summary.get("errors", []):
         console.print(Text(f"  {failure['path']}: {failure['error']}"))
+
+
+def _database_text(summary: dict) -> str:
+    from hanclip_cli.store import repair_command
+
+    database = summary["database"]
+    if database["status"] == "ok":
+        return "database     ok"
+    return (
+        f"database     damaged: {database['detail']} "
+        f"(`{repair_command(summary['library'])}` saves what can still be read)"
+    )
+
+
+@app.command(
+    epilog="Examples:\n\n  hanclip repair\n\n  hanclip repair --library ~/사진/.hanclip --json"
+)
+@handle_errors
+def repair(library: LibraryOption = None, json_output: JsonOption = False) -> None:
+    """Save what can still be read of a damaged library.db into a fresh one.
+
+    The damaged file is kept beside it (library.db.damaged-<UTC time>); photos whose rows were
+    lost are embedded again by the next `hanclip index`. A healthy library is left as it is.
+    """
+    from hanclip_cli.repair import repair_library
+
+    report = repair_library(library)
+    if json_output:
+        print_json(report.as_json())
+        return
+    if not report.repaired:
+        console.print(Text(f"{report.library}: library.db is healthy, nothing to repair"))
+        return
+    lost = (
+        f"{report.photos_lost} lost" if report.photos_lost is not None else "an unknown number lost"
+    )
+    console.print(
+        Text(
+            f"{report.library}: library.db was damaged ({report.problem}); "
+            f"{report.photos_saved} photo(s) saved into a fresh one, {lost} (the next "
+            f"`hanclip index` embeds those again); the damaged file is kept as "
+            f"{report.damaged_file}"
+        ),
+        soft_wrap=True,
+    )
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  hanclip forget /media/usb/사진   # a drive that is gone for good\n\n"
+    "  hanclip forget ~/Pictures/옛날사진 --json"
+)
+@handle_errors
+def forget(
+    path: Annotated[Path, typer.Argument(help="Folder (or photo) to forget; need not exist.")],
+    library: LibraryOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Remove the photos at or below PATH from the library, without scanning it.
+
+    For a folder or drive that is gone for good (its photos were kept as offline). Only the
+    library changes: your files are never touched.
+    """
+    from hanclip_cli.folders import forget_folder
+
+    report = forget_folder(library, path)
+    if json_output:
+        print_json(
+            {
+                "path": report.path,
+                "removed": report.photos,
+                "offline_folders_cleared": report.offline_folders,
+                "failures_cleared": report.failures,
+                "roots_dropped": list(report.roots),
+                "library": report.library,
+            }
+        )
+        return
+    console.print(
+        Text(f"{report.path}: {report.photos} photo(s) removed from the library {report.library}"),
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

@@ -7,15 +7,16 @@ import fcntl
 import os
 import shlex
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hanclip_cli.store import DB_NAME, LibraryMeta, PhotoStore
+from hanclip_cli.store import DB_NAME, LibraryDamaged, LibraryMeta, PhotoStore
 from hanclip_model.bundle import BUILTIN_BUNDLES, MANIFEST_NAME
-from hanclip_model.errors import HanclipError
+from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.sources import resolve_local
+from hanclip_model.storage import unwritable
 
 if TYPE_CHECKING:
     from hanclip_model.model import HanclipModel
@@ -37,6 +38,10 @@ def library_dir(explicit: Path | None) -> Path:
     return Path(user_data_dir("hanclip", appauthor=False))
 
 
+def _unwritable_library(directory: Path) -> StorageError:
+    return unwritable(directory, what="library folder").saving("nothing was changed")
+
+
 class LibraryBusy(HanclipError):
     """Another process holds the library's writer lock."""
 
@@ -52,7 +57,7 @@ class Library:
             except OSError as exc:
                 raise HanclipError(f"cannot create library directory {directory}: {exc}") from None
             if not os.access(directory, os.W_OK):
-                raise HanclipError(f"library directory {directory} is not writable")
+                raise _unwritable_library(directory)
         self.store = PhotoStore(directory, create=create)
 
     @property
@@ -72,20 +77,27 @@ class Library:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @contextmanager
-    def writer_lock(self, *, wait: bool = False) -> Iterator[None]:
-        """Only one process writes a library at a time; a second one stops with a message."""
-        with open(self.directory / LOCK_NAME, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                raise LibraryBusy(
-                    f"another `hanclip index` is running on {self.directory}; wait for it to finish"
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def writer_lock(self, *, wait: bool = False) -> AbstractContextManager[None]:
+        return writer_lock(self.directory, wait=wait)
+
+
+@contextmanager
+def writer_lock(directory: Path, *, wait: bool = False) -> Iterator[None]:
+    """Only one process writes a library at a time; a second one stops with a message.
+
+    Taken on the directory, not the database, so `repair` holds it over a damaged one.
+    """
+    with open(directory / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LibraryBusy(
+                f"another `hanclip index` is running on {directory}; wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -206,7 +218,12 @@ def open_library(
     from hanclip_model import load_bundle
 
     directory = library_dir(library)
-    existing = Library(directory, create=False) if (directory / DB_NAME).exists() else None
+    found = (directory / DB_NAME).exists()
+    if for_writing and found and not os.access(directory, os.W_OK):
+        # Before SQLite opens it: on a read-only disk a library cannot even be read (its
+        # write-ahead log needs a writable folder), and SQLite's error would not say why.
+        raise _unwritable_library(directory)
+    existing = Library(directory, create=False) if found else None
     if existing is None and not for_writing:
         raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
     choice = choose_model(model, directory, existing)
@@ -227,14 +244,33 @@ def open_library(
 
 
 def library_summary(library: Path | None, *, with_errors: bool = False) -> dict[str, object]:
-    """What `hanclip info` shows; loads no model and changes nothing on disk."""
-    from hanclip_cli.vector_index import index_health
+    """What `hanclip info` shows; loads no model and changes nothing on disk.
 
+    A damaged database is a finding here, not an error: `database` holds what SQLite's
+    quick_check found first. When the damage leaves not even the summary readable, it is
+    `library` and `database` alone.
+    """
     directory = library_dir(library)
     if not (directory / DB_NAME).exists():
         raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
+    try:
+        return _readable_summary(directory, with_errors=with_errors)
+    except LibraryDamaged as exc:
+        return {"library": str(directory), "database": _database_status(exc.problem)}
+
+
+def _database_status(problem: str | None) -> dict[str, str | None]:
+    """`info`'s "database": "ok", or "damaged" with the first problem found."""
+    return {"status": "damaged" if problem else "ok", "detail": problem}
+
+
+def _readable_summary(directory: Path, *, with_errors: bool) -> dict[str, object]:
+    from hanclip_cli.folders import still_offline
+    from hanclip_cli.vector_index import index_health
+
     with Library(directory, create=False) as lib:
         store, meta = lib.store, lib.meta
+        problem = store.quick_check()
         failures = list(store.failures())
         summary: dict[str, object] = {
             "library": str(directory),
@@ -244,7 +280,11 @@ def library_summary(library: Path | None, *, with_errors: bool = False) -> dict[
             "image_model": meta.image_model,
             "roots": [str(root) for root in meta.roots],
             "index": index_health(directory, store),
+            # Probed again, as search does: a folder back since the last `index` is online.
+            "offline_folders": [asdict(f) for f in still_offline(store.offline_folders())],
+            "excludes": meta.excludes,
         }
+    summary["database"] = _database_status(problem)
     if with_errors:
         summary["errors"] = failures
     return summary

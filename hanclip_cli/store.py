@@ -1,25 +1,133 @@
 """The photo library's SQLite database: the source of truth for everything indexed.
 
 One row per photo (path, size, mtime, content hash, dimensions, EXIF date, the raw CLIP image
-embedding) and one row per file that could not be read, with the reason. The HNSW index is
-derived from this and can always be rebuilt from it.
+embedding), one row per file that could not be read, with the reason, and one row per folder
+found offline (its photos kept, left out of search). The HNSW index is derived from this and
+can always be rebuilt from it.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import shlex
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import wraps
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from hanclip_cli.migrations import check_version, migrate
 from hanclip_model.errors import HanclipError
+from hanclip_model.storage import storage_error
 
 DB_NAME = "library.db"
+
+# SQLite's own words for a file it cannot trust: SQLITE_CORRUPT ("database disk image is
+# malformed", "malformed database schema ..."), SQLITE_NOTADB ("file is not a database", "file
+# is encrypted or is not a database" before SQLite 3.37) and SQLITE_IOERR ("disk I/O error").
+# Matched on the text because `sqlite_errorcode` needs Python 3.11. A locked, full or
+# read-only database is not damaged: those errors stay what they are.
+_DAMAGE_WORDS = ("malformed", "not a database", "disk i/o error")
+
+
+def repair_command(directory: Path | str) -> str:
+    return f"hanclip repair --library {shlex.quote(str(directory))}"
+
+
+class LibraryDamaged(HanclipError):
+    """SQLite cannot trust `library.db`; `hanclip repair` saves what it can still read."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"library database {path} is damaged ({problem}): run "
+            f"`{repair_command(path.parent)}` to save what can still be read into a fresh one "
+            "(the damaged file is kept)"
+        )
+
+
+def is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite's error says the database file itself is damaged."""
+    message = str(exc).lower()
+    return any(words in message for words in _DAMAGE_WORDS)
+
+
+def damage_error(path: Path, exc: sqlite3.DatabaseError) -> HanclipError | None:
+    """What `exc`, met on the library database `path`, is to report: LibraryDamaged when
+    SQLite says the file is damaged, None when it says something else.
+
+    "disk I/O error" is also how SQLite meets a full disk or a drive pulled out: when the
+    library's folder says that is so, it is reported instead (`hanclip_model.storage`).
+    """
+    if not is_damage(exc):
+        return None
+    storage = storage_error(exc, path.parent, what="library folder")
+    return storage or LibraryDamaged(path, str(exc))
+
+
+def first_problem(conn: sqlite3.Connection) -> str | None:
+    """The first problem `PRAGMA quick_check` finds, on one line; None when it finds none.
+
+    quick_check reads every page once; it leaves out integrity_check's costlier comparison
+    of each index with its table, which a damaged page fails anyway.
+    """
+    (result,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+    if result == "ok":
+        return None
+    # SQLite heads its report with a line "*** in database main ***".
+    return " ".join(line for line in str(result).splitlines() if not line.startswith("***"))
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+Class = TypeVar("Class", bound=type)
+
+
+def _reporting_damage(method: Method) -> Method:
+    """`method`, with an error that says the database file is damaged as LibraryDamaged."""
+    if inspect.isgeneratorfunction(method):
+
+        @wraps(method)
+        def rows(self: PhotoStore, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from method(self, *args, **kwargs)
+            except sqlite3.DatabaseError as exc:
+                error = damage_error(self.path, exc)
+                if error is None:
+                    raise
+                raise error from exc
+
+        return rows  # type: ignore[return-value]
+
+    @wraps(method)
+    def call(self: PhotoStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            error = damage_error(self.path, exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    return call  # type: ignore[return-value]
+
+
+def _reports_damage(cls: Class) -> Class:
+    """Every public method of `cls` reports a damaged file as LibraryDamaged.
+
+    One place for it, whichever query meets the damage first: SQLite reads a page only when a
+    query needs it, so the damage may show at the thousandth row of an `index` or in the last
+    lookup of a `search`. A method is wrapped, not each row, so reading costs nothing more.
+    """
+    for name, member in list(vars(cls).items()):
+        if inspect.isfunction(member) and not name.startswith("_"):
+            setattr(cls, name, _reporting_damage(member))
+    return cls
 
 
 @dataclass
@@ -50,8 +158,36 @@ class NewPhoto:
     embedding: np.ndarray
 
 
+@dataclass(frozen=True)
+class OfflineFolder:
+    """A folder that held indexed photos and is not there: its photos are kept, not pruned.
+
+    `reason` is "missing", "empty" or "unreadable"; `since` is when an `index` first found it
+    so (None until it is recorded).
+    """
+
+    path: str
+    reason: str
+    photos: int
+    since: str | None = None
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """How many rows of each kind `forget_under` dropped."""
+
+    photos: int
+    offline_folders: int
+    failures: int
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def at_or_below(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies below it (compared as text, no file system)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _record(row: dict) -> PhotoRecord:
@@ -67,6 +203,7 @@ def _record(row: dict) -> PhotoRecord:
     )
 
 
+@_reports_damage
 class PhotoStore:
     """Typed access to `library.db`; every statement is parameterised."""
 
@@ -97,6 +234,13 @@ class PhotoStore:
             # openable by the hanclip that wrote it, needs no write access to it, and never
             # waits for the write lock.
             if create:
+                # A writer that met damage halfway would already have committed its first
+                # writes into the damaged file: checked first, the file stays exactly as it
+                # was found, for `hanclip repair`. quick_check reads each page once, as the
+                # index's own scan of the photos does.
+                problem = first_problem(self.conn) if version else None
+                if problem is not None:
+                    raise LibraryDamaged(self.path, problem)
                 # WAL lets `search` read the last committed state while `index` writes. The
                 # mode is stored in the file, so readers need not set it.
                 self.conn.execute("PRAGMA journal_mode=WAL")
@@ -104,10 +248,22 @@ class PhotoStore:
             elif version == 0:
                 raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
         except sqlite3.DatabaseError as exc:
+            error = damage_error(self.path, exc)
+            if error is not None:
+                raise error from exc
             raise HanclipError(f"cannot open library database {self.path}: {exc}") from None
 
     def close(self) -> None:
         self.conn.close()
+
+    def quick_check(self) -> str | None:
+        """What SQLite's quick_check finds wrong with the file first; None when nothing."""
+        try:
+            return first_problem(self.conn)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            return str(exc)
 
     def _query(self, sql: str, params: Iterable[object] = ()) -> Iterator[dict]:
         for row in self.conn.execute(sql, list(params)):
@@ -154,6 +310,21 @@ class PhotoStore:
                 [str(root), len(prefix), prefix],
             ):
                 found[row["path"]] = _record(row)
+        return found
+
+    def ids_under(self, folders: Iterable[str]) -> set[int]:
+        """Ids of the photos at or below each of `folders`."""
+        found: set[int] = set()
+        for folder in folders:
+            prefix = folder.rstrip("/") + "/"
+            # A range on the path index instead of substr(), which would read every row with
+            # its embedding: paths starting with "F/" are exactly those in ["F/", "F0").
+            upper = prefix[:-1] + chr(ord("/") + 1)
+            rows = self.conn.execute(
+                "SELECT id FROM photos WHERE path = ? OR (path >= ? AND path < ?)",
+                [folder, prefix, upper],
+            )
+            found.update(int(r[0]) for r in rows)
         return found
 
     def record_for_path(self, path: str) -> PhotoRecord | None:
@@ -244,6 +415,52 @@ class PhotoStore:
     def clear_photos(self) -> None:
         with self.conn:
             self.conn.execute("DELETE FROM photos")
+            self.conn.execute("DELETE FROM offline_folders")
+
+    def forget_under(self, path: str) -> Forgotten:
+        """Drop the photos, offline folders and failures at or below `path`, in one
+        transaction."""
+        photo_ids = self.ids_under([path])
+        folders = [f.path for f in self.offline_folders() if at_or_below(f.path, path)]
+        failures = list(self.failures_under([Path(path)]))
+        with self.conn:
+            for photo_id in photo_ids:
+                self.conn.execute("DELETE FROM photos WHERE id = ?", [photo_id])
+            for folder in folders:
+                self.conn.execute("DELETE FROM offline_folders WHERE path = ?", [folder])
+            for failure in failures:
+                self.conn.execute("DELETE FROM failures WHERE path = ?", [failure])
+        return Forgotten(len(photo_ids), len(folders), len(failures))
+
+    # -- offline folders --------------------------------------------------------------------
+
+    def offline_folders(self) -> list[OfflineFolder]:
+        """The folders the last `index` of their root found offline, by path."""
+        # A reader may open a library from before the table (see migrations.py).
+        has_table = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'offline_folders'"
+        ).fetchall()
+        if not has_table:
+            return []
+        return [
+            OfflineFolder(row["path"], row["reason"], row["photos"], row["since"])
+            for row in self._query("SELECT * FROM offline_folders ORDER BY path")
+        ]
+
+    def record_offline(self, roots: Iterable[Path], folders: Iterable[OfflineFolder]) -> None:
+        """Make `folders` the offline folders at or below `roots`: any other recorded there is
+        back (or was pruned). A folder still offline keeps the date it went offline."""
+        since = {f.path: f.since for f in self.offline_folders()}
+        roots = [str(root) for root in roots]
+        with self.conn:
+            for path in since:
+                if any(at_or_below(path, root) for root in roots):
+                    self.conn.execute("DELETE FROM offline_folders WHERE path = ?", [path])
+            for folder in folders:
+                self.conn.execute(
+                    "INSERT INTO offline_folders (path, reason, photos, since) VALUES (?, ?, ?, ?)",
+                    [folder.path, folder.reason, folder.photos, since.get(folder.path) or _now()],
+                )
 
     # -- failures ---------------------------------------------------------------------------
 
@@ -317,6 +534,15 @@ class LibraryMeta:
     @roots.setter
     def roots(self, roots: Iterable[Path]) -> None:
         self.store.set_meta("roots", sorted({str(root) for root in roots}))
+
+    @property
+    def excludes(self) -> list[str]:
+        """The `--exclude` patterns every `index` applies (besides the built-in defaults)."""
+        return [str(pattern) for pattern in self.store.get_meta("excludes") or []]
+
+    @excludes.setter
+    def excludes(self, patterns: Iterable[str]) -> None:
+        self.store.set_meta("excludes", list(patterns))
 
     @property
     def schema_version(self) -> int | None:

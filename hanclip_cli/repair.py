@@ -1,0 +1,377 @@
+"""`hanclip repair`: what SQLite can still read of a damaged `library.db`, in a fresh one.
+
+The damaged file is never written to and never deleted. It is read through a read-only
+connection into a fresh database built beside it; only then is it renamed aside
+(`library.db.damaged-<UTC time>`, its -wal and -shm with it) and the fresh one takes its
+name. Until that rename `library.db` is the damaged file as it was, so a repair stopped
+halfway leaves the library as it found it.
+
+Python's sqlite3 has no `.recover`: that reads raw pages and belongs to the sqlite3 shell, not
+to the SQLite library the module wraps. So the salvage reads through SQL, row by row: each
+table in rowid order, and where a read fails, the next rowid SQLite can read from again is
+searched for (`next_readable`); the rows between are lost. The fresh database comes from the
+migrations, so it has this hanclip's schema; `TABLES` says how each of its tables is copied
+(a test holds it to that schema, so a new table or column is not left behind unnoticed).
+
+A photo row whose embedding is unusable (not whole float32s, not finite, or not the length of
+the others) is left out: the next `hanclip index` finds its file new and embeds it again.
+Saved photos keep their ids, and the id sequence is set above every id the damaged database or
+the HNSW index held. The index therefore stays right for the saved photos: the next search or
+index drops the lost ones from it (`sync_index`), and no new photo can take a lost one's
+label. The repair needs no model, so it works when the bundle is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable, Collection, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from hanclip_cli.library import library_dir, writer_lock
+from hanclip_cli.migrations import VERSION_KEY, NewerLibrary, check_version
+from hanclip_cli.store import DB_NAME, LibraryDamaged, PhotoStore, is_damage
+from hanclip_cli.vector_index import load_index
+from hanclip_model.errors import HanclipError
+
+# Where the fresh database is built; what an interrupted repair left there is thrown away.
+WORK_DIR = ".repair"
+MIN_ROWID, MAX_ROWID = -(2**63), 2**63 - 1
+# SQLite keeps a database's -wal and -shm beside it under these suffixes.
+COMPANIONS = ("-wal", "-shm")
+
+
+def usable_embedding(blob: object) -> bool:
+    """Whether a stored embedding is whole, finite float32s (its length is checked after)."""
+    if not isinstance(blob, bytes) or not blob or len(blob) % 4:
+        return False
+    return bool(np.isfinite(np.frombuffer(blob, dtype=np.float32)).all())
+
+
+@dataclass(frozen=True)
+class Table:
+    """How one table is copied: `select` reads rowid and columns from a rowid on, in rowid
+    order; `insert` writes those columns; `keep` says whether a row read is worth keeping."""
+
+    name: str
+    select: str
+    insert: str
+    keep: Callable[[sqlite3.Row], bool] = lambda row: True
+
+
+TABLES = (
+    Table(
+        "photos",
+        "SELECT rowid, id, path, size, mtime_ns, sha256, width, height, taken_at, embedding, "
+        "indexed_at FROM photos WHERE rowid >= ? ORDER BY rowid",
+        "INSERT INTO photos (id, path, size, mtime_ns, sha256, width, height, taken_at, "
+        "embedding, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        keep=lambda row: usable_embedding(row["embedding"]),
+    ),
+    Table(
+        "failures",
+        "SELECT rowid, path, size, mtime_ns, error, failed_at FROM failures "
+        "WHERE rowid >= ? ORDER BY rowid",
+        "INSERT INTO failures (path, size, mtime_ns, error, failed_at) VALUES (?, ?, ?, ?, ?)",
+    ),
+    Table(
+        "meta",
+        "SELECT rowid, key, value FROM meta WHERE rowid >= ? ORDER BY rowid",
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        # The fresh database records its own schema version.
+        keep=lambda row: row["key"] != VERSION_KEY,
+    ),
+    Table(
+        "offline_folders",
+        "SELECT rowid, path, reason, photos, since FROM offline_folders "
+        "WHERE rowid >= ? ORDER BY rowid",
+        "INSERT INTO offline_folders (path, reason, photos, since) VALUES (?, ?, ?, ?)",
+    ),
+)
+# Each index of the photos table holds every row's id: the first that reads whole counts the
+# photos the damaged database had. (An index an older schema lacks is skipped like a damaged
+# one.)
+PHOTO_IDS = (
+    "SELECT id FROM photos INDEXED BY idx_photos_sha256",
+    "SELECT id FROM photos INDEXED BY idx_photos_path",
+    "SELECT id FROM photos INDEXED BY idx_photos_taken_at",
+)
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What `repair_library` found and did.
+
+    `problem` is None for a healthy database, which is left as it was. `photos_lost` is None
+    when not even the damaged file's photo indexes could be read to count them.
+    """
+
+    library: Path
+    problem: str | None
+    damaged_file: Path | None
+    photos_saved: int
+    photos_lost: int | None
+
+    @property
+    def repaired(self) -> bool:
+        return self.problem is not None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "library": str(self.library),
+            "repaired": self.repaired,
+            "problem": self.problem,
+            "damaged_file": str(self.damaged_file) if self.damaged_file else None,
+            "photos_saved": self.photos_saved,
+            "photos_lost": self.photos_lost,
+        }
+
+
+@dataclass(frozen=True)
+class Salvage:
+    """How many photos the fresh database got, and how many of the damaged one's it lacks."""
+
+    saved: int
+    lost: int | None
+
+
+def repair_library(library: Path | None) -> RepairReport:
+    """Check `library.db`; when it is damaged, replace it with what can still be read."""
+    directory = library_dir(library)
+    database = directory / DB_NAME
+    if not database.exists():
+        raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
+    try:
+        with writer_lock(directory):
+            problem = _first_problem(directory)
+            if problem is None:
+                return RepairReport(directory, None, None, 0, 0)
+            salvage, kept = _replace_damaged(database)
+    except OSError as exc:
+        raise HanclipError(f"cannot repair {directory}: {exc.strerror or exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise HanclipError(f"cannot repair {database}, left as it was: {exc}") from None
+    return RepairReport(directory, problem, kept, salvage.saved, salvage.lost)
+
+
+def _replace_damaged(database: Path) -> tuple[Salvage, Path]:
+    """Salvage `database` into a fresh one, set it aside, and put the fresh one in its
+    place; returns the salvage and where the damaged file now is."""
+    work = database.parent / WORK_DIR
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        salvage = salvage_into(database, work)
+        moves = aside_moves(database, datetime.now(timezone.utc), os.listdir(database.parent))
+        for source, target in moves:
+            if source.exists():
+                os.rename(source, target)
+        os.replace(work / DB_NAME, database)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return salvage, moves[-1][1]
+
+
+def _first_problem(directory: Path) -> str | None:
+    """What SQLite finds wrong with the library's database first; None when nothing."""
+    try:
+        with closing(PhotoStore(directory, create=False)) as store:
+            return store.quick_check()
+    except LibraryDamaged as exc:
+        return exc.problem
+
+
+def aside_moves(database: Path, when: datetime, taken: Collection[str]) -> list[tuple[Path, Path]]:
+    """(from, to) renames that set the damaged database aside, the database last.
+
+    Its -wal and -shm go first and keep their suffixes, so the copy opens as it was, and the
+    fresh database never meets the old log. An earlier copy (`taken` names the directory's
+    files) is never overwritten.
+    """
+    stamp = f"{database.name}.damaged-{when.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}"
+    name, number = stamp, 1
+    while any(name + suffix in taken for suffix in ("", *COMPANIONS)):
+        number += 1
+        name = f"{stamp}-{number}"
+    return [
+        (database.with_name(database.name + suffix), database.with_name(name + suffix))
+        for suffix in (*COMPANIONS, "")
+    ]
+
+
+def next_readable(start: int, readable: Callable[[int], bool]) -> int | None:
+    """The smallest rowid above `start` that `readable` holds for; None when none is.
+
+    `readable(rowid)` says whether rows can be read from `rowid` on. It fails for the rowids
+    on a damaged page (`start` is one) and holds again past them: steps double until it
+    holds, then the last gap is halved, so a damaged stretch costs about twice the log2 of
+    its length in probes.
+    """
+    low, step = start, 1
+    while True:
+        high = min(start + step, MAX_ROWID)
+        if readable(high):
+            break
+        if high == MAX_ROWID:
+            return None
+        low, step = high, step * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if readable(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def readable_rows(conn: sqlite3.Connection, select: str) -> Iterator[sqlite3.Row]:
+    """Every row that SQLite can still read of a table, in rowid order; `select` reads a
+    table's rowid and columns from the rowid it is given on, in rowid order."""
+
+    def first_from(rowid: int) -> list[sqlite3.Row] | None:
+        """The first row from `rowid` on ([] past the last row); None where it is unreadable."""
+        try:
+            return conn.execute(select + " LIMIT 1", [rowid]).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            return None
+
+    start = MIN_ROWID
+    while start <= MAX_ROWID:
+        try:
+            for row in conn.execute(select, [start]):
+                start = row[0] + 1
+                yield row
+            return
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+        # The sqlite3 module steps to the next row before it hands out the current one: the
+        # last row before the damage may be readable and still not handed out.
+        rows = first_from(start)
+        if rows is None:
+            found = next_readable(start, lambda rowid: first_from(rowid) is not None)
+            if found is None:
+                return
+            start = found
+        elif rows:
+            start = rows[0][0] + 1
+            yield rows[0]
+        else:
+            return
+
+
+def salvage_into(database: Path, work: Path) -> Salvage:
+    """Build `work/library.db` from what can be read of `database`."""
+    with closing(_open_damaged(database)) as source:
+        try:
+            check_version(source, database)
+        except NewerLibrary:
+            raise
+        except (sqlite3.DatabaseError, HanclipError):
+            pass  # unreadable: the copy gets this hanclip's schema either way
+        fresh = PhotoStore(work, create=True)
+        try:
+            with fresh.conn as target:
+                for table in TABLES:
+                    _copy_table(source, target, table)
+                saved = _drop_odd_embeddings(target)
+                known = _indexed_photo_ids(source)
+                _keep_ids_unused(source, target, known, work.parent)
+        finally:
+            fresh.close()
+    lost = None if known is None else len(known - saved)
+    return Salvage(len(saved), lost)
+
+
+def _open_damaged(database: Path) -> sqlite3.Connection:
+    # Read-only, so SQLite writes nothing to the file, not even the checkpoint of a closing
+    # connection. writable_schema lets it read a file shorter than its header says (a
+    # truncated copy) up to where it ends, instead of refusing all of it, as `.dump` does.
+    conn = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA writable_schema = ON")
+    return conn
+
+
+def _has_table(source: sqlite3.Connection, name: str) -> bool:
+    """Whether the damaged database has the table (an older schema may lack it)."""
+    try:
+        found = source.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name]
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        return False
+    return bool(found)
+
+
+def _copy_table(source: sqlite3.Connection, target: sqlite3.Connection, table: Table) -> None:
+    """Every readable row of `table` worth keeping that the fresh schema accepts."""
+    if not _has_table(source, table.name):
+        return
+    for row in readable_rows(source, table.select):
+        if not table.keep(row):
+            continue
+        try:
+            target.execute(table.insert, tuple(row)[1:])
+        except sqlite3.IntegrityError:
+            continue  # a NULL or a duplicate that only damage can have made
+
+
+def _drop_odd_embeddings(target: sqlite3.Connection) -> set[int]:
+    """Drop photos whose embedding length is not the most common one; the saved ids."""
+    lengths = target.execute(
+        "SELECT length(embedding), count(*) FROM photos GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
+    ).fetchall()
+    if lengths:
+        target.execute("DELETE FROM photos WHERE length(embedding) != ?", [lengths[0][0]])
+    return {int(row[0]) for row in target.execute("SELECT id FROM photos")}
+
+
+def _indexed_photo_ids(source: sqlite3.Connection) -> set[int] | None:
+    """Every photo id the damaged database held; None when no index of them reads whole."""
+    for query in PHOTO_IDS:
+        try:
+            return {int(row[0]) for row in source.execute(query)}
+        except sqlite3.DatabaseError:
+            continue
+    return None
+
+
+def _keep_ids_unused(
+    source: sqlite3.Connection,
+    target: sqlite3.Connection,
+    known: set[int] | None,
+    directory: Path,
+) -> None:
+    """Start the photo id sequence above every id the damaged database or the HNSW index
+    may hold, so a new photo never takes the label of a lost one."""
+    held = [*(known or ()), *_old_sequence(source)]
+    vindex = load_index(directory)
+    if vindex is not None:
+        held += [*vindex.labels, *vindex.deleted]
+    floor = max(held, default=0)
+    updated = target.execute(
+        "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'photos'", [floor]
+    ).rowcount
+    if not updated:
+        target.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('photos', ?)", [floor])
+
+
+def _old_sequence(source: sqlite3.Connection) -> list[int]:
+    try:
+        rows = source.execute("SELECT seq FROM sqlite_sequence WHERE name = 'photos'").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        return []
+    return [int(row[0]) for row in rows if isinstance(row[0], int)]
