@@ -3,7 +3,9 @@
 Incremental like rclip: a file whose path, size and mtime are unchanged is skipped; a new or
 changed file is hashed, and content the library already has (a rename, a move, a copy) reuses
 its stored embedding instead of being decoded and embedded again. What to do is decided in
-`index_plan` (pure); this module scans, hashes, decodes and embeds, and writes the outcome.
+`index_plan` (pure); this module scans, probes the folders the plan asks about, hashes, decodes
+and embeds, and writes the outcome: photos of offline folders are kept (and the folders
+recorded) unless `prune_offline` says they are gone for good.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from hanclip_cli.folders import probe_folder
 from hanclip_cli.index_plan import (
     Candidate,
     FileInfo,
@@ -27,17 +30,25 @@ from hanclip_cli.index_plan import (
     Pending,
     RecordedFailure,
     ScanFailure,
+    folders_to_probe,
     plan_hashes,
     plan_index,
 )
 from hanclip_cli.library import Library, OpenLibrary
-from hanclip_cli.store import NewPhoto, PhotoStore
+from hanclip_cli.store import NewPhoto, OfflineFolder, PhotoStore
 from hanclip_cli.vector_index import sync_index
 from hanclip_model.device import usable_cores
 from hanclip_model.errors import HanclipError, ImageLoadError
 from hanclip_model.files import file_sha256
-from hanclip_model.images import LoadedImage, iter_image_files, load_image
+from hanclip_model.images import (
+    DEFAULT_EXCLUDES,
+    LoadedImage,
+    exclude_patterns,
+    iter_image_files,
+    load_image,
+)
 from hanclip_model.model import HanclipModel
+from hanclip_model.storage import storage_error
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -45,7 +56,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class IndexReport:
-    """Counts for the summary and `--json`; `failures` holds (path, reason)."""
+    """Counts for the summary and `--json`; `failures` holds (path, reason).
+
+    `offline` counts the photos kept under `offline_folders`, `pruned` those removed instead
+    (`prune_offline`), `excluded` the indexed photos removed because a pattern excludes them.
+    """
 
     scanned: int = 0
     added: int = 0
@@ -54,22 +69,44 @@ class IndexReport:
     removed: int = 0
     unchanged: int = 0
     failed: int = 0
+    offline: int = 0
+    pruned: int = 0
+    excluded: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    offline_folders: list[OfflineFolder] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        keys = ("scanned", "added", "updated", "moved", "removed", "unchanged", "failed")
+        keys = (
+            "scanned",
+            "added",
+            "updated",
+            "moved",
+            "removed",
+            "unchanged",
+            "failed",
+            "offline",
+            "pruned",
+            "excluded",
+        )
         return {k: getattr(self, k) for k in keys}
 
     def fail(self, path: str, reason: str) -> None:
         self.failed += 1
         self.failures.append((path, reason))
 
+    @property
+    def saved(self) -> int:
+        """Photos this run has committed to the library so far."""
+        return self.added + self.updated + self.moved
 
-def scan(roots: Iterable[Path], include_hidden: bool = False) -> Iterator[FileInfo | ScanFailure]:
+
+def scan(
+    roots: Iterable[Path], include_hidden: bool = False, exclude: Sequence[str] = ()
+) -> Iterator[FileInfo | ScanFailure]:
     """Yield a FileInfo per photo file below `roots`, or a ScanFailure."""
     folder_errors: list[OSError] = []
     for root in roots:
-        for path in iter_image_files(root, include_hidden, folder_errors.append):
+        for path in iter_image_files(root, include_hidden, folder_errors.append, exclude):
             while folder_errors:
                 yield _folder_failure(folder_errors.pop())
             if not _is_utf8(path):
@@ -186,12 +223,64 @@ def index_library(
     batch_size: int = 32,
     reembed: bool = False,
     include_hidden: bool = False,
+    exclude: Sequence[str] = (),
+    reset_excludes: bool = False,
+    prune_offline: bool = False,
     progress: ProgressReporter = _NO_PROGRESS,
 ) -> IndexReport:
-    """Bring the library in line with the photos under `roots`; returns what changed."""
+    """Bring the library in line with the photos under `roots` (`_index_into`); returns what
+    changed.
+
+    A full or read-only disk, or a library folder that went away (a drive unplugged), stops
+    the run with a StorageError that counts the photos it saved: they are committed, and the
+    same command run again once the cause is gone goes on after them.
+    """
+    report = IndexReport()
+    try:
+        return _index_into(
+            report,
+            opened,
+            roots,
+            batch_size=batch_size,
+            reembed=reembed,
+            include_hidden=include_hidden,
+            exclude=exclude,
+            reset_excludes=reset_excludes,
+            prune_offline=prune_offline,
+            progress=progress,
+        )
+    except Exception as exc:
+        error = storage_error(exc, opened.directory, what="library folder")
+        if error is None:
+            raise
+        saved = f"{report.saved} photo{'' if report.saved == 1 else 's'} saved in this run"
+        raise error.saving(saved) from exc
+
+
+def _index_into(
+    report: IndexReport,
+    opened: OpenLibrary,
+    roots: list[Path],
+    *,
+    batch_size: int = 32,
+    reembed: bool = False,
+    include_hidden: bool = False,
+    exclude: Sequence[str] = (),
+    reset_excludes: bool = False,
+    prune_offline: bool = False,
+    progress: ProgressReporter = _NO_PROGRESS,
+) -> IndexReport:
+    """Bring the library in line with the photos under `roots`; returns what changed.
+
+    `exclude` patterns are remembered with the library and apply to every later run, with
+    the defaults, until `reset_excludes`.
+    """
     library, model, store, meta = opened.library, opened.model, opened.store, opened.meta
+    remembered = () if reset_excludes else meta.excludes
+    excludes = tuple(dict.fromkeys(exclude_patterns([*remembered, *exclude])))
     for root in roots:
-        if not root.exists():
+        # A root the library knows photos under is offline, not a typo.
+        if not root.exists() and not store.ids_under([str(root)]):
             raise HanclipError(f"no such file or folder: {root}")
     known_roots = meta.roots
     if not reembed:
@@ -202,17 +291,31 @@ def index_library(
     # Recorded before any photo is embedded: after a crash, the rows already written are
     # known to be in this image model's space.
     meta.set_image_space(model.spec.image_model, model.spec.image_fingerprint)
+    if list(excludes) != meta.excludes:
+        meta.excludes = excludes
 
-    report = IndexReport()
     workers = max(2, usable_cores())
-    files, unreadable = _scan_all(roots, include_hidden, report, progress)
+    applied = (*DEFAULT_EXCLUDES, *excludes)
+    present = [root for root in roots if root.exists()]
+    files, unreadable = _scan_all(present, include_hidden, applied, report, progress)
     for failure in unreadable:
         if _is_utf8(failure.path):
             store.record_failure(failure.path, 0, 0, failure.reason)
 
+    known = list(store.records_under(roots).values())
+    names = [str(root) for root in roots]
+    probe = folders_to_probe(files, unreadable, known, roots=names, excludes=applied)
     plan = plan_index(
-        files, unreadable, store.records_under(roots).values(), _recorded_failures(store, roots)
+        files,
+        unreadable,
+        known,
+        _recorded_failures(store, roots),
+        roots=names,
+        folders={folder: probe_folder(folder) for folder in probe},
+        excludes=applied,
     )
+    store.remove_photos(row.id for row in plan.excluded)
+    report.excluded = len(plan.excluded)
     report.unchanged += len(plan.unchanged)
     for failure in plan.failed_before:
         report.fail(failure.path, failure.error)
@@ -224,6 +327,13 @@ def index_library(
 
     store.remove_photos(row.id for row in hashed.vanished)
     report.removed += len(hashed.vanished)
+    report.offline_folders = list(hashed.offline)
+    if prune_offline:
+        store.remove_photos(row.id for row in hashed.kept)
+        report.pruned = len(hashed.kept)
+    else:
+        report.offline = len(hashed.kept)
+    store.record_offline(roots, () if prune_offline else hashed.offline)
 
     meta.model = opened.model_name
     meta.roots = [*known_roots, *roots]
@@ -236,13 +346,17 @@ def index_library(
 
 
 def _scan_all(
-    roots: list[Path], include_hidden: bool, report: IndexReport, progress: ProgressReporter
+    roots: list[Path],
+    include_hidden: bool,
+    exclude: Sequence[str],
+    report: IndexReport,
+    progress: ProgressReporter,
 ) -> tuple[list[FileInfo], list[ScanFailure]]:
     """Every photo file under `roots`, and the scan failures, one per path."""
     progress.stage("scanning")
     files: list[FileInfo] = []
     unreadable: dict[str, ScanFailure] = {}
-    for entry in scan(roots, include_hidden):
+    for entry in scan(roots, include_hidden, exclude):
         if isinstance(entry, FileInfo):
             files.append(entry)
         else:
@@ -278,10 +392,12 @@ def _apply_hashed(store: PhotoStore, hashed: HashPlan, report: IndexReport) -> N
         info = failure.info
         store.record_failure(info.path, info.size, info.mtime_ns, failure.reason)
         report.fail(info.path, failure.reason)
-    for update in (*hashed.touched, *hashed.moved):
+    for update in hashed.touched:
         store.move_photo(update.row.id, update.info.path, update.info.size, update.info.mtime_ns)
     report.unchanged += len(hashed.touched)
-    report.moved += len(hashed.moved)
+    for update in hashed.moved:
+        store.move_photo(update.row.id, update.info.path, update.info.size, update.info.mtime_ns)
+        report.moved += 1  # counted once committed: a failure reports what was saved
 
 
 def _embed_pending(
@@ -338,7 +454,8 @@ PhotoMeta = tuple[int | None, int | None, str | None]  # width, height, EXIF dat
 def _store(
     library: Library, rows: list[tuple[Pending, PhotoMeta, np.ndarray]], report: IndexReport
 ) -> None:
-    """Write one batch in one transaction; a changed file's old row goes in the same one."""
+    """Write one batch in one transaction; a changed file's old row goes in the same one.
+    Counted once committed: a failure reports what was saved."""
     photos, replaced = [], []
     for item, (width, height, taken_at), vector in rows:
         info = item.info
@@ -349,7 +466,6 @@ def _store(
         )
         if item.replaces is not None:
             replaced.append(item.replaces.id)
-            report.updated += 1
-        else:
-            report.added += 1
     library.store.add_photos(photos, replace_ids=replaced)
+    report.updated += len(replaced)
+    report.added += len(photos) - len(replaced)

@@ -91,6 +91,17 @@ def index_taken_at(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS idx_photos_taken_at ON photos (taken_at)")
 
 
+@migration(3)
+def record_offline_folders(conn: sqlite3.Connection) -> None:
+    """Folders that held indexed photos and were missing, empty or unreadable at the last
+    `index` (a drive not mounted, say): their photos keep their rows and embeddings and are
+    left out of search until the folder is back. A folder without a row is online."""
+    conn.execute(
+        "CREATE TABLE offline_folders (path TEXT PRIMARY KEY, reason TEXT NOT NULL, "
+        "photos INTEGER NOT NULL, since TEXT NOT NULL)"
+    )
+
+
 SCHEMA_VERSION = MIGRATIONS[-1].number
 
 

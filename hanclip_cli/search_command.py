@@ -30,6 +30,7 @@ class SearchArgs:
     model: str | None = None
     device: str | None = None
     json_output: bool = False
+    include_offline: bool = False
 
 
 # Every option of the Typer command, by destination (tests check the two stay the same).
@@ -40,6 +41,7 @@ SEARCH_OPTIONS: dict[str, tuple[str, ...]] = {
     "model": ("--model", "-m"),
     "device": ("--device",),
     "json_output": ("--json",),
+    "include_offline": ("--include-offline",),
 }
 
 
@@ -58,7 +60,13 @@ def run_search(args: SearchArgs) -> None:
         query = normalise_query(query)
     opened = open_library(args.library, args.model, for_writing=False, device=args.device)
     with opened:
-        hits = search_library(opened, text=query, image=args.image, limit=args.limit)
+        hits = search_library(
+            opened,
+            text=query,
+            image=args.image,
+            limit=args.limit,
+            include_offline=args.include_offline,
+        )
     if args.json_output:
         print_json(
             [
@@ -69,6 +77,7 @@ def run_search(args: SearchArgs) -> None:
                     "taken_at": h.taken_at,
                     "width": h.width,
                     "height": h.height,
+                    "offline": h.offline,
                 }
                 for h in hits
             ]
@@ -83,7 +92,10 @@ def run_search(args: SearchArgs) -> None:
     table.add_column("path", overflow="fold")  # a path cut short is useless: wrap it whole
     table.add_column("taken", no_wrap=True)
     for hit in hits:
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", Text(hit.path), hit.taken_at or "")
+        path = Text(hit.path)
+        if hit.offline:
+            path.append(" (offline)", style="dim")
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", path, hit.taken_at or "")
     console.print(table)
 
 
@@ -105,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(*SEARCH_OPTIONS["model"], dest="model")
     parser.add_argument(*SEARCH_OPTIONS["device"], dest="device")
     parser.add_argument(*SEARCH_OPTIONS["json_output"], dest="json_output", action="store_true")
+    parser.add_argument(
+        *SEARCH_OPTIONS["include_offline"], dest="include_offline", action="store_true"
+    )
     return parser
 
 

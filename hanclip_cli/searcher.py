@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hanclip_cli.folders import still_offline
 from hanclip_cli.library import LibraryBusy, OpenLibrary
 from hanclip_cli.vector_index import VectorIndex, sync_index
-from hanclip_model.errors import HanclipError
+from hanclip_model.errors import HanclipError, StorageError
+from hanclip_model.storage import storage_error
 from hanclip_model.texts import clean_text
 
 
@@ -22,6 +24,7 @@ class SearchHit:
     taken_at: str | None
     width: int | None
     height: int | None
+    offline: bool = False  # under a folder that is offline (shown with include_offline)
 
 
 # Text encoders read at most a few hundred tokens; beyond this the rest is never seen.
@@ -43,13 +46,18 @@ def current_index(opened: OpenLibrary) -> VectorIndex:
     """The HNSW index for `model`, brought up to date with SQLite.
 
     While an `index` run holds the library, the index is updated in memory only and reflects
-    the last committed state of SQLite.
+    the last committed state of SQLite; so it is when the library's disk is full or read-only
+    (the next `index` there writes it).
     """
     library, model = opened.library, opened.model
     try:
         with library.writer_lock():
             return sync_index(library.directory, library.store, model, write=True)
     except LibraryBusy:
+        return sync_index(library.directory, library.store, model, write=False)
+    except (OSError, StorageError) as exc:
+        if storage_error(exc, library.directory) is None:
+            raise
         return sync_index(library.directory, library.store, model, write=False)
 
 
@@ -70,13 +78,23 @@ def query_vector(opened: OpenLibrary, text: str | None, image: Path | None) -> n
     return model.embed_texts([normalise_query(text or "")])[0]
 
 
+def offline_photo_ids(opened: OpenLibrary) -> set[int]:
+    """Photos under the folders the last `index` found offline and that are not back now:
+    probed here, so photos return the moment their folder does, before any `index`."""
+    store = opened.store
+    return store.ids_under(folder.path for folder in still_offline(store.offline_folders()))
+
+
 def search_library(
     opened: OpenLibrary,
     *,
     text: str | None = None,
     image: Path | None = None,
     limit: int = 10,
+    include_offline: bool = False,
 ) -> list[SearchHit]:
+    """The `limit` nearest photos, leaving out photos of offline folders unless
+    `include_offline` (then they are marked)."""
     if text is not None:
         text = normalise_query(text)
     if limit < 1:
@@ -94,7 +112,8 @@ def search_library(
             f"model {model.name!r} gives {vector.shape[0]}-d query vectors but its image "
             f"vectors are {vindex.dim}-d: its text and image encoders do not share a space"
         )
-    found = vindex.search(vector, limit)
+    offline = offline_photo_ids(opened)
+    found = vindex.search(vector, limit, exclude=frozenset() if include_offline else offline)
     records = library.store.records_by_ids(photo_id for photo_id, _ in found)
     hits = []
     for photo_id, score in found:
@@ -109,6 +128,7 @@ def search_library(
                 taken_at=record.taken_at,
                 width=record.width,
                 height=record.height,
+                offline=photo_id in offline,
             )
         )
     return hits

@@ -3,13 +3,16 @@
 On disk: `hnsw.json` (the pointer: model fingerprint, dimension, data file name, labels marked
 deleted) and the hnswlib file it names. A new version is written to a fresh file name and the
 pointer is swapped atomically (`hanclip_model.files`), so a reader sees the old index or the
-new one, never half.
+new one, never half. A data file the disk could not hold whole is never pointed at: the old
+index stays in use, and the failure is raised as an OSError that says why.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import uuid
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from hanclip_cli.store import PhotoStore
 from hanclip_model.files import TMP_SUFFIX, atomic_write_text, fsync_file
+from hanclip_model.storage import disk_state
 
 POINTER_NAME = "hnsw.json"
 M = 16
@@ -42,13 +46,22 @@ class VectorIndex:
     def __len__(self) -> int:
         return self.index.get_current_count() - len(self.deleted)
 
-    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The k nearest photo ids with cosine similarity, best first."""
-        k = min(k, len(self))
+    def search(
+        self, vector: np.ndarray, k: int, exclude: Set[int] = frozenset()
+    ) -> list[tuple[int, float]]:
+        """The k nearest photo ids with cosine similarity, best first, leaving out `exclude`
+        (ids the index holds) inside the graph search, so k are found whenever k remain."""
+        k = min(k, len(self) - len(exclude))
         if k <= 0:
             return []
         self.index.set_ef(max(EF_SEARCH, k))
-        labels, distances = self.index.knn_query(np.asarray(vector, dtype=np.float32)[None], k=k)
+        query = np.asarray(vector, dtype=np.float32)[None]
+        if exclude:
+            labels, distances = self.index.knn_query(
+                query, k=k, filter=lambda label: label not in exclude
+            )
+        else:
+            labels, distances = self.index.knn_query(query, k=k)
         return [(int(i), float(1.0 - d)) for i, d in zip(labels[0], distances[0], strict=True)]
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -100,8 +113,7 @@ def load_index(directory: Path) -> VectorIndex | None:
 def save_index(directory: Path, vindex: VectorIndex) -> None:
     data_name = f"hnsw-{uuid.uuid4().hex}.bin"
     data_path = directory / data_name
-    vindex.index.save_index(str(data_path))
-    fsync_file(data_path)
+    _write_whole(vindex, data_path)
     pointer = {
         "fingerprint": vindex.fingerprint,
         "dim": vindex.dim,
@@ -110,11 +122,40 @@ def save_index(directory: Path, vindex: VectorIndex) -> None:
         "deleted": sorted(vindex.deleted),
         "space": "ip",
     }
-    atomic_write_text(directory / POINTER_NAME, json.dumps(pointer))
+    try:
+        atomic_write_text(directory / POINTER_NAME, json.dumps(pointer))
+    except BaseException:
+        data_path.unlink(missing_ok=True)
+        raise
     # Older versions, and leftovers of a run killed mid-write, are unreferenced now.
     for old in [*directory.glob("hnsw-*.bin"), *directory.glob(f"{POINTER_NAME}.*{TMP_SUFFIX}")]:
         if old.name != data_name:
             old.unlink(missing_ok=True)
+
+
+def _write_whole(vindex: VectorIndex, path: Path) -> None:
+    """Write the hnswlib file, and prove it whole, before a pointer may name it.
+
+    hnswlib's writer reports no error: a file it cannot create, or a disk that fills up, and
+    it returns as if all were written. So the file is created here first (a read-only or
+    vanished folder raises its own OSError), and read back after (hnswlib's reader refuses a
+    short file): a short one is removed and raised as an OSError with the errno the disk's
+    state explains.
+    """
+    import hnswlib
+
+    path.open("xb").close()
+    try:
+        vindex.index.save_index(str(path))
+        fsync_file(path)
+        hnswlib.Index(space="ip", dim=vindex.dim).load_index(str(path), max_elements=0)
+    except RuntimeError:
+        cause = disk_state(path.parent) or errno.EIO
+        path.unlink(missing_ok=True)
+        raise OSError(cause, "the search index was not written whole", str(path)) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def sync_index(directory: Path, store: PhotoStore, model, *, write: bool = True) -> VectorIndex:
@@ -151,6 +192,18 @@ def sync_index(directory: Path, store: PhotoStore, model, *, write: bool = True)
     if changed and write:
         save_index(directory, vindex)
     return vindex
+
+
+def drop_removed_photos(directory: Path, store: PhotoStore) -> None:
+    """Mark the labels of photos no longer in SQLite deleted. Needs no model, as nothing is
+    projected; past MAX_DELETED_FRACTION the next `sync_index` rebuilds."""
+    vindex = load_index(directory)
+    if vindex is None:
+        return
+    removed = vindex.labels - {int(i) for i in store.ids()}
+    if removed:
+        vindex.remove(removed)
+        save_index(directory, vindex)
 
 
 def index_health(directory: Path, store: PhotoStore) -> dict[str, object]:

@@ -8,12 +8,14 @@ import struct
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hanclip_model.errors import ImageLoadError
+from hanclip_model.errors import HanclipError, ImageLoadError
+from hanclip_model.texts import nfc
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
@@ -24,6 +26,24 @@ _DATETIME_ORIGINAL = 36867
 _DATETIME = 306
 _ORIENTATION = 274
 _EXIF_DATE = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+# Folders that NAS boxes, desktops and drives fill with thumbnails, trash and snapshots: copies
+# of the user's photos (often thousands), never photos of their own. Matched with --exclude's
+# rule; the hidden ones matter with --include-hidden.
+DEFAULT_EXCLUDES = (
+    "@eaDir",  # Synology: thumbnails and metadata beside every photo
+    "#recycle",  # Synology: recycle bin
+    "#snapshot",  # Synology: snapshots
+    "@Recycle",  # QNAP: recycle bin
+    "@Recently-Snapshot",  # QNAP: snapshots
+    ".@__thumb",  # QNAP: thumbnails
+    ".thumbnails",  # freedesktop: thumbnails
+    ".Trash",  # freedesktop: trash on a drive, and the home trash
+    ".Trash-*",  # freedesktop: per-user trash on a drive
+    ".Trashes",  # macOS: trash on a drive
+    "$RECYCLE.BIN",  # Windows: recycle bin, as drives spell it
+    "$Recycle.Bin",  # Windows: recycle bin, as the system drive spells it
+    "System Volume Information",  # Windows: restore points
+)
 
 
 @dataclass
@@ -47,12 +67,36 @@ def supported_extensions() -> frozenset[str]:
     return IMAGE_EXTENSIONS | HEIF_EXTENSIONS
 
 
+def exclude_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
+    """`--exclude` patterns, checked: each matches one folder or file name (like a .gitignore
+    line without a slash), so a pattern holding a slash or nothing at all is an error."""
+    checked = []
+    for pattern in patterns:
+        if not pattern.strip() or "/" in pattern:
+            raise HanclipError(
+                f"--exclude {pattern!r}: give a folder or file name pattern without a slash, "
+                "e.g. --exclude '@eaDir' or --exclude '*.tmp.jpg'"
+            )
+        checked.append(nfc(pattern))
+    return tuple(checked)
+
+
+def is_excluded(name: str, patterns: Sequence[str]) -> bool:
+    """Whether a folder or file name matches one of `patterns` (fnmatch, case-sensitive)."""
+    name = nfc(name)  # macOS writes names decomposed; patterns are typed composed
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
 def iter_image_files(
-    root: Path, include_hidden: bool = False, on_error: Callable[[OSError], None] | None = None
+    root: Path,
+    include_hidden: bool = False,
+    on_error: Callable[[OSError], None] | None = None,
+    exclude: Sequence[str] = (),
 ) -> Iterator[str]:
     """Paths of photo files below `root` (or `root` itself), sorted, by extension.
 
-    Hidden folders and files (".thumbnails", "._IMG_0001.jpg") are skipped unless asked for.
+    Hidden folders and files (".thumbnails", "._IMG_0001.jpg") are skipped unless asked for,
+    and so is every folder or file below `root` whose name matches a pattern of `exclude`.
     Symlinked folders are not followed, which rules out loops; symlinked files are listed.
     A folder that cannot be listed is passed to `on_error` (its `filename` names it).
     """
@@ -60,21 +104,25 @@ def iter_image_files(
     if not root.is_dir():
         candidates: Iterable[str] = [str(root)]
     else:
-        candidates = _walk(root, include_hidden, on_error)
+        candidates = _walk(root, include_hidden, on_error, exclude)
     for path in candidates:
         if os.path.splitext(path)[1].lower() in extensions:
             yield path
 
 
 def _walk(
-    root: Path, include_hidden: bool, on_error: Callable[[OSError], None] | None
+    root: Path,
+    include_hidden: bool,
+    on_error: Callable[[OSError], None] | None,
+    exclude: Sequence[str],
 ) -> Iterator[str]:
+    def wanted(name: str) -> bool:
+        return (include_hidden or not name.startswith(".")) and not is_excluded(name, exclude)
+
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
-        if not include_hidden:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if wanted(d))
         for name in sorted(filenames):
-            if include_hidden or not name.startswith("."):
+            if wanted(name):
                 yield os.path.join(dirpath, name)
 
 

@@ -223,7 +223,8 @@ def test_search_uses_the_model_the_library_was_indexed_with(cli, tiny, photos, l
 
 
 def test_hidden_folders_and_files_are_skipped_unless_asked(cli, tiny, photos, library):
-    hidden = photos / ".thumbnails"
+    # Not ".thumbnails": that one is excluded by default even when hidden ones are walked.
+    hidden = photos / ".private"
     hidden.mkdir()
     Image.new("RGB", (20, 20), (1, 2, 3)).save(hidden / "thumb.jpg")
     Image.new("RGB", (20, 20), (4, 5, 6)).save(photos / "._resource.jpg")

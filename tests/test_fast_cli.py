@@ -54,6 +54,7 @@ def test_fast_parser_knows_exactly_the_typer_commands_options() -> None:
         (["--limit=7", "고양이", "-lL", "-mB"], SearchArgs("고양이", None, 7, Path("L"), "B")),
         (["--image", "a.jpg", "--device", "cpu"], SearchArgs(image=Path("a.jpg"), device="cpu")),
         (["-i", "a.jpg", "-n", "2"], SearchArgs(image=Path("a.jpg"), limit=2)),
+        (["고양이", "--include-offline"], SearchArgs("고양이", include_offline=True)),
         (["--", "-바다"], SearchArgs(query="-바다")),
         ([], SearchArgs()),
     ],

@@ -11,10 +11,11 @@ from hanclip_cli.index_plan import (
     Pending,
     RecordedFailure,
     ScanFailure,
+    folders_to_probe,
     plan_hashes,
     plan_index,
 )
-from hanclip_cli.store import PhotoRecord
+from hanclip_cli.store import OfflineFolder, PhotoRecord
 
 
 def _row(photo_id: int, path: str, sha256: str, size: int = 100, mtime_ns: int = 1) -> PhotoRecord:
@@ -153,3 +154,141 @@ def test_a_hash_error_is_a_failure_and_nothing_else() -> None:
     assert hashed.failed == (HashFailure(info, "Permission denied"),)
     assert (hashed.touched, hashed.moved, hashed.to_embed) == ((), (), ())
     assert hashed.vanished == (row,)
+
+
+# -- offline folders and excludes ----------------------------------------------------------------
+
+
+def test_rows_of_a_missing_root_are_kept_as_one_offline_folder() -> None:
+    rows = [_row(1, "/usb/Photos/a.jpg", "aa"), _row(2, "/usb/Photos/2023/b.jpg", "bb")]
+    probe = folders_to_probe([], [], rows, roots=["/usb/Photos"])
+    assert probe == ("/usb/Photos", "/usb/Photos/2023")
+    states = {"/usb/Photos": "missing", "/usb/Photos/2023": "missing"}
+    plan = plan_index([], [], rows, [], roots=["/usb/Photos"], folders=states)
+    assert plan.vanished == ()
+    assert plan.kept == tuple(rows)
+    assert plan.offline == (OfflineFolder("/usb/Photos", "missing", 2),)
+
+
+def test_an_empty_root_is_offline_like_an_unmounted_drive() -> None:
+    rows = [_row(i, f"/mnt/usb/{i}.jpg", f"h{i}") for i in range(11)]
+    plan = plan_index([], [], rows, [], roots=["/mnt/usb"], folders={"/mnt/usb": "empty"})
+    assert plan.offline == (OfflineFolder("/mnt/usb", "empty", 11),)
+    assert (plan.vanished, len(plan.kept)) == ((), 11)
+
+
+def test_a_folder_gone_below_a_present_root_is_offline_and_its_siblings_are_not() -> None:
+    here = _row(1, "/p/여행/a.jpg", "aa")
+    away = [_row(2, "/p/2023/jeju/b.jpg", "bb"), _row(3, "/p/2023/c.jpg", "cc")]
+    gone_file = _row(4, "/p/d.jpg", "dd")
+    files = [FileInfo("/p/여행/a.jpg", 100, 1)]
+    rows = [here, *away, gone_file]
+    assert folders_to_probe(files, [], rows, roots=["/p"]) == ("/p", "/p/2023", "/p/2023/jeju")
+    states = {"/p": "present", "/p/2023": "missing", "/p/2023/jeju": "missing"}
+    plan = plan_index(files, [], rows, [], roots=["/p"], folders=states)
+    # The top-most folder that is not there is the offline one; the file gone from a folder
+    # that is there has vanished.
+    assert plan.offline == (OfflineFolder("/p/2023", "missing", 2),)
+    assert plan.kept == tuple(away)
+    assert plan.vanished == (gone_file,)
+    assert plan.unchanged == (files[0],)
+
+
+def test_an_empty_subfolder_that_held_photos_is_offline() -> None:
+    row = _row(1, "/p/a/b.jpg", "bb")
+    states = {"/p": "present", "/p/a": "empty"}
+    plan = plan_index([FileInfo("/p/x.jpg", 1, 1)], [], [row], [], roots=["/p"], folders=states)
+    assert plan.offline == (OfflineFolder("/p/a", "empty", 1),)
+
+
+def test_photos_go_only_when_every_folder_above_them_is_there() -> None:
+    rows = [_row(1, "/p/a/x.jpg", "aa"), _row(2, "/p/y.jpg", "bb")]
+    states = {"/p": "present", "/p/a": "present"}
+    plan = plan_index([], [], rows, [], roots=["/p"], folders=states)
+    assert plan.vanished == tuple(rows)
+    assert (plan.kept, plan.offline) == ((), ())
+
+
+def test_a_probed_unreadable_folder_and_a_folder_the_scan_could_not_list_are_offline() -> None:
+    probed, listed = _row(1, "/p/io/a.jpg", "aa"), _row(2, "/p/locked/b.jpg", "bb")
+    blocked = ScanFailure("/p/locked", "cannot list folder: Permission denied", folder=True)
+    # The folder the scan could not list needs no probe: it is unreadable.
+    assert folders_to_probe([], [blocked], [probed, listed], roots=["/p"]) == ("/p", "/p/io")
+    states = {"/p": "present", "/p/io": "unreadable"}
+    plan = plan_index([], [blocked], [probed, listed], [], roots=["/p"], folders=states)
+    assert plan.offline == (
+        OfflineFolder("/p/io", "unreadable", 1),
+        OfflineFolder("/p/locked", "unreadable", 1),
+    )
+    assert plan.vanished == ()
+
+
+def test_a_photo_given_as_a_root_and_gone_is_offline() -> None:
+    row = _row(1, "/p/a.jpg", "aa")
+    assert folders_to_probe([], [], [row], roots=["/p/a.jpg"]) == ("/p/a.jpg",)
+    plan = plan_index([], [], [row], [], roots=["/p/a.jpg"], folders={"/p/a.jpg": "missing"})
+    assert plan.offline == (OfflineFolder("/p/a.jpg", "missing", 1),)
+
+
+def test_seen_rows_need_no_probe() -> None:
+    row = _row(1, "/p/a/b.jpg", "aa")
+    assert folders_to_probe([FileInfo("/p/a/b.jpg", 100, 1)], [], [row], roots=["/p"]) == ()
+
+
+def test_excluded_rows_are_excluded_even_in_an_offline_folder() -> None:
+    thumb = _row(1, "/p/@eaDir/a.jpg", "aa")
+    junk = _row(2, "/p/x/a.tmp.jpg", "bb")
+    kept = _row(3, "/p/x/b.jpg", "cc")
+    rows = [thumb, junk, kept]
+    excludes = ["@eaDir", "*.tmp.jpg"]
+    assert folders_to_probe([], [], rows, roots=["/p"], excludes=excludes) == ("/p", "/p/x")
+    plan = plan_index([], [], rows, [], roots=["/p"], folders={"/p": "empty"}, excludes=excludes)
+    assert plan.excluded == (thumb, junk)
+    assert plan.kept == (kept,)
+    assert plan.offline == (OfflineFolder("/p", "empty", 1),)
+
+
+def test_only_names_below_the_root_are_matched_against_excludes() -> None:
+    row = _row(1, "/home/junk/photos/a.jpg", "aa")
+    plan = plan_index([], [], [row], [], roots=["/home/junk/photos"], excludes=["junk"])
+    assert plan.excluded == ()
+    assert plan.vanished == (row,)
+
+
+def test_a_failure_under_an_offline_folder_is_not_forgotten() -> None:
+    row = _row(1, "/p/a/x.jpg", "aa")
+    inside = RecordedFailure("/p/a/bad.jpg", 10, 7, "broken JPEG")
+    outside = RecordedFailure("/p/bad.jpg", 10, 7, "broken JPEG")
+    states = {"/p": "present", "/p/a": "missing"}
+    plan = plan_index([], [], [row], [inside, outside], roots=["/p"], folders=states)
+    assert plan.forget == ("/p/bad.jpg",)
+
+
+def test_a_renamed_folder_moves_its_rows_and_is_not_offline() -> None:
+    rows = [_row(1, "/p/2023/a.jpg", "aa"), _row(2, "/p/2023/b.jpg", "bb")]
+    files = [FileInfo("/p/2023 제주/a.jpg", 100, 1)]
+    states = {"/p": "present", "/p/2023": "missing"}
+    plan = plan_index(files, [], rows, [], roots=["/p"], folders=states)
+    hashed = plan_hashes(plan, {"/p/2023 제주/a.jpg": "aa"})
+    assert hashed.moved == (PathUpdate(rows[0], files[0]),)
+    # b.jpg did not turn up: still offline, and counted as the only one left.
+    assert hashed.kept == (rows[1],)
+    assert hashed.offline == (OfflineFolder("/p/2023", "missing", 1),)
+    assert (hashed.vanished, hashed.to_embed) == ((), ())
+    files.append(FileInfo("/p/2023 제주/b.jpg", 100, 1))
+    both = plan_hashes(
+        plan_index(files, [], rows, [], roots=["/p"], folders=states),
+        {"/p/2023 제주/a.jpg": "aa", "/p/2023 제주/b.jpg": "bb"},
+    )
+    assert len(both.moved) == 2 and both.offline == () and both.kept == ()
+
+
+def test_content_of_an_unreadable_folder_found_elsewhere_is_a_copy() -> None:
+    row = _row(1, "/p/locked/a.jpg", "aa")
+    info = FileInfo("/p/copy.jpg", 100, 1)
+    blocked = ScanFailure("/p/locked", "cannot list folder: Permission denied", folder=True)
+    hashed = plan_hashes(plan_index([info], [blocked], [row], [], roots=["/p"]), {info.path: "aa"})
+    assert hashed.moved == ()
+    assert hashed.to_embed == (Pending(info, "aa", None),)
+    assert hashed.kept == (row,)
+    assert hashed.offline == (OfflineFolder("/p/locked", "unreadable", 1),)

@@ -122,8 +122,12 @@ def no_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_steps_are_numbered_from_one_in_order_and_the_last_is_the_schema_version():
     assert [step.number for step in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].number == 2
-    assert [step.name for step in MIGRATIONS] == ["create_photo_tables", "index_taken_at"]
+    assert SCHEMA_VERSION == MIGRATIONS[-1].number == 3
+    assert [step.name for step in MIGRATIONS] == [
+        "create_photo_tables",
+        "index_taken_at",
+        "record_offline_folders",
+    ]
 
 
 def test_a_step_must_take_the_next_number(monkeypatch):
@@ -157,7 +161,8 @@ def test_a_new_database_gets_every_step(tmp_path):
         migrate(conn, database)
         assert stored_version(conn, database) == SCHEMA_VERSION
     schema = _schema(database)
-    assert {"photos", "failures", "meta", "sqlite_sequence"} <= set(schema["tables"])
+    tables = {"photos", "failures", "meta", "sqlite_sequence", "offline_folders"}
+    assert tables <= set(schema["tables"])
     assert {"idx_photos_path", "idx_photos_sha256", "idx_photos_taken_at"} <= set(schema["indexes"])
 
 
