@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from rich.console import Console
 
 from hanclip_model.errors import HanclipError
+from hanclip_model.storage import storage_error
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -36,7 +38,8 @@ def notice(message: str) -> None:
 
 
 def handle_errors(command: F) -> F:
-    """Turn a HanclipError raised by a command into the one-line error exit."""
+    """Turn a HanclipError raised by a command into the one-line error exit, and so a full
+    disk, a read-only one or a vanished folder met on a path no command explains itself."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -44,6 +47,11 @@ def handle_errors(command: F) -> F:
             return command(*args, **kwargs)
         except HanclipError as exc:
             fail(str(exc))
+        except (OSError, sqlite3.Error) as exc:
+            error = storage_error(exc, None)
+            if error is None:
+                raise
+            fail(str(error))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
 

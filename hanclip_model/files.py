@@ -5,7 +5,8 @@ checkpoint, an export's config) goes through `atomic_path`: the new bytes are wr
 temporary file beside the target, flushed to the disk, and renamed over the target with
 `os.replace`, which POSIX makes atomic within one file system. A reader opens the old file or
 the new one; a killed process leaves the old file and, at worst, a `*.tmp` that the next
-writer of the same name ignores.
+writer of the same name ignores. A write that fails for want of room, a read-only disk or a
+vanished drive raises `StorageError`, which says so.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from hanclip_model.storage import storage_error
 
 TMP_SUFFIX = ".tmp"
 
@@ -35,13 +38,20 @@ def fsync_file(path: str | Path) -> None:
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write `path`'s new content to; when the block ends without
-    an error it is fsynced and renamed over `path`, otherwise it is removed."""
+    an error it is fsynced and renamed over `path`, otherwise it is removed (and a storage
+    failure raised as `StorageError`)."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)
+    except Exception as exc:
+        # Explained while the temporary file still holds the space it took.
+        error = storage_error(exc, path.parent)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -54,6 +64,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """UTF-8 text, whatever the locale."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def preallocate(path: str | Path) -> None:
+    """Give the file `path` its disk blocks now, keeping its content. A memory map written
+    into a file with holes dies of SIGBUS when the disk fills up; after this, a full disk
+    is an ENOSPC here instead. (Where the platform has no posix_fallocate, nothing is done.)"""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
 def replace_dir(source: Path, target: Path) -> None:

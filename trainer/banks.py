@@ -3,7 +3,8 @@
 A bank is keyed by a fingerprint of what went in (the kind, the encoder spec, every caption
 or every image path with its size and mtime), so a second `train` on the same corpus reads
 it back instantly. Encoding writes into a memory-mapped `.partial.npy` and records how many
-rows are done after each batch: an interrupted run continues where it stopped.
+rows are done after each batch: an interrupted run continues where it stopped, be it killed or
+stopped by a full, read-only or vanished disk (a `StorageError` that counts the rows kept).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import numpy as np
 from hanclip_model.device import usable_cores
 from hanclip_model.encoders import ClipEncoder
 from hanclip_model.errors import ImageLoadError
+from hanclip_model.files import atomic_write_text, preallocate
 from hanclip_model.images import load_image
+from hanclip_model.storage import storage_error
 
 EncodeBatch = Callable[[Sequence[str]], np.ndarray]
 
@@ -55,33 +58,50 @@ def encode_bank(
         if on_rows:
             on_rows(len(bank))
         return bank
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.npy")
     state_file = path.with_name(path.stem + ".progress.json")
     done = 0
-    if partial.is_file() and state_file.is_file():
+    try:
+        done = _rows_done(partial, state_file, (len(items), dim))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if done == 0:
+            np.lib.format.open_memmap(
+                partial, mode="w+", dtype=np.float32, shape=(len(items), dim)
+            ).flush()
+        preallocate(partial)
         bank = np.load(partial, mmap_mode="r+")
-        done = int(json.loads(state_file.read_text())["rows_done"])
-        if bank.shape != (len(items), dim):
-            done = 0
-    if done == 0:
-        bank = np.lib.format.open_memmap(
-            partial, mode="w+", dtype=np.float32, shape=(len(items), dim)
-        )
-    if on_rows and done:
-        on_rows(done)
-    for start in range(done, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        bank[start : start + len(chunk)] = encode_batch(chunk)
-        bank.flush()
-        # Written only after the rows are on disk: a crash never claims rows it lacks.
-        state_file.write_text(json.dumps({"rows_done": start + len(chunk)}))
-        if on_rows:
-            on_rows(len(chunk))
-    del bank
-    os.replace(partial, path)
-    state_file.unlink(missing_ok=True)
+        if on_rows and done:
+            on_rows(done)
+        for start in range(done, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            bank[start : start + len(chunk)] = encode_batch(chunk)
+            bank.flush()
+            # Written only after the rows are on disk: a crash never claims rows it lacks.
+            atomic_write_text(state_file, json.dumps({"rows_done": start + len(chunk)}))
+            done = start + len(chunk)
+            if on_rows:
+                on_rows(len(chunk))
+        del bank
+        os.replace(partial, path)
+        state_file.unlink(missing_ok=True)
+    except Exception as exc:
+        error = storage_error(exc, path.parent, what="bank cache folder")
+        if error is None:
+            raise
+        raise error.saving(f"{done} of {len(items)} rows of {path.name} kept") from exc
     return np.load(path, mmap_mode="r")
+
+
+def _rows_done(partial: Path, state_file: Path, shape: tuple[int, int]) -> int:
+    """Rows an earlier run finished in `partial`; 0 when there is none of this shape."""
+    if not (partial.is_file() and state_file.is_file()):
+        return 0
+    try:
+        done = int(json.loads(state_file.read_text())["rows_done"])
+        found = np.load(partial, mmap_mode="r")
+    except (ValueError, KeyError, TypeError):
+        return 0
+    return done if found.shape == shape else 0
 
 
 def image_batch_encoder(clip: ClipEncoder, workers: int | None = None) -> EncodeBatch:

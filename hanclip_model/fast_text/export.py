@@ -2,7 +2,8 @@
 
 Built in a temporary folder, verified against sentence-transformers on `VERIFY_TEXTS` (same
 tokens, cosine >= MIN_COSINE, one text at a time and in a padded batch), then renamed into
-place: an export that exists is an export that was proven.
+place: an export that exists is an export that was proven. One that fails (a full disk, say)
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from hanclip_model.fast_text.runtime import (
 )
 from hanclip_model.files import replace_dir
 from hanclip_model.sources import source_fingerprint
+from hanclip_model.storage import storage_error
 from hanclip_model.texts import nfc_texts
 
 ONNX_OPSET = 17
@@ -73,16 +75,17 @@ def export_text_encoder(
     Built in a temporary folder next to `out_dir`, verified against sentence-transformers on
     `VERIFY_TEXTS`, then renamed into place. With `quantize`, an int8 `encoder-int8.onnx` is
     kept too when it stays within `MIN_QUANTIZED_COSINE` of the fp32 encoder (see
-    `FastTextConfig.quantized`); the fp32 encoder is always there.
+    `FastTextConfig.quantized`); the fp32 encoder is always there. A full, read-only or
+    vanished cache disk raises `StorageError`.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     model = _load_sentence_transformer(spec, device)
     parts = _pipeline_parts(model, spec)
     staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
         reference = _reference(model)
         model.to("cpu")  # trace on CPU: the graph must not depend on where the model ran
         config = _write_export(staging, model, parts, spec)
@@ -90,6 +93,13 @@ def export_text_encoder(
         if quantize:
             config = _quantize(staging, config)
         replace_dir(staging, out_dir)
+    except Exception as exc:
+        # ONNX Runtime and numpy lose the errno of a full disk: the disk is asked, before the
+        # staging folder's removal frees what it took.
+        error = storage_error(exc, out_dir.parent, what="cache folder", unexplained_write=True)
+        if error is None:
+            raise
+        raise error.saving(f"the fast text encoder of {spec} was not cached") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
