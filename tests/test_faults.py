@@ -251,11 +251,16 @@ def test_sigkill_at_random_moments_never_corrupts(tiny, tmp_path):
     common = ["--library", library, "--model", tiny.plain_bundle, "--batch-size", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     kills = 0
-    for trial in range(8):
-        if trial % 2:  # the folder changes between runs too: a rename and a new photo
-            victim = sorted(p for p in folder.glob("*.jpg"))[trial]
-            victim.rename(victim.with_name(f"renamed-{trial}.jpg"))
-            Image.new("RGB", (30, 30), (trial * 20, 0, 0)).save(folder / f"new-{trial}.png")
+    # Every run has work to do (a rename and a new photo, on top of what a killed run left),
+    # so it loads the encoders and lasts seconds; a random moment then lands mid-run more
+    # often than not, whatever the machine's speed. Trials go on until at least four kills
+    # have landed (a run that finishes first is a run that must leave the library sound too).
+    for trial in range(16):
+        if trial >= 8 and kills >= 4:
+            break
+        victim = sorted(p for p in folder.glob("photo_*.jpg"))[0]
+        victim.rename(victim.with_name(f"renamed-{trial}.jpg"))
+        Image.new("RGB", (30, 30), (trial * 15, 0, 0)).save(folder / f"new-{trial}.png")
         process = subprocess.Popen(
             _hanclip_command("index", folder, *common),
             env=env,
