@@ -169,14 +169,29 @@ def index(
     "  hanclip search '바다 위 노을'\n\n"
     "  hanclip search '누워있는 고양이' -n 20 --json\n\n"
     "  hanclip search --image ~/Pictures/IMG_0001.jpg\n\n"
-    "  hanclip search '가족 여행' --include-offline   # photos on an unplugged drive too"
+    "  hanclip search '가족 여행' --include-offline   # photos on an unplugged drive too\n\n"
+    "  hanclip search 바다 + 노을 - 사람   # add and subtract ideas\n\n"
+    "  hanclip search 2:강아지 + 0.5:눈   # a weight before a term\n\n"
+    "  hanclip search 바다 --add 노을 --sub 사람\n\n"
+    "  hanclip search 눈 --image ~/Pictures/산.jpg --sub-image ~/Pictures/사람.jpg\n\n"
+    "  hanclip search '가족 여행' --after 2023-07 --before 2023-09\n\n"
+    "  hanclip search 고양이 --in ~/Pictures/2024 --in ~/Pictures/폰\n\n"
+    "  hanclip search 고양이 --min-score 0.25\n\n"
+    "  hanclip search '생일 파티' --sort date   # newest first (date-asc: oldest first)\n\n"
+    "  hanclip search 고양이 --paths | xargs open\n\n"
+    "  hanclip search '바다 위 노을' -0 | xargs -0 cp -t ~/고른사진"
 )
 def search(
     query: Annotated[
-        str | None, typer.Argument(help="What to look for, in Korean or any language.")
+        list[str] | None,
+        typer.Argument(
+            help="What to look for, in Korean or any language; join ideas with + and - "
+            "(바다 + 노을 - 사람), weigh one with W: (2:강아지)."
+        ),
     ] = None,
     image: Annotated[
-        Path | None, typer.Option("--image", "-i", help="Find photos similar to this photo.")
+        list[Path] | None,
+        typer.Option("--image", "-i", help="Find photos similar to this photo (repeatable)."),
     ] = None,
     limit: Annotated[int, typer.Option("-n", "--limit", min=1, help="How many results.")] = 10,
     library: LibraryOption = None,
@@ -190,12 +205,74 @@ def search(
             help="Also show photos of folders that are offline (an unplugged drive).",
         ),
     ] = False,
+    add: Annotated[
+        list[str] | None, typer.Option("--add", help="Add this text to the query (repeatable).")
+    ] = None,
+    sub: Annotated[
+        list[str] | None,
+        typer.Option("--sub", help="Subtract this text from the query (repeatable)."),
+    ] = None,
+    sub_image: Annotated[
+        list[Path] | None,
+        typer.Option("--sub-image", help="Subtract this photo from the query (repeatable)."),
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            help="Photos dated on or after this day, month or year (2023-07-14, 2023-07, 2023)."
+        ),
+    ] = None,
+    before: Annotated[
+        str | None, typer.Option(help="Photos dated before this day, month or year.")
+    ] = None,
+    folders: Annotated[
+        list[Path] | None,
+        typer.Option("--in", help="Only photos in this folder or below it (repeatable)."),
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Leave out matches scoring below this.")
+    ] = None,
+    sort: Annotated[
+        str,
+        typer.Option(help="Order of the results: score, date (newest first) or date-asc."),
+    ] = "score",
+    paths: Annotated[
+        bool, typer.Option("--paths", help="Print only the paths, one a line (for xargs).")
+    ] = False,
+    null: Annotated[
+        bool, typer.Option("-0", "--null", help="Print only the paths, each ended by NUL.")
+    ] = False,
 ) -> None:
-    """Search the library with words (e.g. '바다 위 노을') or with a photo (--image)."""
+    """Search the library with words (e.g. '바다 위 노을'), photos (--image), or both.
+
+    A photo's date is its EXIF date taken, else its file's modification time.
+    """
     from hanclip_cli.search_command import SearchArgs, run_search
 
+    def given(values: list | None) -> tuple | None:
+        return tuple(values) if values else None
+
     run_search(
-        SearchArgs(query, image, limit, library, model, device, json_output, include_offline)
+        SearchArgs(
+            query=given(query),
+            image=given(image),
+            limit=limit,
+            library=library,
+            model=model,
+            device=device,
+            json_output=json_output,
+            include_offline=include_offline,
+            add=given(add),
+            sub=given(sub),
+            sub_image=given(sub_image),
+            after=after,
+            before=before,
+            folders=given(folders),
+            min_score=min_score,
+            sort=sort,
+            paths=paths,
+            null=null,
+        )
     )
 
 
@@ -570,6 +647,77 @@ def forget(
         Text(f"{report.path}: {report.photos} photo(s) removed from the library {report.library}"),
         soft_wrap=True,
     )
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  hanclip duplicates\n\n"
+    "  hanclip duplicates --in ~/사진/2023_제주 --threshold 0.97\n\n"
+    "  hanclip duplicates --json > 중복.json"
+)
+@handle_errors
+def duplicates(
+    library: LibraryOption = None,
+    model: ModelOption = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            "-t",
+            help="Lowest cosine of two photos' image embeddings to count as copies (0-1); "
+            "lower finds more, e.g. burst shots. Default: 0.99, measured by "
+            "benchmarks/duplicates_threshold.py.",
+            show_default=False,
+        ),
+    ] = None,
+    folders: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--in", metavar="FOLDER", help="Only photos at or below this folder (repeatable)."
+        ),
+    ] = None,
+    include_offline: Annotated[
+        bool,
+        typer.Option(
+            "--include-offline",
+            help="Also compare photos of folders that are offline (an unplugged drive).",
+        ),
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """List groups of near-identical photos (burst shots, re-saved or resized copies), from
+    the stored embeddings: no photo is read again, and nothing is deleted."""
+    from hanclip_cli.duplicates import DEFAULT_THRESHOLD, find_duplicates
+    from hanclip_cli.library import open_library
+
+    with open_library(library, model, for_writing=False) as opened:
+        groups = find_duplicates(
+            opened,
+            threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+            folders=folders or (),
+            include_offline=include_offline,
+        )
+    if json_output:
+        print_json([group.as_json() for group in groups])
+        return
+    if not groups:
+        console.print(Text("no near-identical photos found"))
+        return
+    for number, group in enumerate(groups, start=1):
+        console.print(
+            Text(
+                f"group {number}: {len(group.photos)} photos, similarity {group.similarity:.4f}",
+                style="bold",
+            )
+        )
+        for photo in group.photos:
+            pixels = f"{photo.width}x{photo.height}" if photo.width and photo.height else "-"
+            line = f"  {photo.path}  {_megabytes(photo.size)}  {pixels}  {photo.taken_at or '-'}"
+            console.print(Text(line), soft_wrap=True)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size / 1000:.0f} kB"
 
 
 def main() -> None:
