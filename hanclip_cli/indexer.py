@@ -44,6 +44,7 @@ from hanclip_model.images import (
     DEFAULT_EXCLUDES,
     LoadedImage,
     exclude_patterns,
+    extra_installed_since,
     iter_image_files,
     load_image,
 )
@@ -368,9 +369,11 @@ def _scan_all(
 
 
 def _recorded_failures(store: PhotoStore, roots: list[Path]) -> list[RecordedFailure]:
+    """The failures to keep: one for want of a package installed since is tried again."""
     return [
         RecordedFailure(path, row["size"], row["mtime_ns"], row["error"])
         for path, row in store.failures_under(roots).items()
+        if not extra_installed_since(row["error"])
     ]
 
 
