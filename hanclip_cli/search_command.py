@@ -3,7 +3,7 @@
 The Typer command in `app.py` calls `run_search`. So does `fast_search`, which the console
 entry point tries first: Typer converts every parameter through pydantic, and importing Typer,
 pydantic and rich's table renderer is a large part of a cold search. When the
-arguments are plain (a query or --image, and the options below with valid values),
+arguments are plain (query words or photos, and the options below with valid values),
 `parse_search_args` reads them with argparse and the search runs without any of that. Anything
 else (--help, an unknown option, a bad value) returns None and goes through Typer, so help
 texts and usage errors are Typer's, exactly as for every other command.
@@ -12,8 +12,10 @@ texts and usage errors are Typer's, exactly as for every other command.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hanclip_cli.common import console, fail, handle_errors, notice, print_json
@@ -23,14 +25,24 @@ from hanclip_cli.common import console, fail, handle_errors, notice, print_json
 class SearchArgs:
     """The parameters of `hanclip search`; the defaults are the command's defaults."""
 
-    query: str | None = None
-    image: Path | None = None
+    query: tuple[str, ...] | None = None  # the words: terms joined by + and - (`query`)
+    image: tuple[Path, ...] | None = None
     limit: int = 10
     library: Path | None = None
     model: str | None = None
     device: str | None = None
     json_output: bool = False
     include_offline: bool = False
+    add: tuple[str, ...] | None = None
+    sub: tuple[str, ...] | None = None
+    sub_image: tuple[Path, ...] | None = None
+    after: str | None = None
+    before: str | None = None
+    folders: tuple[Path, ...] | None = None
+    min_score: float | None = None
+    sort: str = "score"
+    paths: bool = False
+    null: bool = False
 
 
 # Every option of the Typer command, by destination (tests check the two stay the same).
@@ -42,31 +54,69 @@ SEARCH_OPTIONS: dict[str, tuple[str, ...]] = {
     "device": ("--device",),
     "json_output": ("--json",),
     "include_offline": ("--include-offline",),
+    "add": ("--add",),
+    "sub": ("--sub",),
+    "sub_image": ("--sub-image",),
+    "after": ("--after",),
+    "before": ("--before",),
+    "folders": ("--in",),
+    "min_score": ("--min-score",),
+    "sort": ("--sort",),
+    "paths": ("--paths",),
+    "null": ("-0", "--null"),
 }
+# Repeatable options: every occurrence counts.
+REPEATED = ("image", "add", "sub", "sub_image", "folders")
 
 
 @handle_errors
 def run_search(args: SearchArgs) -> None:
-    """Search the library and print the hits (a table, or JSON with `json_output`)."""
+    """Search the library and print the hits (a table, JSON with `json_output`, or one path a
+    line with `paths`, NUL-separated with `null`)."""
     from hanclip_cli.library import open_library
-    from hanclip_cli.searcher import MAX_QUERY_CHARS, normalise_query, search_library
+    from hanclip_cli.query import parse_query
+    from hanclip_cli.searcher import (
+        MAX_QUERY_CHARS,
+        SearchFilters,
+        check_sort,
+        normalise_query,
+        search_library,
+    )
 
-    if (args.query is None) == (args.image is None):
-        fail("give a query or --image PATH (one of them), e.g. hanclip search '바다 위 노을'")
-    query = args.query
-    if query is not None:
-        if len(query.strip()) > MAX_QUERY_CHARS:
-            notice(f"the query is longer than {MAX_QUERY_CHARS} characters: searching its start")
-        query = normalise_query(query)
+    terms = parse_query(
+        args.query or (),
+        add=args.add or (),
+        sub=args.sub or (),
+        images=args.image or (),
+        sub_images=args.sub_image or (),
+    )
+    if args.json_output and (args.paths or args.null):
+        fail("choose one output: --json or --paths / -0")
+    check_sort(args.sort)
+    if any(t.text is not None and len(t.text.strip()) > MAX_QUERY_CHARS for t in terms):
+        notice(f"the query is longer than {MAX_QUERY_CHARS} characters: searching its start")
+    terms = tuple(t if t.text is None else replace(t, text=normalise_query(t.text)) for t in terms)
+    filters = SearchFilters(
+        after=args.after,
+        before=args.before,
+        folders=tuple(args.folders or ()),
+        min_score=args.min_score,
+    )
     opened = open_library(args.library, args.model, for_writing=False, device=args.device)
     with opened:
         hits = search_library(
             opened,
-            text=query,
-            image=args.image,
+            terms,
             limit=args.limit,
             include_offline=args.include_offline,
+            filters=filters,
+            sort=args.sort,
         )
+    if args.paths or args.null:
+        end = b"\0" if args.null else b"\n"
+        sys.stdout.buffer.write(b"".join(os.fsencode(hit.path) + end for hit in hits))
+        sys.stdout.buffer.flush()
+        return
     if args.json_output:
         print_json(
             [
@@ -78,6 +128,7 @@ def run_search(args: SearchArgs) -> None:
                     "width": h.width,
                     "height": h.height,
                     "offline": h.offline,
+                    "date_source": h.date_source,
                 }
                 for h in hits
             ]
@@ -110,8 +161,8 @@ class _QuietParser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _QuietParser(prog="hanclip search", add_help=False, allow_abbrev=False)
-    parser.add_argument("query", nargs="?")
-    parser.add_argument(*SEARCH_OPTIONS["image"], dest="image", type=Path)
+    parser.add_argument("query", nargs="*")
+    parser.add_argument(*SEARCH_OPTIONS["image"], dest="image", type=Path, action="append")
     parser.add_argument(*SEARCH_OPTIONS["limit"], dest="limit", type=int)
     parser.add_argument(*SEARCH_OPTIONS["library"], dest="library", type=Path)
     parser.add_argument(*SEARCH_OPTIONS["model"], dest="model")
@@ -120,6 +171,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         *SEARCH_OPTIONS["include_offline"], dest="include_offline", action="store_true"
     )
+    for dest in ("add", "sub"):
+        parser.add_argument(*SEARCH_OPTIONS[dest], dest=dest, action="append")
+    for dest in ("sub_image", "folders"):
+        parser.add_argument(*SEARCH_OPTIONS[dest], dest=dest, type=Path, action="append")
+    parser.add_argument(*SEARCH_OPTIONS["after"], dest="after")
+    parser.add_argument(*SEARCH_OPTIONS["before"], dest="before")
+    parser.add_argument(*SEARCH_OPTIONS["min_score"], dest="min_score", type=float)
+    parser.add_argument(*SEARCH_OPTIONS["sort"], dest="sort")
+    parser.add_argument(*SEARCH_OPTIONS["paths"], dest="paths", action="store_true")
+    parser.add_argument(*SEARCH_OPTIONS["null"], dest="null", action="store_true")
     return parser
 
 
@@ -131,7 +192,10 @@ def parse_search_args(argv: Sequence[str]) -> SearchArgs | None:
         parsed = _parser().parse_args(list(argv))
     except (_NotPlain, ValueError, TypeError):
         return None
-    given = {key: value for key, value in vars(parsed).items() if value is not None}
+    given = {key: value for key, value in vars(parsed).items() if value not in (None, [])}
+    for key in ("query", *REPEATED):
+        if key in given:
+            given[key] = tuple(given[key])
     args = SearchArgs(**given)
     if args.limit < 1:
         return None  # Typer words the range error

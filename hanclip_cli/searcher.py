@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from hanclip_cli.folders import still_offline
 from hanclip_cli.library import LibraryBusy, OpenLibrary
+from hanclip_cli.query import QueryTerm, combine
+from hanclip_cli.store import DateBound
 from hanclip_cli.vector_index import VectorIndex, sync_index
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.storage import storage_error
@@ -21,10 +26,62 @@ class SearchHit:
     rank: int
     path: str
     score: float
-    taken_at: str | None
+    taken_at: str | None  # the date filters and sorting use: EXIF date, else the file's mtime
     width: int | None
     height: int | None
     offline: bool = False  # under a folder that is offline (shown with include_offline)
+    date_source: str = "exif"  # where taken_at comes from: "exif" or "mtime"
+
+
+SORT_ORDERS = ("score", "date", "date-asc")
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """What a photo must pass to be found; applied inside the search, so `limit` photos come
+    back whenever that many pass. Dates are as given (`2023-07-14`, `2023-07`, `2023`)."""
+
+    after: str | None = None  # dated on or after the start of this day, month or year
+    before: str | None = None  # dated before the start of this one
+    folders: tuple[Path, ...] = ()  # at or below one of these
+    min_score: float | None = None
+
+    @property
+    def narrows(self) -> bool:
+        return bool(self.after or self.before or self.folders)
+
+
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+
+
+def date_bound(text: str, option: str) -> DateBound:
+    """The start of the day, month or year `text` names, local time."""
+    match = _DATE.match(text.strip())
+    try:
+        if match is None:
+            raise ValueError
+        year, month, day = (int(g) if g else 1 for g in match.groups())
+        start = datetime(year, month, day)
+    except ValueError:
+        raise HanclipError(
+            f"{option} {text!r} is not a date: give a day, a month or a year, "
+            "e.g. 2023-07-14, 2023-07 or 2023"
+        ) from None
+    return DateBound(text=start.date().isoformat(), mtime_ns=int(start.timestamp()) * 10**9)
+
+
+def check_sort(sort: str) -> None:
+    if sort not in SORT_ORDERS:
+        raise HanclipError(f"--sort {sort!r}: choose one of {', '.join(SORT_ORDERS)}")
+
+
+def order_hits(hits: list[SearchHit], sort: str) -> list[SearchHit]:
+    """`hits` (best first) in the order asked for, ranked 1.. in that order."""
+    check_sort(sort)
+    if sort != "score":
+        # sorted() is stable, reversed too: photos of the same date stay best first.
+        hits = sorted(hits, key=lambda hit: hit.taken_at or "", reverse=sort == "date")
+    return [replace(hit, rank=rank) for rank, hit in enumerate(hits, start=1)]
 
 
 # Text encoders read at most a few hundred tokens; beyond this the rest is never seen.
@@ -85,27 +142,49 @@ def offline_photo_ids(opened: OpenLibrary) -> set[int]:
     return store.ids_under(folder.path for folder in still_offline(store.offline_folders()))
 
 
+def terms_vector(opened: OpenLibrary, terms: Sequence[QueryTerm]) -> np.ndarray:
+    """normalize(Σ w_i · q_i): the texts embedded in one batch, each photo as with --image."""
+    texts = [normalise_query(term.text) for term in terms if term.text is not None]
+    text_vectors = iter(opened.model.embed_texts(texts) if texts else [])
+    vectors = [
+        next(text_vectors) if term.text is not None else query_vector(opened, None, term.image)
+        for term in terms
+    ]
+    return combine(np.stack(vectors), [term.weight for term in terms])
+
+
+def allowed_photo_ids(opened: OpenLibrary, filters: SearchFilters) -> set[int]:
+    """Ids of the photos the date and folder filters let through (one SQLite query)."""
+    return opened.store.ids_passing(
+        after=date_bound(filters.after, "--after") if filters.after else None,
+        before=date_bound(filters.before, "--before") if filters.before else None,
+        folders=[os.path.abspath(os.path.expanduser(f)) for f in filters.folders],
+    )
+
+
 def search_library(
     opened: OpenLibrary,
+    terms: Sequence[QueryTerm],
     *,
-    text: str | None = None,
-    image: Path | None = None,
     limit: int = 10,
     include_offline: bool = False,
+    filters: SearchFilters = SearchFilters(),
+    sort: str = "score",
 ) -> list[SearchHit]:
-    """The `limit` nearest photos, leaving out photos of offline folders unless
-    `include_offline` (then they are marked)."""
-    if text is not None:
-        text = normalise_query(text)
+    """The `limit` nearest photos to the terms' sum that pass `filters`, leaving out photos
+    of offline folders unless `include_offline` (then they are marked): exactly `limit`
+    whenever that many pass, in the `sort` order."""
     if limit < 1:
         raise HanclipError("-n must be at least 1")
+    check_sort(sort)
     library, model = opened.library, opened.model
     if library.store.count() == 0:
         raise HanclipError(
             f"no photos indexed in {library.directory} yet: run `hanclip index PATH` first"
         )
+    allowed = allowed_photo_ids(opened, filters) if filters.narrows else None
     opened.check_image_space()
-    vector = query_vector(opened, text, image)
+    vector = terms_vector(opened, terms)
     vindex = current_index(opened)
     if vector.shape[0] != vindex.dim:
         raise HanclipError(
@@ -113,7 +192,13 @@ def search_library(
             f"vectors are {vindex.dim}-d: its text and image encoders do not share a space"
         )
     offline = offline_photo_ids(opened)
-    found = vindex.search(vector, limit, exclude=frozenset() if include_offline else offline)
+    if allowed is None:
+        found = vindex.search(vector, limit, exclude=frozenset() if include_offline else offline)
+    else:
+        passing = allowed if include_offline else allowed - offline
+        found = vindex.search_among(vector, limit, passing)
+    if filters.min_score is not None:
+        found = [(photo_id, score) for photo_id, score in found if score >= filters.min_score]
     records = library.store.records_by_ids(photo_id for photo_id, _ in found)
     hits = []
     for photo_id, score in found:
@@ -125,10 +210,11 @@ def search_library(
                 rank=len(hits) + 1,
                 path=record.path,
                 score=score,
-                taken_at=record.taken_at,
+                taken_at=record.date,
                 width=record.width,
                 height=record.height,
                 offline=photo_id in offline,
+                date_source=record.date_source,
             )
         )
-    return hits
+    return order_hits(hits, sort)

@@ -12,7 +12,7 @@ import inspect
 import json
 import shlex
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import wraps
@@ -142,6 +142,27 @@ class PhotoRecord:
     width: int | None = None
     height: int | None = None
     taken_at: str | None = None
+
+    @property
+    def date_source(self) -> str:
+        """Where `date` comes from: "exif" (the photo's date taken) or "mtime" (its file)."""
+        return "exif" if self.taken_at else "mtime"
+
+    @property
+    def date(self) -> str:
+        """The date filters and sorting use: EXIF date taken, else the file's modification
+        time, both local time in ISO 8601 (EXIF dates carry no time zone)."""
+        if self.taken_at:
+            return self.taken_at
+        return datetime.fromtimestamp(self.mtime_ns / 1e9).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class DateBound:
+    """The start of a day in both forms a photo's date is stored in."""
+
+    text: str  # "2023-07-01": compared, as text, with EXIF dates ("2023-07-14T09:30:00")
+    mtime_ns: int  # the same local moment, compared with a file's modification time
 
 
 @dataclass
@@ -326,6 +347,36 @@ class PhotoStore:
             )
             found.update(int(r[0]) for r in rows)
         return found
+
+    def ids_passing(
+        self,
+        *,
+        after: DateBound | None = None,
+        before: DateBound | None = None,
+        folders: Sequence[str] = (),
+    ) -> set[int]:
+        """Ids of the photos dated on or after `after`, before `before`, and at or below one of
+        `folders`, in one query: the date terms are ranges on the taken_at index (the NULL
+        range, photos without an EXIF date, then by mtime_ns), the folders ranges on the path
+        index (see `ids_under`)."""
+        terms: list[str] = []
+        params: list[object] = []
+        if after is not None:
+            terms.append("(taken_at >= ? OR (taken_at IS NULL AND mtime_ns >= ?))")
+            params += [after.text, after.mtime_ns]
+        if before is not None:
+            terms.append("(taken_at < ? OR (taken_at IS NULL AND mtime_ns < ?))")
+            params += [before.text, before.mtime_ns]
+        if folders:
+            places = []
+            for folder in folders:
+                prefix = folder.rstrip("/") + "/"
+                places.append("path = ? OR (path >= ? AND path < ?)")
+                params += [folder, prefix, prefix[:-1] + chr(ord("/") + 1)]
+            terms.append("(" + " OR ".join(places) + ")")
+        where = " AND ".join(terms) or "1"
+        rows = self.conn.execute(f"SELECT id FROM photos WHERE {where}", params)
+        return {int(r[0]) for r in rows}
 
     def record_for_path(self, path: str) -> PhotoRecord | None:
         rows = list(self._query("SELECT * FROM photos WHERE path = ?", [path]))

@@ -28,6 +28,12 @@ EF_CONSTRUCTION = 200
 EF_SEARCH = 128
 # Past this share of deleted labels a rebuild is cheaper than searching around tombstones.
 MAX_DELETED_FRACTION = 0.25
+# Up to this many allowed photos a filtered search scores every one of them (exact, so k come
+# back whenever k are allowed). A filtered graph search walks past every photo the filter
+# turns down, each through a Python call: with 1% allowed it visits about a hundred nodes per
+# one it keeps, while the scan costs one dot product per allowed photo. Above this count
+# the allowed share is large enough for the graph (see benchmarks/speedbench/hnsw.py).
+EXACT_MAX_CANDIDATES = 10_000
 
 
 @dataclass
@@ -63,6 +69,37 @@ class VectorIndex:
         else:
             labels, distances = self.index.knn_query(query, k=k)
         return [(int(i), float(1.0 - d)) for i, d in zip(labels[0], distances[0], strict=True)]
+
+    def search_among(
+        self, vector: np.ndarray, k: int, allowed: Set[int]
+    ) -> list[tuple[int, float]]:
+        """The k nearest of the `allowed` photo ids (ids the index holds), best first: exactly
+        min(k, len(allowed)) of them."""
+        k = min(k, len(allowed))
+        if k <= 0:
+            return []
+        if len(allowed) > EXACT_MAX_CANDIDATES:
+            self.index.set_ef(max(EF_SEARCH, k))
+            try:
+                labels, distances = self.index.knn_query(
+                    np.asarray(vector, dtype=np.float32)[None],
+                    k=k,
+                    filter=lambda label: label in allowed,
+                )
+            except RuntimeError:
+                pass  # the graph ran out of allowed photos before k: score them all instead
+            else:
+                pairs = zip(labels[0], distances[0], strict=True)
+                return [(int(i), float(1.0 - d)) for i, d in pairs]
+        return self._exact(vector, k, allowed)
+
+    def _exact(self, vector: np.ndarray, k: int, allowed: Set[int]) -> list[tuple[int, float]]:
+        ids = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
+        vectors = np.asarray(self.index.get_items(ids), dtype=np.float32)
+        scores = vectors @ np.asarray(vector, dtype=np.float32)
+        best = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(int(ids[i]), float(scores[i])) for i in best]
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:

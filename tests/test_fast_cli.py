@@ -46,17 +46,47 @@ def test_fast_parser_knows_exactly_the_typer_commands_options() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["바다 위 노을"], SearchArgs(query="바다 위 노을")),
+        (["바다 위 노을"], SearchArgs(query=("바다 위 노을",))),
         (
             ["고양이", "-n", "3", "--json", "--library", "L", "--model", "B"],
-            SearchArgs("고양이", None, 3, Path("L"), "B", None, True),
+            SearchArgs(("고양이",), None, 3, Path("L"), "B", None, True),
         ),
-        (["--limit=7", "고양이", "-lL", "-mB"], SearchArgs("고양이", None, 7, Path("L"), "B")),
-        (["--image", "a.jpg", "--device", "cpu"], SearchArgs(image=Path("a.jpg"), device="cpu")),
-        (["-i", "a.jpg", "-n", "2"], SearchArgs(image=Path("a.jpg"), limit=2)),
-        (["고양이", "--include-offline"], SearchArgs("고양이", include_offline=True)),
-        (["--", "-바다"], SearchArgs(query="-바다")),
+        (
+            ["--limit=7", "고양이", "-lL", "-mB"],
+            SearchArgs(("고양이",), None, 7, Path("L"), "B"),
+        ),
+        (
+            ["--image", "a.jpg", "--device", "cpu"],
+            SearchArgs(image=(Path("a.jpg"),), device="cpu"),
+        ),
+        (["-i", "a.jpg", "-n", "2"], SearchArgs(image=(Path("a.jpg"),), limit=2)),
+        (["고양이", "--include-offline"], SearchArgs(("고양이",), include_offline=True)),
+        (["--", "-바다"], SearchArgs(query=("-바다",))),
         ([], SearchArgs()),
+        (
+            ["바다", "+", "노을", "-", "2:사람"],
+            SearchArgs(query=("바다", "+", "노을", "-", "2:사람")),
+        ),
+        (["바다", "노을"], SearchArgs(query=("바다", "노을"))),
+        (
+            ["바다", "--add", "노을", "--add", "하늘", "--sub", "사람", "-i", "a", "-i", "b"],
+            SearchArgs(
+                ("바다",),
+                image=(Path("a"), Path("b")),
+                add=("노을", "하늘"),
+                sub=("사람",),
+            ),
+        ),
+        (
+            ["--sub-image", "c.jpg", "--after", "2023-07", "--before", "2024", "--in", "A"],
+            SearchArgs(
+                sub_image=(Path("c.jpg"),), after="2023-07", before="2024", folders=(Path("A"),)
+            ),
+        ),
+        (
+            ["고양이", "--min-score", "0.3", "--sort", "date", "--paths", "-0"],
+            SearchArgs(("고양이",), min_score=0.3, sort="date", paths=True, null=True),
+        ),
     ],
 )
 def test_plain_arguments_are_parsed_like_typer(argv, expected) -> None:
@@ -73,7 +103,7 @@ def test_plain_arguments_are_parsed_like_typer(argv, expected) -> None:
         ["바다", "-n", "-2"],
         ["바다", "-n", "many"],
         ["바다", "--lim", "3"],  # abbreviations are Typer's business (it refuses them)
-        ["바다", "노을"],
+        ["바다", "--min-score", "high"],
         ["바다", "--model"],
     ],
 )

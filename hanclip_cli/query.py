@@ -1,0 +1,104 @@
+"""Combined queries: `바다 + 노을 - 사람`, weights (`2:강아지`), photos mixed in.
+
+The query words are parsed here, purely: `+` and `-` standing alone join terms, a term may
+start with a weight `W:` (one shell word, `2:강아지` or `'0.5:눈 내린 숲'`), and words that
+follow one another without an operator are one term, as if quoted. `--add`/`--sub` texts and
+`--image`/`--sub-image` photos join the same sum. The search vector is
+normalize(Σ w_i · q_i), each q_i the unit search vector of one term.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hanclip_model.errors import HanclipError
+
+# Below this length the terms cancelled out: the direction left is numerical noise.
+MIN_SUM_NORM = 1e-6
+
+_WEIGHTED = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    """One text (`text`) or one photo (`image`) of the sum, with its signed weight."""
+
+    weight: float
+    text: str | None = None
+    image: Path | None = None
+
+
+def _weighted(word: str) -> tuple[float, str]:
+    match = _WEIGHTED.match(word)
+    if match is None:
+        return 1.0, word
+    weight = float(match.group(1))
+    if weight == 0:
+        raise HanclipError(f"the weight in {word!r} is 0: leave the term out instead")
+    return weight, match.group(2)
+
+
+def _text_term(sign: float, word: str) -> QueryTerm:
+    weight, text = _weighted(word)
+    if text != word and not text.strip():
+        raise HanclipError(f"{word!r} has a weight but no words after it, e.g. 2:강아지")
+    return QueryTerm(weight=sign * weight, text=text)
+
+
+def parse_query(
+    words: Sequence[str],
+    *,
+    add: Sequence[str] = (),
+    sub: Sequence[str] = (),
+    images: Sequence[Path] = (),
+    sub_images: Sequence[Path] = (),
+) -> tuple[QueryTerm, ...]:
+    """The terms of a search, in the order given: the words, then --add, --sub, the photos."""
+    terms: list[QueryTerm] = []
+    sign: float | None = None
+    current: list[str] = []
+
+    def close() -> None:
+        if current:
+            terms.append(_text_term(1.0 if sign is None else sign, " ".join(current)))
+            current.clear()
+
+    for word in words:
+        if word in ("+", "-"):
+            if current:
+                close()
+            elif sign is not None:
+                raise HanclipError(f"two operators in a row before {word!r}: put a term between")
+            sign = 1.0 if word == "+" else -1.0
+            continue
+        if current and _WEIGHTED.match(word):
+            raise HanclipError(f"the weight in {word!r} must start a term: put + or - before it")
+        current.append(word)
+    if sign is not None and not current:
+        raise HanclipError("the query ends with an operator: put a term after + or -")
+    close()
+    terms += [_text_term(1.0, text) for text in add]
+    terms += [_text_term(-1.0, text) for text in sub]
+    terms += [QueryTerm(weight=1.0, image=Path(path)) for path in images]
+    terms += [QueryTerm(weight=-1.0, image=Path(path)) for path in sub_images]
+    if not terms:
+        raise HanclipError("give a query or --image PATH, e.g. hanclip search '바다 위 노을'")
+    return tuple(terms)
+
+
+def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """normalize(Σ w_i · q_i) over the rows of `vectors`; one unweighted term is itself."""
+    if len(weights) == 1 and weights[0] == 1.0:
+        return vectors[0]
+    total = np.asarray(weights, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64)
+    norm = float(np.linalg.norm(total))
+    if norm < MIN_SUM_NORM:
+        raise HanclipError(
+            "the query terms cancel out (e.g. '바다 - 바다'): nothing is left to search for"
+        )
+    return (total / norm).astype(np.float32)
