@@ -61,6 +61,7 @@ SECTIONS = (
     "machine ceiling",
     "naive loop",
     "HNSW:",
+    "filtered: 6 pass (1.0%), exact",
     "Memory:",
     "Approximate paths",
     "Targets: ",
@@ -204,6 +205,11 @@ def test_in_process_figures(measured: Measured) -> None:
     assert vectors.vectors == TINY_SIZES["hnsw_vectors"]
     assert 0 <= vectors.random.recall_at_10 <= 1
     assert vectors.clustered.recall_at_10 > 0.9
+    # A filter keeping one month in a hundred: 6 of 600, every query gets all 6 of them.
+    assert vectors.filtered.passing == TINY_SIZES["hnsw_vectors"] // 100
+    assert vectors.filtered.share == pytest.approx(0.01)
+    assert vectors.filtered.complete == 1.0
+    assert vectors.filtered.p95_ms >= vectors.filtered.p50_ms > 0
 
 
 def test_report_shows_every_section_and_target(measured: Measured) -> None:
@@ -223,6 +229,7 @@ def test_json_keeps_the_figures_under_their_names(measured: Measured) -> None:
     assert figures["ceiling"]["naive_runs"] == list(measured.results.ceiling.naive_runs)
     assert figures["accuracy"]["fast_text"]["one_at_a_time"]["min"] > 0.999
     assert figures["hnsw"]["clustered"]["recall_at_10"] > 0.9
+    assert figures["checks"]["filtered_p50_ms"] == measured.results.hnsw.filtered.p50_ms
     assert figures["sizes"]["library"] == TINY_SIZES["library"]
 
 

@@ -7,14 +7,16 @@ case).
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from hanclip_model.heads import l2_normalize
 from speedbench.processes import log
-from speedbench.results import HnswResult, HnswRun
+from speedbench.results import FilteredRun, HnswResult, HnswRun
 from speedbench.settings import CLUSTER_SPREAD, HNSW_DIM, HNSW_K, Sizes
 
 
@@ -48,13 +50,18 @@ def recall_at_k(found: Sequence[Sequence[int]], exact: np.ndarray) -> float:
     return float(np.mean(hits))
 
 
-def hnsw_run(vectors: np.ndarray, queries: np.ndarray) -> HnswRun:
-    """Build with the product's settings, query one vector at a time as `search` does."""
+def timed_build(vectors: np.ndarray) -> tuple[object, float]:
+    """The index with the product's settings, labels = row numbers, and its build time."""
     from hanclip_cli.vector_index import build_index
 
     start = time.perf_counter()
     vindex = build_index(np.arange(len(vectors)), vectors, "speed-benchmark", vectors.shape[1])
-    build_s = time.perf_counter() - start
+    return vindex, time.perf_counter() - start
+
+
+def hnsw_run(vectors: np.ndarray, queries: np.ndarray, built: tuple[object, float]) -> HnswRun:
+    """Query the index `built` from `vectors` one vector at a time, as `search` does."""
+    vindex, build_s = built
     vindex.search(queries[0], HNSW_K)  # warm-up
     found, times = [], []
     for query in queries:
@@ -71,6 +78,80 @@ def hnsw_run(vectors: np.ndarray, queries: np.ndarray) -> HnswRun:
     )
 
 
+# Photos are dated over FILTER_MONTHS months from 2015-01; the filter keeps one of them.
+FILTER_MONTHS = 100
+FILTER_AFTER, FILTER_BEFORE = "2019-01", "2019-02"
+
+
+def _month(index: int) -> tuple[int, int]:
+    year, month = divmod(index % FILTER_MONTHS, 12)
+    return 2015 + year, month + 1
+
+
+def dated_store(directory: Path, raw: np.ndarray):
+    """A library.db with one row per vector, as `index` writes them: every photo in month
+    `i % FILTER_MONTHS`, the even ones dated by EXIF, the odd ones by file time only."""
+    from datetime import datetime
+
+    from hanclip_cli.store import NewPhoto, PhotoStore
+
+    store = PhotoStore(directory)
+    photos = []
+    for i, embedding in enumerate(raw):
+        year, month = _month(i)
+        when = datetime(year, month, 1 + i % 28, 12)
+        photos.append(
+            NewPhoto(
+                path=f"/photos/{year}/{month:02}/{i}.jpg",
+                size=1,
+                mtime_ns=int(when.timestamp()) * 10**9,
+                sha256=f"{i:064x}",
+                width=4032,
+                height=3024,
+                taken_at=when.isoformat() if i % 2 == 0 else None,
+                embedding=embedding,
+            )
+        )
+    store.add_photos(photos)
+    return store
+
+
+def filtered_run(vindex, raw: np.ndarray, queries: np.ndarray) -> FilteredRun:
+    """A date filter keeping 1/FILTER_MONTHS of the photos, timed per query as `search` runs
+    it: the candidates from SQLite, then `search_among`."""
+    from hanclip_cli import vector_index
+    from hanclip_cli.searcher import date_bound
+
+    after, before = date_bound(FILTER_AFTER, "--after"), date_bound(FILTER_BEFORE, "--before")
+    with tempfile.TemporaryDirectory(prefix="speedbench-filtered-") as tmp:
+        store = dated_store(Path(tmp), raw)
+        try:
+
+            def one(query: np.ndarray) -> list[tuple[int, float]]:
+                # Photo ids are 1..n, the benchmark index's labels 0..n-1.
+                allowed = {i - 1 for i in store.ids_passing(after=after, before=before)}
+                return vindex.search_among(query, HNSW_K, allowed)
+
+            passing = len(store.ids_passing(after=after, before=before))
+            one(queries[0])  # warm-up
+            times, complete = [], 0
+            for query in queries:
+                start = time.perf_counter()
+                found = one(query)
+                times.append(time.perf_counter() - start)
+                complete += len(found) == min(HNSW_K, passing)
+        finally:
+            store.close()
+    return FilteredRun(
+        passing=passing,
+        share=passing / len(raw),
+        strategy="exact" if passing <= vector_index.EXACT_MAX_CANDIDATES else "graph",
+        complete=complete / len(queries),
+        p50_ms=float(np.percentile(times, 50) * 1000),
+        p95_ms=float(np.percentile(times, 95) * 1000),
+    )
+
+
 def measure_hnsw(sizes: Sizes, seed: int = 0) -> HnswResult:
     from hanclip_cli import vector_index
 
@@ -79,11 +160,14 @@ def measure_hnsw(sizes: Sizes, seed: int = 0) -> HnswResult:
     # Queries come from the same distribution as the base vectors but are not in the index.
     clustered_set = clustered_vectors(rng, n + q, HNSW_DIM, sizes.hnsw_clusters)
     log(f"hnsw: clustered, {n:,} vectors")
-    clustered = hnsw_run(clustered_set[:n], clustered_set[n:])
-    del clustered_set  # the next set would otherwise double the peak memory
+    built = timed_build(clustered_set[:n])
+    clustered = hnsw_run(clustered_set[:n], clustered_set[n:], built)
+    log(f"hnsw: filtered, {n // FILTER_MONTHS:,} of {n:,} photos pass")
+    filtered = filtered_run(built[0], clustered_set[:n], clustered_set[n:])
+    del clustered_set, built  # the next set would otherwise double the peak memory
     uniform_set = random_unit_vectors(rng, n + q, HNSW_DIM)
     log(f"hnsw: random unit vectors, {n:,} vectors")
-    uniform = hnsw_run(uniform_set[:n], uniform_set[n:])
+    uniform = hnsw_run(uniform_set[:n], uniform_set[n:], timed_build(uniform_set[:n]))
     return HnswResult(
         vectors=n,
         queries=q,
@@ -95,4 +179,5 @@ def measure_hnsw(sizes: Sizes, seed: int = 0) -> HnswResult:
         cluster_spread=CLUSTER_SPREAD,
         clustered=clustered,
         random=uniform,
+        filtered=filtered,
     )

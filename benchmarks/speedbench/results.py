@@ -115,6 +115,19 @@ class HnswRun:
 
 
 @dataclass(frozen=True)
+class FilteredRun:
+    """A search with a date filter, timed as `search` runs it: the SQLite query for the
+    photos that pass, then the nearest of those (`VectorIndex.search_among`)."""
+
+    passing: int  # photos the filter keeps
+    share: float  # passing / photos
+    strategy: str  # "exact" (every passing photo scored) or "graph" (filtered HNSW)
+    complete: float  # share of queries that got exactly min(k, passing) results
+    p50_ms: float
+    p95_ms: float
+
+
+@dataclass(frozen=True)
 class HnswResult:
     """The product's HNSW settings on clustered and on random unit vectors."""
 
@@ -128,6 +141,7 @@ class HnswResult:
     cluster_spread: float
     clustered: HnswRun
     random: HnswRun
+    filtered: FilteredRun  # on the clustered set
 
 
 @dataclass(frozen=True)

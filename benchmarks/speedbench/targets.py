@@ -28,6 +28,9 @@ INDEX_VS_CEILING = Target("index_vs_ceiling", "index: ours / machine ceiling", "
 INDEX_VS_NAIVE = Target("index_vs_naive", "index: ours / naive loop", ">=", 2.0, "x")
 HNSW_RECALL = Target("hnsw_recall", "HNSW recall@10 (clustered)", ">=", 0.98, "")
 HNSW_P50_MS = Target("hnsw_p50_ms", "HNSW query p50 (clustered)", "<=", 2.0, "ms")
+FILTERED_P50_MS = Target(
+    "filtered_p50_ms", "filtered search p50 (1% pass, filter + query)", "<=", 20.0, "ms"
+)
 SEARCH_RSS_GB = Target("search_rss_gb", "search peak RSS", "<=", 1.0, "GB")
 INDEX_RSS_GB = Target("index_rss_gb", "index peak RSS", "<=", 3.0, "GB")
 TEXT_COSINE = Target(
@@ -43,6 +46,7 @@ TARGETS = (
     INDEX_VS_NAIVE,
     HNSW_RECALL,
     HNSW_P50_MS,
+    FILTERED_P50_MS,
     SEARCH_RSS_GB,
     INDEX_RSS_GB,
     TEXT_COSINE,
@@ -139,6 +143,7 @@ def checks(results: BenchmarkResults) -> list[Check]:
         Check(INDEX_VS_NAIVE, r.index_vs_naive),
         Check(HNSW_RECALL, hnsw.recall_at_10),
         Check(HNSW_P50_MS, hnsw.p50_ms),
+        Check(FILTERED_P50_MS, results.hnsw.filtered.p50_ms),
         Check(SEARCH_RSS_GB, results.search.peak_rss_bytes / GB),
         Check(INDEX_RSS_GB, results.index.peak_rss_bytes / GB),
         Check(TEXT_COSINE, min(text.one_at_a_time.min, text.batched.min)),
