@@ -16,6 +16,7 @@ from hanclip_cli.common import (
     notice,
     print_json,
 )
+from hanclip_cli.search_command import SEARCH_EXAMPLES
 
 app = typer.Typer(
     name="hanclip",
@@ -164,23 +165,7 @@ def index(
             raise typer.Exit(1)  # nothing at all could be read: a script should notice
 
 
-@app.command(
-    epilog="Examples:\n\n"
-    "  hanclip search '바다 위 노을'\n\n"
-    "  hanclip search '누워있는 고양이' -n 20 --json\n\n"
-    "  hanclip search --image ~/Pictures/IMG_0001.jpg\n\n"
-    "  hanclip search '가족 여행' --include-offline   # photos on an unplugged drive too\n\n"
-    "  hanclip search 바다 + 노을 - 사람   # add and subtract ideas\n\n"
-    "  hanclip search 2:강아지 + 0.5:눈   # a weight before a term\n\n"
-    "  hanclip search 바다 --add 노을 --sub 사람\n\n"
-    "  hanclip search 눈 --image ~/Pictures/산.jpg --sub-image ~/Pictures/사람.jpg\n\n"
-    "  hanclip search '가족 여행' --after 2023-07 --before 2023-09\n\n"
-    "  hanclip search 고양이 --in ~/Pictures/2024 --in ~/Pictures/폰\n\n"
-    "  hanclip search 고양이 --min-score 0.25\n\n"
-    "  hanclip search '생일 파티' --sort date   # newest first (date-asc: oldest first)\n\n"
-    "  hanclip search 고양이 --paths | xargs open\n\n"
-    "  hanclip search '바다 위 노을' -0 | xargs -0 cp -t ~/고른사진"
-)
+@app.command(epilog=SEARCH_EXAMPLES)
 def search(
     query: Annotated[
         list[str] | None,
@@ -247,33 +232,11 @@ def search(
 
     A photo's date is its EXIF date taken, else its file's modification time.
     """
+    given = dict(locals())  # the parameters, named as SearchArgs names them
     from hanclip_cli.search_command import SearchArgs, run_search
 
-    def given(values: list | None) -> tuple | None:
-        return tuple(values) if values else None
-
-    run_search(
-        SearchArgs(
-            query=given(query),
-            image=given(image),
-            limit=limit,
-            library=library,
-            model=model,
-            device=device,
-            json_output=json_output,
-            include_offline=include_offline,
-            add=given(add),
-            sub=given(sub),
-            sub_image=given(sub_image),
-            after=after,
-            before=before,
-            folders=given(folders),
-            min_score=min_score,
-            sort=sort,
-            paths=paths,
-            null=null,
-        )
-    )
+    repeated = {k: tuple(v) or None for k, v in given.items() if isinstance(v, list | tuple)}
+    run_search(SearchArgs(**{**given, **repeated}))
 
 
 @app.command(

@@ -67,6 +67,24 @@ SEARCH_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 # Repeatable options: every occurrence counts.
 REPEATED = ("image", "add", "sub", "sub_image", "folders")
+# The search command's --help examples (Typer's epilog).
+SEARCH_EXAMPLES = (
+    "Examples:\n\n"
+    "  hanclip search '바다 위 노을'\n\n"
+    "  hanclip search '누워있는 고양이' -n 20 --json\n\n"
+    "  hanclip search --image ~/Pictures/IMG_0001.jpg\n\n"
+    "  hanclip search '가족 여행' --include-offline   # photos on an unplugged drive too\n\n"
+    "  hanclip search 바다 + 노을 - 사람   # add and subtract ideas\n\n"
+    "  hanclip search 2:강아지 + 0.5:눈   # a weight before a term\n\n"
+    "  hanclip search 바다 --add 노을 --sub 사람\n\n"
+    "  hanclip search 눈 --image ~/Pictures/산.jpg --sub-image ~/Pictures/사람.jpg\n\n"
+    "  hanclip search '가족 여행' --after 2023-07 --before 2023-09\n\n"
+    "  hanclip search 고양이 --in ~/Pictures/2024 --in ~/Pictures/폰\n\n"
+    "  hanclip search 고양이 --min-score 0.25\n\n"
+    "  hanclip search '생일 파티' --sort date   # newest first (date-asc: oldest first)\n\n"
+    "  hanclip search 고양이 --paths | xargs open\n\n"
+    "  hanclip search '바다 위 노을' -0 | xargs -0 cp -t ~/고른사진"
+)
 
 
 @handle_errors
