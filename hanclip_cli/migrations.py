@@ -102,6 +102,14 @@ def record_offline_folders(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(4)
+def index_photo_dates(conn: sqlite3.Connection) -> None:
+    """A photo's date is its EXIF taken_at, else its mtime_ns: with both in one index, the
+    photos without an EXIF date are a range of it too, instead of one table read each
+    (`PhotoStore.ids_passing`). A library without it filters the same, only slower."""
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_photos_date ON photos (taken_at, mtime_ns)")
+
+
 SCHEMA_VERSION = MIGRATIONS[-1].number
 
 

@@ -101,6 +101,7 @@ PHOTO_IDS = (
     "SELECT id FROM photos INDEXED BY idx_photos_sha256",
     "SELECT id FROM photos INDEXED BY idx_photos_path",
     "SELECT id FROM photos INDEXED BY idx_photos_taken_at",
+    "SELECT id FROM photos INDEXED BY idx_photos_date",
 )
 
 

@@ -356,17 +356,21 @@ class PhotoStore:
         folders: Sequence[str] = (),
     ) -> set[int]:
         """Ids of the photos dated on or after `after`, before `before`, and at or below one of
-        `folders`, in one query: the date terms are ranges on the taken_at index (the NULL
-        range, photos without an EXIF date, then by mtime_ns), the folders ranges on the path
-        index (see `ids_under`)."""
+        `folders`, in one query: the dates are two ranges of the (taken_at, mtime_ns) index,
+        one of EXIF dates, one of file times where taken_at is NULL (schema step 4; a library
+        without it reads those rows instead), the folders ranges on the path index (see
+        `ids_under`)."""
         terms: list[str] = []
         params: list[object] = []
-        if after is not None:
-            terms.append("(taken_at >= ? OR (taken_at IS NULL AND mtime_ns >= ?))")
-            params += [after.text, after.mtime_ns]
-        if before is not None:
-            terms.append("(taken_at < ? OR (taken_at IS NULL AND mtime_ns < ?))")
-            params += [before.text, before.mtime_ns]
+        bounds = [(">=", after), ("<", before)]
+        exif = [(f"taken_at {op} ?", b.text) for op, b in bounds if b is not None]
+        mtime = [(f"mtime_ns {op} ?", b.mtime_ns) for op, b in bounds if b is not None]
+        if exif:
+            terms.append(
+                f"(({' AND '.join(t for t, _ in exif)}) "
+                f"OR (taken_at IS NULL AND {' AND '.join(t for t, _ in mtime)}))"
+            )
+            params += [value for _, value in exif + mtime]
         if folders:
             places = []
             for folder in folders:

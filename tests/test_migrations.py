@@ -122,11 +122,12 @@ def no_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_steps_are_numbered_from_one_in_order_and_the_last_is_the_schema_version():
     assert [step.number for step in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].number == 3
+    assert SCHEMA_VERSION == MIGRATIONS[-1].number == 4
     assert [step.name for step in MIGRATIONS] == [
         "create_photo_tables",
         "index_taken_at",
         "record_offline_folders",
+        "index_photo_dates",
     ]
 
 
@@ -163,7 +164,8 @@ def test_a_new_database_gets_every_step(tmp_path):
     schema = _schema(database)
     tables = {"photos", "failures", "meta", "sqlite_sequence", "offline_folders"}
     assert tables <= set(schema["tables"])
-    assert {"idx_photos_path", "idx_photos_sha256", "idx_photos_taken_at"} <= set(schema["indexes"])
+    indexes = {"idx_photos_path", "idx_photos_sha256", "idx_photos_taken_at", "idx_photos_date"}
+    assert indexes <= set(schema["indexes"])
 
 
 def test_migrating_twice_changes_nothing(tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -151,6 +153,20 @@ def test_filters_give_exactly_n_of_the_best_that_pass(
     assert len(hits) == count
     assert [h["path"] for h in hits] == _best_passing(every, passes, n)
     assert [h["rank"] for h in hits] == list(range(1, count + 1))
+
+
+def test_a_library_without_the_date_index_filters_the_same(search, library) -> None:
+    """Readers never migrate: a library from before schema step 4 is filtered by its rows."""
+    before = search("--after", "2020-06", "--before", "2023-03", "-n", "9")
+    with closing(sqlite3.connect(library / "library.db")) as conn, conn:
+        conn.execute("DROP INDEX idx_photos_date")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    assert search("--after", "2020-06", "--before", "2023-03", "-n", "9") == before
+    assert len(before) == 9
+    with closing(sqlite3.connect(library / "library.db")) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [
+            ("3",)
+        ]
 
 
 def test_min_score_cuts_off_weak_matches(search) -> None:
