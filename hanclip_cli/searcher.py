@@ -1,4 +1,5 @@
-"""`hanclip search`: a Korean query (or a photo) in, the nearest photos out."""
+"""`hanclip search`: Korean words and photos in (one, or a weighted sum), the nearest photos
+that pass the filters out."""
 
 from __future__ import annotations
 
@@ -62,12 +63,13 @@ def date_bound(text: str, option: str) -> DateBound:
             raise ValueError
         year, month, day = (int(g) if g else 1 for g in match.groups())
         start = datetime(year, month, day)
-    except ValueError:
+        mtime_ns = int(start.timestamp()) * 10**9
+    except (ValueError, OverflowError, OSError):  # the platform's time_t may not reach it
         raise HanclipError(
             f"{option} {text!r} is not a date: give a day, a month or a year, "
             "e.g. 2023-07-14, 2023-07 or 2023"
         ) from None
-    return DateBound(text=start.date().isoformat(), mtime_ns=int(start.timestamp()) * 10**9)
+    return DateBound(text=start.date().isoformat(), mtime_ns=mtime_ns)
 
 
 def check_sort(sort: str) -> None:
