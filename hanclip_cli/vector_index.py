@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import struct
 import uuid
 from collections.abc import Set
 from dataclasses import dataclass, field
@@ -34,16 +35,88 @@ MAX_DELETED_FRACTION = 0.25
 # one it keeps, while the scan costs one dot product per allowed photo. Above this count
 # the allowed share is large enough for the graph (see benchmarks/speedbench/hnsw.py).
 EXACT_MAX_CANDIDATES = 10_000
+# hnswlib's file layout (`saveIndex` in hnswalg.h, unchanged since hnswlib 0.5): a header of
+# offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset and
+# offsetData (8 bytes each, then 48 more bytes of graph settings), then one block per element:
+# its level-0 links, its vector, its label.
+_FILE_HEADER = struct.Struct("<6Q")
+_FILE_HEADER_BYTES = 96
+
+
+@dataclass(frozen=True)
+class StoredVectors:
+    """The vectors of a saved index file, read in place by label (memory-mapped).
+
+    hnswlib's `get_items` copies each vector through Python objects, which for the thousand
+    photos of a selective filter costs more than the whole rest of a filtered search; the file
+    that the index was loaded from holds the same vectors, a strided slice away.
+    """
+
+    vectors: np.ndarray  # [count, dim], a strided view of the file
+    rows: np.ndarray  # photo id -> row in `vectors`, -1 where the file has none
+
+    @classmethod
+    def open(cls, path: Path, dim: int, count: int) -> StoredVectors | None:
+        """None when the file is not a whole hnswlib file of `count` vectors of `dim`."""
+        try:
+            data = np.memmap(path, dtype=np.uint8, mode="r")
+        except (OSError, ValueError):
+            return None
+        if data.size < _FILE_HEADER_BYTES:
+            return None
+        level0, _, stored, block, label_at, vector_at = _FILE_HEADER.unpack_from(data, 0)
+        if (
+            level0 != 0
+            or stored != count
+            or count == 0
+            or vector_at + 4 * dim > label_at
+            or label_at + 8 > block
+            or data.size < _FILE_HEADER_BYTES + count * block
+        ):
+            return None
+        labels = np.ndarray(
+            (count,),
+            dtype="<u8",
+            buffer=data,
+            offset=_FILE_HEADER_BYTES + label_at,
+            strides=(block,),
+        ).astype(np.int64)
+        vectors = np.ndarray(
+            (count, dim),
+            dtype="<f4",
+            buffer=data,
+            offset=_FILE_HEADER_BYTES + vector_at,
+            strides=(block, 4),
+        )
+        rows = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
+        rows[labels] = np.arange(count)
+        return cls(vectors, rows)
+
+    def get(self, ids: np.ndarray) -> np.ndarray | None:
+        """The vectors of `ids`, in order; None if the file lacks one of them."""
+        if len(ids) and int(ids.max()) >= len(self.rows):
+            return None
+        rows = self.rows[ids]
+        if (rows < 0).any():
+            return None
+        return np.asarray(self.vectors[rows], dtype=np.float32)
 
 
 @dataclass
 class VectorIndex:
-    """An hnswlib index whose labels are photo ids, in the space of one model."""
+    """An hnswlib index whose labels are photo ids, in the space of one model.
+
+    `data_file` is the file the index was loaded from or last saved to, while it still holds
+    every vector of the index (an `add` makes it stale; a removal does not, as removed photos
+    are never asked for again: ids are never reused).
+    """
 
     index: object  # hnswlib.Index
     fingerprint: str
     dim: int
     deleted: set[int] = field(default_factory=set)
+    data_file: Path | None = None
+    _stored: StoredVectors | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def labels(self) -> set[int]:
@@ -95,15 +168,42 @@ class VectorIndex:
 
     def _exact(self, vector: np.ndarray, k: int, allowed: Set[int]) -> list[tuple[int, float]]:
         ids = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
-        vectors = np.asarray(self.index.get_items(ids), dtype=np.float32)
+        vectors = self._stored_vectors(ids)
+        if vectors is None:
+            vectors = np.asarray(self.index.get_items(ids), dtype=np.float32)
         scores = vectors @ np.asarray(vector, dtype=np.float32)
         best = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         best = best[np.argsort(-scores[best], kind="stable")]
         return [(int(ids[i]), float(scores[i])) for i in best]
 
+    def _stored_vectors(self, ids: np.ndarray) -> np.ndarray | None:
+        """The vectors of `ids` from `data_file`, or None where it cannot serve them; the
+        file's first vector is checked against hnswlib's own copy before it is trusted."""
+        if self.data_file is None or len(ids) == 0:
+            return None
+        if self._stored is None:
+            stored = StoredVectors.open(self.data_file, self.dim, self.index.get_current_count())
+            if stored is None:
+                self.data_file = None
+                return None
+            live = (int(i) for i in np.flatnonzero(stored.rows >= 0) if i not in self.deleted)
+            first = next(live, None)
+            try:
+                own = None if first is None else self.index.get_items([first])
+            except RuntimeError:  # hnswlib: a label it does not hold
+                own = None
+            if own is None or not np.array_equal(
+                stored.get(np.array([first])), np.asarray(own, dtype=np.float32)
+            ):
+                self.data_file = None
+                return None
+            self._stored = stored
+        return self._stored.get(ids)
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
+        self.data_file, self._stored = None, None  # the file lacks the new vectors
         needed = self.index.get_current_count() + len(ids)
         if needed > self.index.get_max_elements():
             self.index.resize_index(max(needed, 2 * self.index.get_max_elements()))
@@ -142,6 +242,7 @@ def load_index(directory: Path) -> VectorIndex | None:
             fingerprint=str(pointer["fingerprint"]),
             dim=dim,
             deleted={int(i) for i in pointer.get("deleted", [])},
+            data_file=data_file,
         )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
@@ -164,6 +265,7 @@ def save_index(directory: Path, vindex: VectorIndex) -> None:
     except BaseException:
         data_path.unlink(missing_ok=True)
         raise
+    vindex.data_file, vindex._stored = data_path, None
     # Older versions, and leftovers of a run killed mid-write, are unreferenced now.
     for old in [*directory.glob("hnsw-*.bin"), *directory.glob(f"{POINTER_NAME}.*{TMP_SUFFIX}")]:
         if old.name != data_name:

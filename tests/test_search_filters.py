@@ -17,7 +17,7 @@ from PIL import Image
 from hanclip_cli import vector_index
 from hanclip_cli.searcher import SearchHit, date_bound, order_hits
 from hanclip_cli.store import DateBound
-from hanclip_cli.vector_index import build_index
+from hanclip_cli.vector_index import StoredVectors, build_index, load_index, save_index
 from hanclip_model.errors import HanclipError
 from hanclip_model.heads import l2_normalize
 
@@ -257,6 +257,34 @@ def test_search_among_returns_min_k_allowed_best_first(monkeypatch, exact_up_to)
         if exact_up_to:
             best = sorted(allowed, key=lambda i: -scores[i])[:k]
             assert [photo_id for photo_id, _ in found] == best
+
+
+def test_the_exact_scan_reads_the_vectors_from_the_saved_file(tmp_path) -> None:
+    """A loaded index scores a selective filter from its own file (memory-mapped), with the
+    very vectors hnswlib holds; a stale, short or foreign file is never used."""
+    rng = np.random.default_rng(1)
+    vectors = l2_normalize(rng.standard_normal((300, 16)).astype(np.float32))
+    ids = rng.permutation(np.arange(5, 305))
+    save_index(tmp_path, build_index(ids, vectors, "test", 16))
+    loaded = load_index(tmp_path)
+    query = l2_normalize(rng.standard_normal((1, 16)).astype(np.float32))[0]
+    allowed = set(rng.choice(ids, 40, replace=False).tolist())
+    by_file = loaded.search_among(query, 10, allowed)
+    assert loaded._stored is not None  # the file served the scan
+    stored = loaded._stored.get(np.array(sorted(allowed)))
+    assert np.array_equal(stored, np.asarray(loaded.index.get_items(sorted(allowed))))
+    in_memory = build_index(ids, vectors, "test", 16)
+    assert by_file == in_memory.search_among(query, 10, allowed)
+
+    loaded.add(np.array([999]), vectors[:1])  # the file lacks photo 999 now
+    assert loaded.data_file is None
+    assert 999 in {i for i, _ in loaded.search_among(vectors[0], 1, allowed | {999})}
+
+    short = load_index(tmp_path)
+    short.data_file.write_bytes(short.data_file.read_bytes()[:500])
+    assert StoredVectors.open(short.data_file, 16, 300) is None
+    assert short.search_among(query, 10, allowed) == by_file  # hnswlib's own copy instead
+    assert short.data_file is None
 
 
 def test_paths_and_nul_output_pipe_into_xargs(cli, tiny, photos, library) -> None:

@@ -125,6 +125,9 @@ def filtered_run(vindex, raw: np.ndarray, queries: np.ndarray) -> FilteredRun:
     after, before = date_bound(FILTER_AFTER, "--after"), date_bound(FILTER_BEFORE, "--before")
     with tempfile.TemporaryDirectory(prefix="speedbench-filtered-") as tmp:
         store = dated_store(Path(tmp), raw)
+        # `search` loads the index from its file, which then also serves the exact scan.
+        vector_index.save_index(Path(tmp), vindex)
+        vindex = vector_index.load_index(Path(tmp))
         try:
 
             def one(query: np.ndarray) -> list[tuple[int, float]]:
