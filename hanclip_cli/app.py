@@ -591,7 +591,7 @@ def forget(
     For a folder or drive that is gone for good (its photos were kept as offline). Only the
     library changes: your files are never touched.
     """
-    from hanclip_cli.folders import forget_folder
+    from hanclip_cli.forget import forget_folder
 
     report = forget_folder(library, path)
     if json_output:
