@@ -157,6 +157,11 @@ class PhotoRecord:
         return datetime.fromtimestamp(self.mtime_ns / 1e9).isoformat(timespec="seconds")
 
 
+# An open end of a date range: above every ISO date text, beyond every file time.
+_TEXT_MAX = "\uffff"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 @dataclass(frozen=True)
 class DateBound:
     """The start of a day in both forms a photo's date is stored in."""
@@ -360,27 +365,23 @@ class PhotoStore:
         one of EXIF dates, one of file times where taken_at is NULL (schema step 4; a library
         without it reads those rows instead), the folders ranges on the path index (see
         `ids_under`)."""
-        terms: list[str] = []
-        params: list[object] = []
-        bounds = [(">=", after), ("<", before)]
-        exif = [(f"taken_at {op} ?", b.text) for op, b in bounds if b is not None]
-        mtime = [(f"mtime_ns {op} ?", b.mtime_ns) for op, b in bounds if b is not None]
-        if exif:
-            terms.append(
-                f"(({' AND '.join(t for t, _ in exif)}) "
-                f"OR (taken_at IS NULL AND {' AND '.join(t for t, _ in mtime)}))"
+        if after is None and before is None:
+            found = {int(r[0]) for r in self.conn.execute("SELECT id FROM photos")}
+        else:
+            # Fixed SQL, an open bound given as the lowest or highest value: the query stays
+            # two bounded ranges of the (taken_at, mtime_ns) index either way.
+            rows = self.conn.execute(
+                "SELECT id FROM photos WHERE (taken_at >= ? AND taken_at < ?) "
+                "OR (taken_at IS NULL AND mtime_ns >= ? AND mtime_ns < ?)",
+                [
+                    after.text if after else "",
+                    before.text if before else _TEXT_MAX,
+                    after.mtime_ns if after else _INT64_MIN,
+                    before.mtime_ns if before else _INT64_MAX,
+                ],
             )
-            params += [value for _, value in exif + mtime]
-        if folders:
-            places = []
-            for folder in folders:
-                prefix = folder.rstrip("/") + "/"
-                places.append("path = ? OR (path >= ? AND path < ?)")
-                params += [folder, prefix, prefix[:-1] + chr(ord("/") + 1)]
-            terms.append("(" + " OR ".join(places) + ")")
-        where = " AND ".join(terms) or "1"
-        rows = self.conn.execute(f"SELECT id FROM photos WHERE {where}", params)
-        return {int(r[0]) for r in rows}
+            found = {int(r[0]) for r in rows}
+        return found & self.ids_under(folders) if folders else found
 
     def record_for_path(self, path: str) -> PhotoRecord | None:
         rows = list(self._query("SELECT * FROM photos WHERE path = ?", [path]))
