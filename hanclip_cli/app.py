@@ -106,7 +106,7 @@ def index(
     """
     import os
 
-    from hanclip_cli.indexer import RichProgress, index_library
+    from hanclip_cli.indexer import IndexOptions, RichProgress, index_library
     from hanclip_cli.library import open_library
 
     # Before torch loads: the model's idle OpenMP threads sleep instead of spinning, leaving
@@ -115,17 +115,15 @@ def index(
     opened = open_library(library, model, for_writing=True, device=device)
     roots = [Path(os.path.abspath(os.path.expanduser(p))) for p in paths]
     with opened, opened.library.writer_lock(), make_progress() as progress:
-        report = index_library(
-            opened,
-            roots,
+        options = IndexOptions(
             batch_size=batch_size,
             reembed=reembed,
             include_hidden=include_hidden,
-            exclude=exclude or [],
+            exclude=tuple(exclude or ()),
             reset_excludes=reset_excludes,
             prune_offline=prune_offline,
-            progress=RichProgress(progress),
         )
+        report = index_library(opened, roots, options, RichProgress(progress))
     if json_output:
         failures = [{"path": p, "error": e} for p, e in report.failures]
         offline = [

@@ -217,16 +217,24 @@ class RichProgress:
 _NO_PROGRESS = NoProgress()
 
 
+@dataclass(frozen=True)
+class IndexOptions:
+    """How `hanclip index` runs; the defaults are the command's."""
+
+    batch_size: int = 32  # photos per model batch
+    reembed: bool = False  # embed every photo again when the image model changed
+    include_hidden: bool = False  # walk hidden folders and files too
+    # Patterns remembered with the library and applied to every later run, with the
+    # defaults, until `reset_excludes`.
+    exclude: tuple[str, ...] = ()
+    reset_excludes: bool = False
+    prune_offline: bool = False  # remove the photos of offline folders under the roots
+
+
 def index_library(
     opened: OpenLibrary,
     roots: list[Path],
-    *,
-    batch_size: int = 32,
-    reembed: bool = False,
-    include_hidden: bool = False,
-    exclude: Sequence[str] = (),
-    reset_excludes: bool = False,
-    prune_offline: bool = False,
+    options: IndexOptions = IndexOptions(),
     progress: ProgressReporter = _NO_PROGRESS,
 ) -> IndexReport:
     """Bring the library in line with the photos under `roots` (`_index_into`); returns what
@@ -238,18 +246,7 @@ def index_library(
     """
     report = IndexReport()
     try:
-        return _index_into(
-            report,
-            opened,
-            roots,
-            batch_size=batch_size,
-            reembed=reembed,
-            include_hidden=include_hidden,
-            exclude=exclude,
-            reset_excludes=reset_excludes,
-            prune_offline=prune_offline,
-            progress=progress,
-        )
+        return _index_into(report, opened, roots, options, progress)
     except Exception as exc:
         error = storage_error(exc, opened.directory, what="library folder")
         if error is None:
@@ -262,29 +259,19 @@ def _index_into(
     report: IndexReport,
     opened: OpenLibrary,
     roots: list[Path],
-    *,
-    batch_size: int = 32,
-    reembed: bool = False,
-    include_hidden: bool = False,
-    exclude: Sequence[str] = (),
-    reset_excludes: bool = False,
-    prune_offline: bool = False,
-    progress: ProgressReporter = _NO_PROGRESS,
+    options: IndexOptions,
+    progress: ProgressReporter,
 ) -> IndexReport:
-    """Bring the library in line with the photos under `roots`; returns what changed.
-
-    `exclude` patterns are remembered with the library and apply to every later run, with
-    the defaults, until `reset_excludes`.
-    """
+    """Bring the library in line with the photos under `roots`; returns what changed."""
     library, model, store, meta = opened.library, opened.model, opened.store, opened.meta
-    remembered = () if reset_excludes else meta.excludes
-    excludes = tuple(dict.fromkeys(exclude_patterns([*remembered, *exclude])))
+    remembered = () if options.reset_excludes else meta.excludes
+    excludes = tuple(dict.fromkeys(exclude_patterns([*remembered, *options.exclude])))
     for root in roots:
         # A root the library knows photos under is offline, not a typo.
         if not root.exists() and not store.ids_under([str(root)]):
             raise HanclipError(f"no such file or folder: {root}")
     known_roots = meta.roots
-    if not reembed:
+    if not options.reembed:
         opened.check_image_space()
     elif opened.image_space_differs:
         roots = sorted(set(roots) | {r for r in known_roots if r.exists()})
@@ -298,7 +285,7 @@ def _index_into(
     workers = max(2, usable_cores())
     applied = (*DEFAULT_EXCLUDES, *excludes)
     present = [root for root in roots if root.exists()]
-    files, unreadable = _scan_all(present, include_hidden, applied, report, progress)
+    files, unreadable = _scan_all(present, options.include_hidden, applied, report, progress)
     for failure in unreadable:
         if _is_utf8(failure.path):
             store.record_failure(failure.path, 0, 0, failure.reason)
@@ -324,17 +311,17 @@ def _index_into(
 
     hashed = plan_hashes(plan, _hash_all(plan.candidates, workers, progress))
     _apply_hashed(store, hashed, report)
-    _embed_pending(library, model, hashed.to_embed, report, batch_size, workers, progress)
+    _embed_pending(library, model, hashed.to_embed, report, options.batch_size, workers, progress)
 
     store.remove_photos(row.id for row in hashed.vanished)
     report.removed += len(hashed.vanished)
     report.offline_folders = list(hashed.offline)
-    if prune_offline:
+    if options.prune_offline:
         store.remove_photos(row.id for row in hashed.kept)
         report.pruned = len(hashed.kept)
     else:
         report.offline = len(hashed.kept)
-    store.record_offline(roots, () if prune_offline else hashed.offline)
+    store.record_offline(roots, () if options.prune_offline else hashed.offline)
 
     meta.model = opened.model_name
     meta.roots = [*known_roots, *roots]
