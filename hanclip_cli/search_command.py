@@ -130,6 +130,12 @@ def run_search(args: SearchArgs) -> None:
             filters=filters,
             sort=args.sort,
         )
+        # An empty table says why when photos were left out for being offline.
+        left_out = 0
+        if not hits and not args.include_offline:
+            from hanclip_cli.searcher import offline_photo_ids
+
+            left_out = len(offline_photo_ids(opened))
     if args.paths or args.null:
         end = b"\0" if args.null else b"\n"
         sys.stdout.buffer.write(b"".join(os.fsencode(hit.path) + end for hit in hits))
@@ -166,6 +172,14 @@ def run_search(args: SearchArgs) -> None:
             path.append(" (offline)", style="dim")
         table.add_row(str(hit.rank), f"{hit.score:.3f}", path, hit.taken_at or "")
     console.print(table)
+    if not hits:
+        offline = (
+            f"; {left_out} photo(s) in offline folders were left out (--include-offline "
+            "shows them; hanclip info lists the folders)"
+            if left_out
+            else ""
+        )
+        notice(f"no photo matched{offline}")
 
 
 class _NotPlain(Exception):

@@ -162,6 +162,11 @@ _TEXT_MAX = "\uffff"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
+def _int64(value: int) -> int:
+    """A file time as SQLite can hold it: dates past the year 2262 are beyond every file."""
+    return min(max(value, _INT64_MIN), _INT64_MAX)
+
+
 @dataclass(frozen=True)
 class DateBound:
     """The start of a day in both forms a photo's date is stored in."""
@@ -376,8 +381,8 @@ class PhotoStore:
                 [
                     after.text if after else "",
                     before.text if before else _TEXT_MAX,
-                    after.mtime_ns if after else _INT64_MIN,
-                    before.mtime_ns if before else _INT64_MAX,
+                    _int64(after.mtime_ns) if after else _INT64_MIN,
+                    _int64(before.mtime_ns) if before else _INT64_MAX,
                 ],
             )
             found = {int(r[0]) for r in rows}

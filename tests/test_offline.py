@@ -138,6 +138,22 @@ def test_an_empty_root_is_an_unplugged_drive(cli, tiny, photos, library, tmp_pat
     info = cli("info", "--library", library)
     assert info.exit_code == 0
     assert "is empty (a drive not mounted?): 8 photo(s) kept" in " ".join(info.stdout.split())
+    empty = cli("search", "바다", "--library", library, "--model", model)
+    assert empty.exit_code == 0
+    assert "no photo matched; 8 photo(s) in offline folders were left out" in " ".join(
+        empty.stderr.split()
+    )
+
+
+def test_an_empty_result_without_offline_photos_says_only_that(cli, tiny, photos, library):
+    model = tiny.plain_bundle
+    _index(cli, photos, library, model)
+    result = cli("search", "바다", "--after", "2999", "--library", library, "--model", model)
+    assert result.exit_code == 0
+    assert result.stderr.strip() == "no photo matched"
+    # A year past what a 64-bit file time holds (2262) bounds nothing, rather than overflowing.
+    common = ["--library", library, "--model", model, "-n", "20", "--json"]
+    assert len(cli("search", "바다", "--before", "2999", *common).json()) == 8
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
