@@ -36,13 +36,12 @@ import numpy as np
 
 from hanclip_cli.library import library_dir, writer_lock
 from hanclip_cli.migrations import VERSION_KEY, NewerLibrary, check_version
-from hanclip_cli.store import DB_NAME, LibraryDamaged, PhotoStore, is_damage
+from hanclip_cli.store import DB_NAME, INT64_MAX, INT64_MIN, LibraryDamaged, PhotoStore, is_damage
 from hanclip_cli.vector_index import load_index
 from hanclip_model.errors import HanclipError
 
 # Where the fresh database is built; what an interrupted repair left there is thrown away.
 WORK_DIR = ".repair"
-MIN_ROWID, MAX_ROWID = -(2**63), 2**63 - 1
 # SQLite keeps a database's -wal and -shm beside it under these suffixes.
 COMPANIONS = ("-wal", "-shm")
 
@@ -216,10 +215,10 @@ def next_readable(start: int, readable: Callable[[int], bool]) -> int | None:
     """
     low, step = start, 1
     while True:
-        high = min(start + step, MAX_ROWID)
+        high = min(start + step, INT64_MAX)
         if readable(high):
             break
-        if high == MAX_ROWID:
+        if high == INT64_MAX:
             return None
         low, step = high, step * 2
     while high - low > 1:
@@ -244,8 +243,8 @@ def readable_rows(conn: sqlite3.Connection, select: str) -> Iterator[sqlite3.Row
                 raise
             return None
 
-    start = MIN_ROWID
-    while start <= MAX_ROWID:
+    start = INT64_MIN
+    while start <= INT64_MAX:
         try:
             for row in conn.execute(select, [start]):
                 start = row[0] + 1

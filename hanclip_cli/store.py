@@ -157,14 +157,15 @@ class PhotoRecord:
         return datetime.fromtimestamp(self.mtime_ns / 1e9).isoformat(timespec="seconds")
 
 
-# An open end of a date range: above every ISO date text, beyond every file time.
+# SQLite's INTEGER range (a rowid, a file time in ns).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# An open end of a date range: above every ISO date text (file times: the INTEGER range).
 _TEXT_MAX = "\uffff"
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _int64(value: int) -> int:
     """A file time as SQLite can hold it: dates past the year 2262 are beyond every file."""
-    return min(max(value, _INT64_MIN), _INT64_MAX)
+    return min(max(value, INT64_MIN), INT64_MAX)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,15 @@ def _now() -> str:
 def at_or_below(path: str, folder: str) -> bool:
     """Whether `path` is `folder` or lies below it (compared as text, no file system)."""
     return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _at_or_below(folder: str) -> list[str]:
+    """The parameters of `path = ? OR (path >= ? AND path < ?)`, which selects `folder` and
+    every path below it through the path index. Paths starting with "F/" are exactly those
+    in ["F/", "F0"); substr() would read every row instead, and LIKE would take % and _ in a
+    folder's name for wildcards."""
+    prefix = folder.rstrip("/") + "/"
+    return [folder, prefix, prefix[:-1] + chr(ord("/") + 1)]
 
 
 def _record(row: dict) -> PhotoRecord:
@@ -333,12 +343,10 @@ class PhotoStore:
         """Photos whose path is one of `roots` or lies below one of them."""
         found: dict[str, PhotoRecord] = {}
         for root in roots:
-            prefix = str(root).rstrip("/") + "/"
-            # LIKE would treat % and _ in folder names as wildcards; compare a prefix instead.
             for row in self._query(
                 "SELECT id, path, size, mtime_ns, sha256 FROM photos "
-                "WHERE path = ? OR substr(path, 1, ?) = ?",
-                [str(root), len(prefix), prefix],
+                "WHERE path = ? OR (path >= ? AND path < ?)",
+                _at_or_below(str(root)),
             ):
                 found[row["path"]] = _record(row)
         return found
@@ -347,13 +355,9 @@ class PhotoStore:
         """Ids of the photos at or below each of `folders`."""
         found: set[int] = set()
         for folder in folders:
-            prefix = folder.rstrip("/") + "/"
-            # A range on the path index instead of substr(), which would read every row with
-            # its embedding: paths starting with "F/" are exactly those in ["F/", "F0").
-            upper = prefix[:-1] + chr(ord("/") + 1)
             rows = self.conn.execute(
                 "SELECT id FROM photos WHERE path = ? OR (path >= ? AND path < ?)",
-                [folder, prefix, upper],
+                _at_or_below(folder),
             )
             found.update(int(r[0]) for r in rows)
         return found
@@ -371,6 +375,8 @@ class PhotoStore:
         without it reads those rows instead), the folders ranges on the path index (see
         `ids_under`)."""
         if after is None and before is None:
+            if folders:
+                return self.ids_under(folders)
             found = {int(r[0]) for r in self.conn.execute("SELECT id FROM photos")}
         else:
             # Fixed SQL, an open bound given as the lowest or highest value: the query stays
@@ -381,8 +387,8 @@ class PhotoStore:
                 [
                     after.text if after else "",
                     before.text if before else _TEXT_MAX,
-                    _int64(after.mtime_ns) if after else _INT64_MIN,
-                    _int64(before.mtime_ns) if before else _INT64_MAX,
+                    _int64(after.mtime_ns) if after else INT64_MIN,
+                    _int64(before.mtime_ns) if before else INT64_MAX,
                 ],
             )
             found = {int(r[0]) for r in rows}
@@ -538,10 +544,9 @@ class PhotoStore:
     def failures_under(self, roots: Iterable[Path]) -> dict[str, dict]:
         found = {}
         for root in roots:
-            prefix = str(root).rstrip("/") + "/"
             for row in self._query(
-                "SELECT * FROM failures WHERE path = ? OR substr(path, 1, ?) = ?",
-                [str(root), len(prefix), prefix],
+                "SELECT * FROM failures WHERE path = ? OR (path >= ? AND path < ?)",
+                _at_or_below(str(root)),
             ):
                 found[row["path"]] = row
         return found
