@@ -122,7 +122,7 @@ def run_search(args: SearchArgs) -> None:
     )
     opened = open_library(args.library, args.model, for_writing=False, device=args.device)
     with opened:
-        hits = search_library(
+        result = search_library(
             opened,
             terms,
             limit=args.limit,
@@ -130,12 +130,7 @@ def run_search(args: SearchArgs) -> None:
             filters=filters,
             sort=args.sort,
         )
-        # An empty table says why when photos were left out for being offline.
-        left_out = 0
-        if not hits and not args.include_offline:
-            from hanclip_cli.searcher import offline_photo_ids
-
-            left_out = len(offline_photo_ids(opened))
+    hits = result.hits
     if args.paths or args.null:
         end = b"\0" if args.null else b"\n"
         sys.stdout.buffer.write(b"".join(os.fsencode(hit.path) + end for hit in hits))
@@ -173,6 +168,7 @@ def run_search(args: SearchArgs) -> None:
         table.add_row(str(hit.rank), f"{hit.score:.3f}", path, hit.taken_at or "")
     console.print(table)
     if not hits:
+        left_out = result.offline_left_out
         offline = (
             f"; {left_out} photo(s) in offline folders were left out (--include-offline "
             "shows them; hanclip info lists the folders)"

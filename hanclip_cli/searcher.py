@@ -34,6 +34,12 @@ class SearchHit:
     date_source: str = "exif"  # where taken_at comes from: "exif" or "mtime"
 
 
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[SearchHit]
+    offline_left_out: int  # photos of offline folders the search did not look at
+
+
 SORT_ORDERS = ("score", "date", "date-asc")
 
 
@@ -172,7 +178,7 @@ def search_library(
     include_offline: bool = False,
     filters: SearchFilters = SearchFilters(),
     sort: str = "score",
-) -> list[SearchHit]:
+) -> SearchResult:
     """The `limit` nearest photos to the terms' sum that pass `filters`, leaving out photos
     of offline folders unless `include_offline` (then they are marked): exactly `limit`
     whenever that many pass, in the `sort` order."""
@@ -219,4 +225,5 @@ def search_library(
                 date_source=record.date_source,
             )
         )
-    return order_hits(hits, sort)
+    left_out = 0 if include_offline else len(offline)
+    return SearchResult(order_hits(hits, sort), left_out)
