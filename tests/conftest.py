@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,3 +109,19 @@ class CliResultRunner:
 
         result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
         return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def fast_search(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Runs `hanclip search ARGV` through the console entry point's path without Typer, as
+    the installed script does; returns (exit code, stderr)."""
+    from hanclip_cli import entry
+
+    def run(argv: list[str]) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["hanclip", "search", *argv])
+        monkeypatch.setenv("HANCLIP_FAST_CLI", "1")
+        with pytest.raises(SystemExit) as exit_info:
+            entry.main()
+        return exit_info.value.code, capsys.readouterr().err
+
+    return run

@@ -13,7 +13,6 @@ import re
 import shutil
 import sqlite3
 import struct
-import sys
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hanclip_cli import entry
 from hanclip_cli.library import writer_lock
 from hanclip_cli.repair import PHOTO_IDS, TABLES, aside_moves, next_readable, usable_embedding
 from hanclip_cli.store import DB_NAME, LibraryDamaged, PhotoStore, damage_error, is_damage
@@ -126,15 +124,6 @@ def _one_line(code: int, stderr: str) -> str:
     return lines[0]
 
 
-def _fast_search(monkeypatch, capsys, argv: list[str]) -> tuple[int, str]:
-    """`hanclip search` through the console entry point's path without Typer."""
-    monkeypatch.setattr(sys, "argv", ["hanclip", "search", *argv])
-    monkeypatch.setenv("HANCLIP_FAST_CLI", "1")
-    with pytest.raises(SystemExit) as exit_info:
-        entry.main()
-    return exit_info.value.code, capsys.readouterr().err
-
-
 def _paths(database: Path) -> set[str]:
     with closing(sqlite3.connect(database)) as conn:
         return {row[0] for row in conn.execute("SELECT path FROM photos")}
@@ -150,7 +139,7 @@ def _ids(database: Path) -> set[int]:
 
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_commands_that_meet_damage_stop_with_one_line_and_change_nothing(
-    pristine, indexed, tiny, cli, monkeypatch, capsys, damage
+    pristine, indexed, tiny, cli, fast_search, damage
 ):
     damaged = _damage(pristine, indexed, damage)
     common = ["--library", str(indexed), "--model", str(tiny.plain_bundle)]
@@ -166,7 +155,7 @@ def test_commands_that_meet_damage_stop_with_one_line_and_change_nothing(
         assert line.startswith(f"error: library database {indexed / DB_NAME} is damaged ("), name
         assert f"run `hanclip repair --library {indexed}`" in line, name
         assert (indexed / DB_NAME).read_bytes() == damaged, name
-    code, stderr = _fast_search(monkeypatch, capsys, ["바다", "-n", "100", *common])
+    code, stderr = fast_search(["바다", "-n", "100", *common])
     assert "is damaged" in _one_line(code, stderr)
     assert (indexed / DB_NAME).read_bytes() == damaged
 

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import sqlite3
-import sys
 import threading
 import time
 from contextlib import closing
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from fixtures.make_library_v1 import PHOTO_COUNT, PLACEHOLDER_ROOT
 
-from hanclip_cli import entry, migrations
+from hanclip_cli import migrations
 from hanclip_cli.migrations import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -307,18 +306,9 @@ def test_a_v1_library_opens_and_reindexes_without_re_embedding(tmp_path, cli, no
 # -- a library written by a newer hanclip ------------------------------------------------------
 
 
-def _run_fast_search(monkeypatch, capsys, argv: list[str]) -> tuple[int, str]:
-    """`hanclip search` through the console entry point's fast path (no Typer)."""
-    monkeypatch.setattr(sys, "argv", ["hanclip", "search", *argv])
-    monkeypatch.setenv("HANCLIP_FAST_CLI", "1")
-    with pytest.raises(SystemExit) as exit_info:
-        entry.main()
-    return exit_info.value.code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("command", ["info", "index", "search", "search --image", "fast search"])
 def test_a_newer_library_is_refused_and_left_untouched(
-    tmp_path, cli, no_encoders, monkeypatch, capsys, command
+    tmp_path, cli, no_encoders, fast_search, command
 ):
     library, photos = _copy_v1_library(tmp_path)
     _set_version(library / DB_NAME, SCHEMA_VERSION + 1)
@@ -326,7 +316,7 @@ def test_a_newer_library_is_refused_and_left_untouched(
     before = _files(library)
     assert set(before) == {DB_NAME}  # no -wal or -shm: the last connection closed cleanly
     if command == "fast search":
-        code, stderr = _run_fast_search(monkeypatch, capsys, ["바다", *common])
+        code, stderr = fast_search(["바다", *common])
     else:
         args = {
             "info": ["info", "--library", library],
