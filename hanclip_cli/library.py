@@ -206,9 +206,17 @@ class OpenLibrary:
 
 
 def open_library(
-    library: Path | None, model: str | None, *, for_writing: bool, device: str | None = None
+    library: Path | None,
+    model: str | None,
+    *,
+    for_writing: bool,
+    device: str | None = None,
+    few_texts: bool | None = None,
 ) -> OpenLibrary:
     """The library and its model, with the notice for a default model shown.
+
+    `few_texts` (default: when reading) tunes the text encoder for a process that embeds a
+    query or two and exits; a server answering many queries passes False.
 
     For writing, the model is checked completely (both encoders load and their dimensions
     fit the heads) before anything is created or changed on disk, so a bad bundle leaves no
@@ -230,7 +238,8 @@ def open_library(
     if choice.notice:
         notice(choice.notice)
     # Reading is a search: one query, then the process exits.
-    bundle = load_bundle(choice.model, device=device, few_texts=not for_writing)
+    few = not for_writing if few_texts is None else few_texts
+    bundle = load_bundle(choice.model, device=device, few_texts=few)
     if not for_writing:
         return OpenLibrary(existing, bundle, choice.model)
     # A library last indexed to the end with this very bundle (same encoder specs, same

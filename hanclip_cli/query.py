@@ -26,11 +26,14 @@ _WEIGHTED = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.*)$", re.DOTALL)
 
 @dataclass(frozen=True)
 class QueryTerm:
-    """One text (`text`) or one photo (`image`) of the sum, with its signed weight."""
+    """One text (`text`), one photo file (`image`) or one indexed photo by its library id
+    (`photo_id`: its stored embedding, the file is not read) of the sum, with its signed
+    weight."""
 
     weight: float
     text: str | None = None
     image: Path | None = None
+    photo_id: int | None = None
 
 
 def _weighted(word: str) -> tuple[float, str]:

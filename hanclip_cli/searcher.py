@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ class SearchHit:
     height: int | None
     offline: bool = False  # under a folder that is offline (shown with include_offline)
     date_source: str = "exif"  # where taken_at comes from: "exif" or "mtime"
+    photo_id: int | None = None  # the photo's id in the library (the server's URLs use it)
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,14 @@ def current_index(opened: OpenLibrary) -> VectorIndex:
         return sync_index(library.directory, library.store, model, write=False)
 
 
-def query_vector(opened: OpenLibrary, text: str | None, image: Path | None) -> np.ndarray:
+def query_vector(
+    opened: OpenLibrary, text: str | None, image: Path | None, photo_id: int | None = None
+) -> np.ndarray:
     library, model = opened.library, opened.model
+    if photo_id is not None:
+        if library.store.record_by_id(photo_id) is None:
+            raise HanclipError(f"no photo with id {photo_id} in {library.directory}")
+        return model.project_images(library.store.embedding(photo_id)[None])[0]
     if image is not None:
         path = os.path.abspath(image)
         stored = library.store.record_for_path(path)
@@ -155,7 +162,9 @@ def terms_vector(opened: OpenLibrary, terms: Sequence[QueryTerm]) -> np.ndarray:
     texts = [normalise_query(term.text) for term in terms if term.text is not None]
     text_vectors = iter(opened.model.embed_texts(texts) if texts else [])
     vectors = [
-        next(text_vectors) if term.text is not None else query_vector(opened, None, term.image)
+        next(text_vectors)
+        if term.text is not None
+        else query_vector(opened, None, term.image, term.photo_id)
         for term in terms
     ]
     return combine(np.stack(vectors), [term.weight for term in terms])
@@ -178,10 +187,14 @@ def search_library(
     include_offline: bool = False,
     filters: SearchFilters = SearchFilters(),
     sort: str = "score",
+    vector_index: Callable[[OpenLibrary], VectorIndex] | None = None,
 ) -> SearchResult:
     """The `limit` nearest photos to the terms' sum that pass `filters`, leaving out photos
     of offline folders unless `include_offline` (then they are marked): exactly `limit`
-    whenever that many pass, in the `sort` order."""
+    whenever that many pass, in the `sort` order.
+
+    `vector_index` gives the HNSW index in line with SQLite (default `current_index`, which
+    reads it from disk: a long-lived server keeps its own)."""
     if limit < 1:
         raise HanclipError("-n must be at least 1")
     check_sort(sort)
@@ -193,7 +206,7 @@ def search_library(
     allowed = allowed_photo_ids(opened, filters) if filters.narrows else None
     opened.check_image_space()
     vector = terms_vector(opened, terms)
-    vindex = current_index(opened)
+    vindex = (vector_index or current_index)(opened)
     if vector.shape[0] != vindex.dim:
         raise HanclipError(
             f"model {model.name!r} gives {vector.shape[0]}-d query vectors but its image "
@@ -223,6 +236,7 @@ def search_library(
                 height=record.height,
                 offline=photo_id in offline,
                 date_source=record.date_source,
+                photo_id=photo_id,
             )
         )
     left_out = 0 if include_offline else len(offline)

@@ -412,9 +412,17 @@ class PhotoStore:
                 found[row["id"]] = _record(row)
         return found
 
+    def record_by_id(self, photo_id: int) -> PhotoRecord | None:
+        return self.records_by_ids([photo_id]).get(int(photo_id))
+
     def find_by_hash(self, sha256: str) -> PhotoRecord | None:
         rows = list(self._query("SELECT * FROM photos WHERE sha256 = ? LIMIT 1", [sha256]))
         return _record(rows[0]) if rows else None
+
+    def data_version(self) -> int:
+        """SQLite's count of commits made by other connections: equal on two reads of this
+        connection when nothing was committed in between (a cheap "did the library change")."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def embedding(self, photo_id: int) -> np.ndarray:
         row = self.conn.execute("SELECT embedding FROM photos WHERE id = ?", [photo_id]).fetchone()

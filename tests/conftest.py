@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from served import Served, running_server
+
 from hanclip_eval.tiny_models import (
     build_tiny_open_clip,
     build_tiny_sentence_transformer,
@@ -125,3 +127,30 @@ def fast_search(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
         return exit_info.value.code, capsys.readouterr().err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def served_library(tiny: TinyModels, tmp_path_factory: pytest.TempPathFactory, _cache_dir: Path):
+    """(library, photos): 12 photos indexed with the tiny plain bundle, shared by the session's
+    server tests (which only read it)."""
+    root = tmp_path_factory.mktemp("served")
+    photos = root / "사진"
+    write_photo_folder(photos, count=12)
+    library = root / "library"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HANCLIP_CACHE", str(_cache_dir))
+        patch.setenv("HANCLIP_DEVICE", "cpu")
+        patch.setenv("HANCLIP_HOME", str(root / "home"))
+        result = CliResultRunner()(
+            "index", photos, "--library", library, "--model", tiny.plain_bundle
+        )
+    assert result.exit_code == 0, result.stderr
+    return library, photos
+
+
+@pytest.fixture(scope="session")
+def served(served_library: tuple[Path, Path], _cache_dir: Path) -> Iterator[Served]:
+    """A `hanclip serve` process on `served_library`, for the whole session."""
+    library, photos = served_library
+    with running_server(library, photos, _cache_dir) as server:
+        yield server

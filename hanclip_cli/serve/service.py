@@ -1,0 +1,153 @@
+"""The library behind `hanclip serve`: opened once, read from one thread, never written.
+
+SQLite connections belong to the thread that opened them, and a search is a few milliseconds
+of work, so every library call runs on one dedicated thread, in turn; thumbnails are made on
+other threads from the records it returns. The text model stays loaded (its first query is
+made at start-up), and the HNSW index is kept in memory: it is read again from SQLite only
+when another connection (an `index` run) has committed since, which SQLite's data_version
+tells at no cost. The server never takes the library's writer lock, so an `index` started
+while it runs is never turned away.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+from hanclip_cli.library import OpenLibrary, open_library
+from hanclip_cli.query import QueryTerm
+from hanclip_cli.searcher import (
+    SearchFilters,
+    SearchHit,
+    offline_photo_ids,
+    search_library,
+)
+from hanclip_cli.store import PhotoRecord
+from hanclip_cli.vector_index import VectorIndex, sync_index
+
+T = TypeVar("T")
+
+MAX_PAGE = 200  # photos in one answer
+MAX_DEPTH = 2000  # how far down the ranking paging reaches
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a ranking: hits `offset+1 .. offset+len(hits)`."""
+
+    hits: list[SearchHit]
+    offset: int
+    more: bool  # a next page may hold more
+    offline_left_out: int
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    record: PhotoRecord
+    offline: bool
+
+
+class LibraryService:
+    """One library and its model, for many requests."""
+
+    def __init__(
+        self,
+        library: Path | None,
+        model: str | None,
+        *,
+        device: str | None = None,
+    ) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hanclip-library")
+        self._vindex: VectorIndex | None = None
+        self._version: int | None = None
+        self.opened: OpenLibrary = self._thread.submit(self._open, library, model, device).result()
+
+    def _open(self, library: Path | None, model: str | None, device: str | None) -> OpenLibrary:
+        opened = open_library(library, model, for_writing=False, device=device, few_texts=False)
+        try:
+            opened.model.embed_texts(["바다 위 노을"])  # the text model loads now, not on a query
+        except BaseException:
+            opened.close()
+            raise
+        return opened
+
+    @property
+    def directory(self) -> Path:
+        return self.opened.directory
+
+    def run(self, function: Callable[..., T], *args: object) -> T:
+        """`function(*args)` on the library's thread (blocking)."""
+        return self._thread.submit(function, *args).result()
+
+    def submit(self, function: Callable[..., T], *args: object):
+        """`function(*args)` on the library's thread, as a concurrent future."""
+        return self._thread.submit(function, *args)
+
+    def close(self) -> None:
+        self._thread.submit(self.opened.close).result()
+        self._thread.shutdown()
+
+    # -- on the library's thread ---------------------------------------------------------
+
+    def _index(self, opened: OpenLibrary) -> VectorIndex:
+        """The HNSW index in line with SQLite's last commit, read again only after one."""
+        version = opened.store.data_version()  # read first: a commit after it shows next time
+        if self._vindex is None or version != self._version:
+            self._vindex = sync_index(opened.directory, opened.store, opened.model, write=False)
+            self._version = version
+        return self._vindex
+
+    def photo_count(self) -> int:
+        return self.opened.store.count()
+
+    def search(
+        self,
+        terms: Sequence[QueryTerm],
+        *,
+        limit: int,
+        offset: int = 0,
+        include_offline: bool = False,
+        filters: SearchFilters = SearchFilters(),
+        sort: str = "score",
+        leave_out: int | None = None,
+    ) -> Page:
+        """Hits `offset+1 .. offset+limit` of the search, `leave_out` (a photo id) not among
+        them. Each page is cut from one ranking of `offset + limit` photos, ranked 1.. ."""
+        depth = offset + limit + (1 if leave_out is not None else 0)
+        result = search_library(
+            self.opened,
+            terms,
+            limit=depth,
+            include_offline=include_offline,
+            filters=filters,
+            sort=sort,
+            vector_index=self._index,
+        )
+        hits = [hit for hit in result.hits if hit.photo_id != leave_out]
+        hits = [replace(hit, rank=rank) for rank, hit in enumerate(hits, start=1)]
+        found = len(result.hits)
+        return Page(
+            hits=hits[offset : offset + limit],
+            offset=offset,
+            # By date, a page is the `limit` best photos in date order: the next page of a
+            # deeper ranking would not follow it in date, so there is none.
+            more=sort == "score" and found >= depth and offset + limit < MAX_DEPTH,
+            offline_left_out=result.offline_left_out,
+        )
+
+    def photo(self, photo_id: int) -> PhotoInfo | None:
+        record = self.opened.store.record_by_id(photo_id)
+        if record is None:
+            return None
+        return PhotoInfo(record, offline=photo_id in offline_photo_ids(self.opened))
+
+
+def is_regular_file(path: str) -> bool:
+    try:
+        return os.path.isfile(path)
+    except (OSError, ValueError):
+        return False
