@@ -7,7 +7,7 @@ photo that `index` sees change gets a new thumbnail, and copies of one photo sha
 photo whose file differs from what the library recorded (changed since the last `index`) is
 rendered fresh and not cached.
 
-The cache lives in `<library>/thumbnails/`, at most `max_bytes` in all: past that the least
+The cache lives in `<library>/.thumbnails/`, at most `max_bytes` in all: past that the least
 recently used files go. Where the folder cannot be written (read-only media, a full disk),
 thumbnails are made and served without being kept; the library itself is never written.
 """
@@ -26,7 +26,9 @@ from hanclip_model.errors import ImageLoadError, StorageError
 from hanclip_model.files import TMP_SUFFIX, atomic_write_bytes
 from hanclip_model.images import load_image
 
-THUMBNAILS_DIR = "thumbnails"
+# Named as desktops name theirs: `index` always skips such a folder (DEFAULT_EXCLUDES), so a
+# library kept inside the photo tree never indexes its own thumbnails.
+THUMBNAILS_DIR = ".thumbnails"
 GRID_SIZE = 360  # the grid: 180-px tiles at twice the pixels for high-density screens
 LARGE_SIZE = 1600  # the large view
 SIZES = (GRID_SIZE, LARGE_SIZE)

@@ -116,26 +116,31 @@ class LibraryService:
         leave_out: int | None = None,
     ) -> Page:
         """Hits `offset+1 .. offset+limit` of the search, `leave_out` (a photo id) not among
-        them. Each page is cut from one ranking of `offset + limit` photos, ranked 1.. ."""
-        depth = offset + limit + (1 if leave_out is not None else 0)
+        them. Each page is cut from one ranking of the best `offset + limit` photos (one more
+        is asked for, to know whether a next page holds any), ranked 1.. ."""
+        end = offset + limit
+        by_score = sort == "score"
         result = search_library(
             self.opened,
             terms,
-            limit=depth,
+            limit=end + by_score + (leave_out is not None),
             include_offline=include_offline,
             filters=filters,
             sort=sort,
             vector_index=self._index,
         )
         hits = [hit for hit in result.hits if hit.photo_id != leave_out]
+        more = len(hits) > end
+        if more:  # the best `end` by score, in the order asked for
+            best = {id(hit) for hit in sorted(hits, key=lambda hit: -hit.score)[:end]}
+            hits = [hit for hit in hits if id(hit) in best]
         hits = [replace(hit, rank=rank) for rank, hit in enumerate(hits, start=1)]
-        found = len(result.hits)
         return Page(
-            hits=hits[offset : offset + limit],
+            hits=hits[offset:end],
             offset=offset,
-            # By date, a page is the `limit` best photos in date order: the next page of a
-            # deeper ranking would not follow it in date, so there is none.
-            more=sort == "score" and found >= depth and offset + limit < MAX_DEPTH,
+            # By date, a page is the `limit` best photos in date order: a page cut from a
+            # deeper ranking would not follow it in date, so there is no next one.
+            more=by_score and more and end < MAX_DEPTH,
             offline_left_out=result.offline_left_out,
         )
 

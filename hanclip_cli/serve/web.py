@@ -232,6 +232,8 @@ class WebApp:
 
     async def search(self, request: Request) -> Response:
         q = request.query_params.get("q", "")
+        if not q.strip():
+            raise BadRequest("the search query is empty: give some words, e.g. q=바다 위 노을")
         options = self._search_options(request)
         terms = parse_query(q.split())
         page = await self.library(lambda: self.service.search(terms, **options))
