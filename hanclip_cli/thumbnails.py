@@ -14,6 +14,7 @@ thumbnails are made and served without being kept; the library itself is never w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -122,10 +123,8 @@ class ThumbnailCache:
             data = path.read_bytes()
         except OSError:
             return None
-        try:
+        with contextlib.suppress(OSError):
             os.utime(path)  # recently used: evicted last
-        except OSError:
-            pass
         return data
 
     def _keep(self, key: str, data: bytes) -> None:

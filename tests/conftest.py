@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from served import Served, running_server
+from typer.testing import CliRunner
 
 from hanclip_eval.tiny_models import (
     build_tiny_open_clip,

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-
 from served import running_server
 
 SEARCH_JSON_FIELDS = {
@@ -192,7 +191,8 @@ def test_requests_for_another_host_are_refused(served) -> None:
     for host in ("evil.example", f"evil.example:{served.port}", "127.0.0.1:1", "localhost"):
         response = _get(served, "/api/search", params={"q": "바다"}, headers={"Host": host})
         assert "refused" in _error(response, 400), host
-    for host in (f"127.0.0.1:{served.port}", f"localhost:{served.port}", f"LOCALHOST:{served.port}"):
+    port = served.port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
         assert _get(served, "/api/info", headers={"Host": host}).status_code == 200, host
 
 

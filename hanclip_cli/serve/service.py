@@ -33,6 +33,7 @@ T = TypeVar("T")
 
 MAX_PAGE = 200  # photos in one answer
 MAX_DEPTH = 2000  # how far down the ranking paging reaches
+NO_FILTERS = SearchFilters()
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class LibraryService:
         limit: int,
         offset: int = 0,
         include_offline: bool = False,
-        filters: SearchFilters = SearchFilters(),
+        filters: SearchFilters = NO_FILTERS,
         sort: str = "score",
         leave_out: int | None = None,
     ) -> Page:

@@ -270,9 +270,7 @@ class WebApp:
         options = self._search_options(request)
         record = await self._record(request)
         terms = (QueryTerm(weight=1.0, photo_id=record.id),)
-        page = await self.library(
-            lambda: self.service.search(terms, leave_out=photo_id, **options)
-        )
+        page = await self.library(lambda: self.service.search(terms, leave_out=photo_id, **options))
         return await self._page_json(page, {"photo": photo_id, "n": options["limit"]})
 
     async def thumbnail(self, request: Request) -> Response:
