@@ -309,3 +309,36 @@ def test_search_json_is_unchanged_by_the_server_fields(served, cli) -> None:
     rows = cli("search", "바다", "--json", "--library", served.library).json()
     assert rows and all(set(row) == SEARCH_JSON_FIELDS for row in rows)
     json.dumps(rows)
+
+
+def test_offline_photos_are_left_out_unless_asked_for(
+    tiny, tmp_path: Path, cli, _cache_dir: Path
+) -> None:
+    from hanclip_eval.tiny_models import write_photo_folder
+
+    photos, library = tmp_path / "사진", tmp_path / "library"
+    write_photo_folder(photos, count=6)
+    drive = photos / "외장"
+    write_photo_folder(drive, count=3, seed=3)
+    assert cli("index", photos, "--library", library, "--model", tiny.plain_bundle).exit_code == 0
+    with running_server(library, photos, _cache_dir) as server:
+        everything = _ok(_get(server, "/api/search", params={"q": "바다", "n": 50}))["results"]
+        on_drive = [r for r in everything if r["path"].startswith(str(drive))]
+        assert len(everything) == 9 and len(on_drive) == 3
+        shown = on_drive[0]
+        cached = _get(server, shown["thumbnail"]).content
+        drive.rename(tmp_path / "unplugged")  # the drive is unplugged ...
+        assert cli("index", photos, "--library", library).exit_code == 0  # ... and stays known
+        body = _ok(_get(server, "/api/search", params={"q": "바다", "n": 50}))
+        assert len(body["results"]) == 6 and body["offline_left_out"] == 3
+        body = _ok(
+            _get(server, "/api/search", params={"q": "바다", "n": 50, "include_offline": "1"})
+        )
+        offline = {r["id"] for r in body["results"] if r["offline"]}
+        assert offline == {r["id"] for r in on_drive} and body["offline_left_out"] == 0
+        assert _ok(_get(server, f"/api/photos/{shown['id']}"))["offline"] is True
+        # Its thumbnail was kept: still shown; the original is not there.
+        assert _get(server, shown["thumbnail"]).content == cached
+        assert "not there" in _error(_get(server, shown["original"]), 404)
+        never_shown = next(r for r in on_drive if r["id"] != shown["id"])
+        assert "offline or gone" in _error(_get(server, never_shown["thumbnail"]), 404)
