@@ -225,6 +225,16 @@ def search(
     null: Annotated[
         bool, typer.Option("-0", "--null", help="Print only the paths, each ended by NUL.")
     ] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write the results as one self-contained HTML page of thumbnails here.",
+        ),
+    ] = None,
+    open_page: Annotated[
+        bool, typer.Option("--open", help="Open the --html page in the default browser.")
+    ] = False,
 ) -> None:
     """Search the library with words (e.g. '바다 위 노을'), photos (--image), or both.
 

@@ -11,6 +11,7 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from hanclip_model.errors import HanclipError
 from hanclip_model.storage import storage_error
@@ -28,13 +29,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     """Print `error: message` on one line to stderr and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     # SystemExit rather than typer.Exit: the fast `search` path runs without Typer.
     raise SystemExit(code)
 
 
 def notice(message: str) -> None:
-    err_console.print(f"[yellow]{message}[/]", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]{escape(message)}[/]", highlight=False, soft_wrap=True)
 
 
 def handle_errors(command: F) -> F:

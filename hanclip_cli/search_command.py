@@ -17,8 +17,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hanclip_cli.common import console, fail, handle_errors, notice, print_json
+from hanclip_cli.common import console, err_console, fail, handle_errors, notice, print_json
+
+if TYPE_CHECKING:
+    from hanclip_cli.searcher import SearchResult
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class SearchArgs:
     sort: str = "score"
     paths: bool = False
     null: bool = False
+    html: Path | None = None  # also write the hits as an HTML page here
+    open_page: bool = False  # and open it in the default browser
 
 
 # Every option of the Typer command, by destination (tests check the two stay the same).
@@ -64,6 +70,8 @@ SEARCH_OPTIONS: dict[str, tuple[str, ...]] = {
     "sort": ("--sort",),
     "paths": ("--paths",),
     "null": ("-0", "--null"),
+    "html": ("--html",),
+    "open_page": ("--open",),
 }
 # Repeatable options: every occurrence counts.
 REPEATED = ("image", "add", "sub", "sub_image", "folders")
@@ -83,14 +91,45 @@ SEARCH_EXAMPLES = (
     "  hanclip search 고양이 --min-score 0.25\n\n"
     "  hanclip search '생일 파티' --sort date   # newest first (date-asc: oldest first)\n\n"
     "  hanclip search 고양이 --paths | xargs open\n\n"
-    "  hanclip search '바다 위 노을' -0 | xargs -0 cp -t ~/고른사진"
+    "  hanclip search '바다 위 노을' -0 | xargs -0 cp -t ~/고른사진\n\n"
+    "  hanclip search '바다 위 노을' --html 노을.html --open   # a page of thumbnails"
 )
+
+
+def query_words(args: SearchArgs) -> str:
+    """The query as given: its words, then the options that add or subtract terms."""
+    words = [*(args.query or ())]
+    for option, values in (
+        ("--image", args.image),
+        ("--add", args.add),
+        ("--sub", args.sub),
+        ("--sub-image", args.sub_image),
+    ):
+        for value in values or ():
+            words += [option, str(value)]
+    return " ".join(words)
+
+
+def filter_words(args: SearchArgs) -> list[str]:
+    """The filters and order used, as options (`--after 2023-07`), for the HTML page."""
+    words = [f"--after {args.after}"] if args.after else []
+    if args.before:
+        words.append(f"--before {args.before}")
+    words += [f"--in {folder}" for folder in args.folders or ()]
+    if args.min_score is not None:
+        words.append(f"--min-score {args.min_score}")
+    if args.sort != "score":
+        words.append(f"--sort {args.sort}")
+    if args.include_offline:
+        words.append("--include-offline")
+    return words
 
 
 @handle_errors
 def run_search(args: SearchArgs) -> None:
     """Search the library and print the hits (a table, JSON with `json_output`, or one path a
-    line with `paths`, NUL-separated with `null`)."""
+    line with `paths`, NUL-separated with `null`); with `html`, also write them as an HTML
+    page of thumbnails there (and open it with `open_page`)."""
     from hanclip_cli.library import open_library
     from hanclip_cli.query import parse_query
     from hanclip_cli.searcher import (
@@ -110,7 +149,13 @@ def run_search(args: SearchArgs) -> None:
     )
     if args.json_output and (args.paths or args.null):
         fail("choose one output: --json or --paths / -0")
+    if args.open_page and args.html is None:
+        fail("--open opens the page --html writes: give --html FILE too")
     check_sort(args.sort)
+    if args.html is not None:
+        from hanclip_cli.gallery import check_target
+
+        check_target(args.html)
     if any(t.text is not None and len(t.text.strip()) > MAX_QUERY_CHARS for t in terms):
         notice(f"the query is longer than {MAX_QUERY_CHARS} characters: searching its start")
     terms = tuple(t if t.text is None else replace(t, text=normalise_query(t.text)) for t in terms)
@@ -130,6 +175,42 @@ def run_search(args: SearchArgs) -> None:
             filters=filters,
             sort=args.sort,
         )
+        records = (
+            opened.store.records_by_ids(h.photo_id for h in result.hits if h.photo_id is not None)
+            if args.html is not None
+            else {}
+        )
+    page = None
+    if args.html is not None:
+        # Written before anything is printed: a page that cannot be written is an error exit
+        # with nothing on stdout, not a result list followed by one.
+        from hanclip_cli.gallery import make_thumbnails, write_gallery
+
+        page = write_gallery(
+            args.html,
+            query_words(args),
+            result.hits,
+            make_thumbnails(opened.directory, records),
+            filters=filter_words(args),
+            offline_left_out=result.offline_left_out,
+        )
+    _print_hits(args, result)
+    if page is not None:
+        count = len(result.hits)
+        err_console.print(
+            f"gallery: {count} photo{'' if count == 1 else 's'} → {page}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        if args.open_page:
+            import webbrowser
+
+            if not webbrowser.open(page.as_uri()):
+                notice("no web browser could be started: open the page yourself")
+
+
+def _print_hits(args: SearchArgs, result: SearchResult) -> None:
     hits = result.hits
     if args.paths or args.null:
         end = b"\0" if args.null else b"\n"
@@ -209,6 +290,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(*SEARCH_OPTIONS["sort"], dest="sort")
     parser.add_argument(*SEARCH_OPTIONS["paths"], dest="paths", action="store_true")
     parser.add_argument(*SEARCH_OPTIONS["null"], dest="null", action="store_true")
+    parser.add_argument(*SEARCH_OPTIONS["html"], dest="html", type=Path)
+    parser.add_argument(*SEARCH_OPTIONS["open_page"], dest="open_page", action="store_true")
     return parser
 
 

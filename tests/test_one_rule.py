@@ -124,3 +124,17 @@ def test_unknown_model_is_its_own_error_kind(tmp_path):
     with pytest.raises(BundleError) as broken:
         load_embedder(str(tmp_path))
     assert not isinstance(broken.value, UnknownModel)  # a broken bundle is not "unknown"
+
+
+def test_an_error_naming_a_path_with_brackets_prints_it_as_written(capsys) -> None:
+    """Messages are text, never rich markup: `[/]` or `[bold]` in a file name stays."""
+    import pytest
+
+    from hanclip_cli.common import fail, notice
+
+    notice("skipped /사진/[bold]/a[/].jpg")
+    with pytest.raises(SystemExit) as exit_info:
+        fail("cannot read /사진/[/]x.jpg")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "/사진/[bold]/a[/].jpg" in err and "cannot read /사진/[/]x.jpg" in err
