@@ -1,0 +1,233 @@
+"""benchmarks/serve_latency.py: its requests, statistics, report, and a measurement of a real
+`hanclip serve`.
+
+No latency target is asserted here; the target lives in the benchmark. The benchmark itself
+builds real-size random models and a 10,000-photo library, minutes of work; here the same
+measurement code runs against a server over the tests' 12-photo library and tiny bundle, a
+few requests of each kind, and the cold CLI runs are a stand-in (each spawned `hanclip
+search` imports the whole model stack).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from served import serve_env
+
+from hanclip_cli.thumbnails import THUMBNAILS_DIR
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/serve_latency.py` has it
+
+from speedbench.processes import BenchmarkError, ProcessRun  # noqa: E402
+from speedbench.results import LoadSummary  # noqa: E402
+
+
+def _load_script() -> Any:
+    spec = importlib.util.spec_from_file_location("serve_latency", BENCHMARKS / "serve_latency.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["serve_latency"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_script()
+HANGUL = range(0xAC00, 0xD7A4)
+
+
+def test_queries_are_distinct_korean_and_repeatable() -> None:
+    texts = bench.korean_queries(400)
+    assert len(set(texts)) == 400
+    assert all(any(ord(ch) in HANGUL for ch in text) for text in texts)
+    assert bench.korean_queries(400) == texts
+    assert bench.korean_queries(10) == texts[:10]
+    assert bench.korean_queries(10, seed=1) != texts[:10]
+    with pytest.raises(ValueError):
+        bench.korean_queries(bench.PHRASES + 1)
+
+
+def test_latency_percentiles_in_ms() -> None:
+    row = bench.Latency.of("search", "search", [i / 1000 for i in range(1, 101)])
+    assert row.count == 100
+    assert (row.min_ms, row.max_ms) == pytest.approx((1.0, 100.0))
+    assert (row.p50_ms, row.p90_ms, row.p99_ms) == pytest.approx((50.5, 90.1, 99.01))
+
+
+def _narrow(folder: str) -> Any:
+    return bench.Filter("filtered_narrow", "in=<folder>", {"in": folder})
+
+
+def test_plan_uses_each_text_and_photo_once() -> None:
+    plan = bench.make_plan(5, list(range(1, 21)), [3, 4], [_narrow("/p")])
+    calls = [*plan.warmup, *(c for s in plan.scenarios for c in s.calls)]
+    texts = [params["q"] for path, params in calls if path == "/api/search"]
+    assert len(texts) == len(set(texts)) == bench.WARMUP_SEARCHES + 2 + 3 * 5
+    similar = [path for path, _ in calls if path.endswith("/similar")]
+    assert len(similar) == len(set(similar)) == 6  # one of them warms up
+    by_key = {s.key: s for s in plan.scenarios}
+    assert list(by_key) == [
+        "search",
+        "filtered_narrow",
+        "second_page",
+        "similar",
+        "thumbnail_first",
+        "thumbnail_cached",
+    ]
+    assert all(p["in"] == "/p" for _, p in by_key["filtered_narrow"].calls)
+    assert all(p["offset"] == bench.PAGE for _, p in by_key["second_page"].calls)
+    thumbnails = [path for path, _ in by_key["thumbnail_first"].calls]
+    assert thumbnails == ["/api/photos/3/thumbnail", "/api/photos/4/thumbnail"]
+    assert by_key["thumbnail_cached"].calls == by_key["thumbnail_first"].calls
+    assert not any(path.endswith("/thumbnail") for path, _ in plan.warmup)
+
+
+def _answer(path: str, status: int = 200, **kwargs: Any) -> httpx.Response:
+    return httpx.Response(status, request=httpx.Request("GET", "http://x" + path), **kwargs)
+
+
+def test_check_response_rejects_what_is_not_an_answer() -> None:
+    search = ("/api/search", {"q": "노을", "in": "/p"})
+    bench.check_response(_answer("/api/search", json={"results": [{"path": "/p/a.jpg"}]}), search)
+    with pytest.raises(BenchmarkError, match="outside /p"):
+        bench.check_response(
+            _answer("/api/search", json={"results": [{"path": "/pq.jpg"}]}), search
+        )
+    with pytest.raises(BenchmarkError, match="no results"):
+        bench.check_response(_answer("/api/search", json={"results": []}), search)
+    with pytest.raises(httpx.HTTPStatusError):
+        bench.check_response(_answer("/api/search", 400, json={"error": "bad"}), search)
+    thumb = ("/api/photos/1/thumbnail", {})
+    jpeg = {"content": b"\xff\xd8", "headers": {"content-type": "image/jpeg"}}
+    bench.check_response(_answer(thumb[0], **jpeg), thumb)
+    with pytest.raises(BenchmarkError, match="no JPEG"):
+        bench.check_response(_answer(thumb[0], json={"error": "x"}), thumb)
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_server_launch_reads_the_url_and_stops_the_server(tmp_path: Path) -> None:
+    line = "serving /lib (3 photos) at http://127.0.0.1:1234/ (Ctrl-C stops)"
+    command = _python(f"import time; print({line!r}, flush=True); time.sleep(60)")
+    with bench.running_server(command, {}, tmp_path, timeout_s=20) as server:
+        assert server.url == "http://127.0.0.1:1234/"
+        assert 0 < server.announced_s < 20
+        assert server.peak_rss_mb() > 0
+    assert server.peak_rss_mb() is None  # stopped: its /proc entry is gone
+
+
+def test_server_launch_reports_an_exit(tmp_path: Path) -> None:
+    command = _python("import sys; print('no library here', file=sys.stderr); sys.exit(3)")
+    with (
+        pytest.raises(BenchmarkError, match="exited 3:\nno library here"),
+        bench.running_server(command, {}, tmp_path, timeout_s=20),
+    ):
+        pass
+
+
+@dataclass
+class FakeWorkspace:
+    """Stands in for cold `hanclip search` processes."""
+
+    walls: list[float]
+    texts: list[str] = field(default_factory=list)
+
+    def search(self, text: str, library: Path) -> ProcessRun:
+        self.texts.append(text)
+        return ProcessRun(self.walls[len(self.texts) - 1], 1.0, 1, '[{"rank": 1}]', "")
+
+
+def test_cli_figures_are_the_median_of_cold_runs() -> None:
+    ws = FakeWorkspace([3.0, 2.0, 4.0])
+    cli = bench.measure_cli(ws, Path("/lib"), ["가", "나", "다"])
+    assert cli.wall_s == (3.0, 2.0, 4.0) and cli.median_s == 3.0
+    assert ws.texts == ["가", "나", "다"]
+
+
+def _results(search_p50_ms: float) -> Any:
+    rows = tuple(
+        bench.Latency(key, key, 100, p50, p50 * 1.5, p50 * 2, p50 * 0.8, p50 * 3, ())
+        for key, p50 in (("search", search_p50_ms), ("similar", 5.0), ("thumbnail_first", 40.0))
+    )
+    load = LoadSummary({"before server": 1.9}, (0.5, 0.4, 0.3), (1.0, 0.6, 0.4), 0.5, 0.8, 1.2)
+    return bench.Results(
+        library_photos=10_000,
+        real_photos=12,
+        photo_size=(4000, 3000),
+        bundle="/b (cached)",
+        cores=2,
+        load_average=load,
+        server=bench.ServerFigures(6.5, 6.6, 120.0, 900.0, rows),
+        cli=bench.CliFigures((3.0, 2.9, 3.2), 3.0),
+        work="/w",
+        wall_s=90.0,
+    )
+
+
+def test_report_shows_every_request_and_the_target() -> None:
+    passing = bench.format_report(_results(20.0))
+    assert "server search p50 <= 50 ms  PASS  (measured 20.0 ms)" in passing
+    assert "cold CLI / warm server search p50: 150x" in passing
+    for text in ("10,000 photos: 12 indexed 4000x3000 JPEGs + 9,988 synthetic", "similar"):
+        assert text in passing
+    assert "server search p50 <= 50 ms  FAIL" in bench.format_report(_results(50.1))
+
+
+def test_json_keeps_the_figures_under_their_names() -> None:
+    figures = json.loads(bench.figures_json(_results(20.0)))
+    assert figures["target"] == {"search_p50_ms": 20.0, "limit_ms": 50.0, "pass": True}
+    assert figures["server"]["latencies"]["similar"]["p50_ms"] == 5.0
+    assert figures["cli"]["median_s"] == 3.0 and figures["cli_over_server_p50"] == 150.0
+    assert figures["load_average"]["cores_available"] == {"before server": 1.9}
+
+
+def test_arguments() -> None:
+    args = bench.parse_args([])
+    assert (args.work, args.photos, args.queries, args.json_path) == (None, 10_000, 100, None)
+    args = bench.parse_args(["--work", "w", "--photos", "50", "--queries", "3", "--json", "f"])
+    assert (args.work, args.photos, args.queries) == (Path("w"), 50, 3)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--queries", str(bench.MAX_QUERIES + 1)])
+
+
+def test_measures_a_real_server(
+    served_library: tuple[Path, Path], _cache_dir: Path, tmp_path: Path
+) -> None:
+    """The whole measurement against `hanclip serve` on a copy of the 12-photo library (the
+    benchmark writes thumbnails into it), three requests of each kind."""
+    original, photos = served_library
+    library_path = tmp_path / "library"
+    shutil.copytree(original, library_path, ignore=shutil.ignore_patterns(THUMBNAILS_DIR))
+    library = bench.read_library(library_path, photos.resolve())
+    assert len(library.all_ids) == len(library.real_ids) == 12
+    filters = [_narrow(str(photos.resolve()))]
+    plan = bench.make_plan(3, library.all_ids, library.real_ids[:2], filters, page=4)
+    command = [sys.executable, "-m", "hanclip_cli", "serve", "--library", str(library_path)]
+    env = serve_env(_cache_dir)
+    with bench.running_server([*command, "--port", "0"], env, tmp_path / "logs") as server:
+        figures = bench.measure_server(server, plan)
+    assert figures.ready_s >= figures.announced_s > 0
+    assert figures.first_search_ms > 0 and figures.peak_rss_mb > 0
+    counts = {row.key: row.count for row in figures.latencies}
+    assert counts == {
+        "search": 3,
+        "filtered_narrow": 3,
+        "second_page": 3,
+        "similar": 3,
+        "thumbnail_first": 2,
+        "thumbnail_cached": 2,
+    }
+    assert all(0 < row.min_ms <= row.p50_ms <= row.max_ms for row in figures.latencies)
+    assert len(list((library_path / THUMBNAILS_DIR).rglob("*.jpg"))) == 2
+    report = bench.format_report(replace(_results(1.0), server=figures))
+    assert "search, filtered in=<folder>" in report
