@@ -116,12 +116,12 @@ def _filters(request: Request) -> SearchFilters:
 
 
 def _paging(request: Request) -> tuple[int, int]:
+    """(n, offset); a page that would reach past MAX_DEPTH is cut there, so the page a `more`
+    announced can always be asked for with the same n."""
     params = request.query_params
     n = _int(params, "n", DEFAULT_PAGE, 1, MAX_PAGE)
     offset = _int(params, "offset", 0, 0, MAX_DEPTH - 1)
-    if offset + n > MAX_DEPTH:
-        raise BadRequest(f"offset+n is {offset + n}: results reach down to {MAX_DEPTH} only")
-    return n, offset
+    return min(n, MAX_DEPTH - offset), offset
 
 
 def _sort(request: Request) -> str:

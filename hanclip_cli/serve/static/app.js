@@ -1,1 +1,522 @@
+// hanclip serve: the search page. Plain JS, no build step; the server's CSP allows no inline
+// script or style, so everything is wired here. A search is a URL (/?q=바다+위+노을&sort=date),
+// so back/forward, reload and bookmarks all work.
+"use strict";
 
+(() => {
+  const DEFAULT_PAGE = 30;
+  const SIMILAR_PAGE = 12;
+  const PRELOAD_PX = 300; // start loading the next page this far before the end is seen
+  const TRUE = ["1", "true", "yes", "on"];
+
+  const $ = (selector) => document.querySelector(selector);
+  const el = {
+    info: $("#library-info"),
+    q: $("#q"),
+    search: $("#search"),
+    after: $("#after"),
+    before: $("#before"),
+    folder: $("#in"),
+    minScore: $("#min-score"),
+    sort: $("#sort"),
+    includeOffline: $("#include-offline"),
+    status: $("#status"),
+    grid: $("#grid"),
+    sentinel: $("#sentinel"),
+    viewer: $("#viewer"),
+    viewerTitle: $("#viewer-title"),
+    viewerClose: $("#viewer-close"),
+    stage: $("#viewer .stage"),
+    large: $("#viewer img.large"),
+    path: $("#viewer-path"),
+    date: $("#viewer-date"),
+    size: $("#viewer-size"),
+    score: $("#viewer-score"),
+    offline: $("#viewer-offline"),
+    original: $("#viewer-original"),
+    similar: $("#similar"),
+    similarStatus: $("#similar-status"),
+  };
+
+  const library = { maxPage: 200, maxDepth: 2000 };
+
+  // -- the URL ---------------------------------------------------------------------------
+
+  /** The page's state as its URL says it: the search, its filters, the photo on view. */
+  function readUrl() {
+    const p = new URLSearchParams(location.search);
+    return {
+      q: (p.get("q") || "").trim(),
+      after: p.get("after") || "",
+      before: p.get("before") || "",
+      folders: p.getAll("in").filter(Boolean),
+      minScore: p.get("min_score") || "",
+      sort: p.get("sort") || "score",
+      includeOffline: TRUE.includes((p.get("include_offline") || "").toLowerCase()),
+      n: p.get("n") || "",
+      photo: p.get("photo") || "",
+    };
+  }
+
+  /** The search's parameters, defaults left out: for both the page's URL and the API. */
+  function searchParams(state) {
+    const p = new URLSearchParams();
+    if (state.q) p.set("q", state.q);
+    if (state.after) p.set("after", state.after);
+    if (state.before) p.set("before", state.before);
+    for (const folder of state.folders) p.append("in", folder);
+    if (state.minScore !== "") p.set("min_score", state.minScore);
+    if (state.sort && state.sort !== "score") p.set("sort", state.sort);
+    if (state.includeOffline) p.set("include_offline", "1");
+    if (state.n) p.set("n", state.n);
+    return p;
+  }
+
+  function pageUrl(state, photo = state.photo) {
+    const p = searchParams(state);
+    if (photo) p.set("photo", String(photo));
+    const text = p.toString();
+    return text ? `/?${text}` : "/";
+  }
+
+  const here = () => location.pathname + location.search;
+
+  // -- the form --------------------------------------------------------------------------
+
+  // Folders the URL named (it may name several; the field shows the first). They stay in the
+  // search until the field is changed.
+  let urlFolders = [];
+
+  function fillForm(state) {
+    el.q.value = state.q;
+    el.after.value = state.after;
+    el.before.value = state.before;
+    urlFolders = state.folders;
+    el.folder.value = state.folders[0] || "";
+    const others = state.folders.slice(1);
+    el.folder.title = others.length ? `이 밖에 ${others.length}곳: ${others.join(", ")}` : "";
+    el.minScore.value = state.minScore;
+    el.sort.value = state.sort;
+    el.includeOffline.checked = state.includeOffline;
+  }
+
+  function readForm() {
+    const folder = el.folder.value.trim();
+    let folders = folder ? [folder] : [];
+    if (urlFolders.length && folder === urlFolders[0]) folders = urlFolders;
+    return {
+      q: el.q.value.trim(),
+      after: el.after.value.trim(),
+      before: el.before.value.trim(),
+      folders,
+      minScore: el.minScore.value.trim(),
+      sort: el.sort.value || "score",
+      includeOffline: el.includeOffline.checked,
+      n: readUrl().n, // a page size given in the URL stays
+      photo: "",
+    };
+  }
+
+  function submit() {
+    const state = readForm();
+    const url = pageUrl(state);
+    if (url !== here()) history.pushState(null, "", url);
+    urlFolders = state.folders;
+    startSearch(state);
+  }
+
+  // Enter searches, but not while an IME is composing: with a Korean IME the Enter that ends
+  // a composition arrives as a keydown too (isComposing, or keyCode 229 in some browsers), and
+  // searching then would send a half-typed word.
+  let composing = false;
+  for (const input of [el.q, el.after, el.before, el.folder, el.minScore]) {
+    input.addEventListener("compositionstart", () => {
+      composing = true;
+    });
+    input.addEventListener("compositionend", () => {
+      composing = false;
+    });
+    input.addEventListener("blur", () => {
+      composing = false;
+    });
+    input.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter") return;
+      if (event.isComposing || event.keyCode === 229 || composing) return;
+      event.preventDefault();
+      submit();
+    });
+  }
+  el.search.addEventListener("click", submit);
+  for (const control of [el.sort, el.includeOffline]) {
+    control.addEventListener("change", () => {
+      if (el.q.value.trim()) submit();
+    });
+  }
+
+  // -- the API ---------------------------------------------------------------------------
+
+  class ApiError extends Error {}
+
+  async function getJson(url, signal) {
+    let response;
+    try {
+      response = await fetch(url, { signal, headers: { Accept: "application/json" } });
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      throw new ApiError("서버에 연결할 수 없습니다. hanclip serve가 실행 중인지 확인하세요.");
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      // not JSON: said below
+    }
+    if (!response.ok) {
+      const said = body && typeof body.error === "string";
+      throw new ApiError(said ? body.error : `HTTP ${response.status}`);
+    }
+    if (body === null) throw new ApiError("서버의 답을 읽을 수 없습니다.");
+    return body;
+  }
+
+  function setStatus(text, kind = "") {
+    el.status.textContent = text;
+    el.status.className = `status ${kind}`.trim();
+  }
+
+  // -- formatting ------------------------------------------------------------------------
+
+  const fileName = (path) => path.split(/[\\/]/).pop() || path;
+  const count = (n) => n.toLocaleString("ko-KR");
+
+  function dateParts(takenAt) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2}))?/.exec(takenAt || "");
+    return m ? { y: m[1], m: m[2], d: m[3], hh: m[4], mm: m[5] } : null;
+  }
+
+  function shortDate(takenAt) {
+    const p = dateParts(takenAt);
+    return p ? `${p.y}.${p.m}.${p.d}` : "날짜 모름";
+  }
+
+  function longDate(photo) {
+    const p = dateParts(photo.taken_at);
+    if (!p) return "알 수 없음";
+    let text = `${p.y}년 ${Number(p.m)}월 ${Number(p.d)}일`;
+    if (p.hh) text += ` ${p.hh}:${p.mm}`;
+    if (photo.date_source === "mtime") text += " (파일 수정 시각)";
+    return text;
+  }
+
+  // -- tiles -----------------------------------------------------------------------------
+
+  function makeTile(hit, state) {
+    const tile = document.createElement("a");
+    tile.className = "tile";
+    tile.dataset.id = String(hit.id);
+    tile.href = pageUrl(state, hit.id);
+    tile.title = hit.path;
+
+    const frame = document.createElement("span");
+    frame.className = "frame";
+    const img = document.createElement("img");
+    img.loading = "lazy"; // before src, or it loads at once
+    img.decoding = "async";
+    img.alt = fileName(hit.path);
+    img.addEventListener("error", () => tile.classList.add("broken"), { once: true });
+    img.src = hit.thumbnail;
+    frame.append(img);
+    if (hit.offline) {
+      tile.classList.add("offline");
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "오프라인";
+      frame.append(badge);
+    }
+
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    const score = document.createElement("span");
+    score.className = "score";
+    score.title = "점수";
+    score.textContent = hit.score.toFixed(3);
+    const date = document.createElement("time");
+    date.className = "date";
+    if (hit.taken_at) date.dateTime = hit.taken_at;
+    date.textContent = shortDate(hit.taken_at);
+    meta.append(score, date);
+
+    tile.append(frame, meta);
+    return tile;
+  }
+
+  function onTileClick(event, fromViewer) {
+    const tile = event.target.closest(".tile");
+    if (!tile) return;
+    const modified = event.metaKey || event.ctrlKey || event.shiftKey || event.altKey;
+    if (event.button !== 0 || modified) return; // a new tab, a download: the browser's
+    event.preventDefault();
+    const photo = known.get(Number(tile.dataset.id));
+    if (photo) openViewer(photo, fromViewer ? "replace" : "push");
+  }
+
+  // -- the search ------------------------------------------------------------------------
+
+  const known = new Map(); // id -> the last record seen of it (search hits, similar photos)
+  let current = null; // the search on the page
+  const observer = new IntersectionObserver(
+    (entries) => {
+      if (entries.some((entry) => entry.isIntersecting)) loadMore();
+    },
+    { rootMargin: `0px 0px ${PRELOAD_PX}px 0px` },
+  );
+
+  function startSearch(state) {
+    if (current && current.controller) current.controller.abort();
+    el.grid.replaceChildren();
+    el.sentinel.textContent = "";
+    current = {
+      key: searchParams(state).toString(),
+      state,
+      offset: 0,
+      more: Boolean(state.q),
+      loading: false,
+      controller: null,
+      ids: [], // in the order shown
+      scores: new Map(),
+      offlineLeftOut: 0,
+      notice: "", // what went wrong besides the search (a photo that could not be opened)
+    };
+    if (!state.q) {
+      setStatus("검색어를 입력하세요. 예: 바다 위 노을, 눈 덮인 산, 고양이 + 햇빛");
+      return;
+    }
+    setStatus("검색 중…", "busy");
+    loadMore();
+  }
+
+  function pageSize(offset) {
+    const asked = current.state.n;
+    if (asked && !/^\d+$/.test(asked)) return asked; // not a number: the API says so
+    const n = asked ? Number(asked) : DEFAULT_PAGE;
+    // Paging reaches down to max_depth: the last page is cut to fit.
+    return String(Math.min(n, library.maxDepth - offset));
+  }
+
+  async function loadMore() {
+    const search = current;
+    if (!search || search.loading || !search.more) return;
+    search.loading = true;
+    search.controller = new AbortController();
+    const params = searchParams(search.state);
+    params.set("n", pageSize(search.offset));
+    params.set("offset", String(search.offset));
+    if (search.offset > 0) el.sentinel.textContent = "더 불러오는 중…";
+    try {
+      const data = await getJson(`/api/search?${params}`, search.controller.signal);
+      if (search !== current) return;
+      search.offset = data.offset + data.results.length;
+      search.more =
+        Boolean(data.more) && data.results.length > 0 && search.offset < library.maxDepth;
+      search.offlineLeftOut = Math.max(search.offlineLeftOut, data.offline_left_out || 0);
+      const tiles = document.createDocumentFragment();
+      for (const hit of data.results) {
+        if (search.scores.has(hit.id)) continue; // a ranking that moved between pages
+        search.scores.set(hit.id, hit.score);
+        search.ids.push(hit.id);
+        known.set(hit.id, hit);
+        tiles.append(makeTile(hit, search.state));
+      }
+      el.grid.append(tiles);
+      showCount(search);
+    } catch (err) {
+      if (err.name === "AbortError" || search !== current) return;
+      search.more = false;
+      setStatus(`검색하지 못했습니다: ${err.message}`, "error");
+    } finally {
+      search.loading = false;
+      if (search === current) el.sentinel.textContent = "";
+    }
+    // The observer tells only of changes: if the end of the grid is still in sight (a short
+    // page, a tall window), load on without waiting for a scroll.
+    if (search === current && search.more) requestAnimationFrame(loadIfEndInSight);
+  }
+
+  function loadIfEndInSight() {
+    if (el.sentinel.getBoundingClientRect().top < innerHeight + PRELOAD_PX) loadMore();
+  }
+
+  function showCount(search) {
+    const shown = search.ids.length;
+    let text;
+    if (shown === 0) {
+      text = "일치하는 사진이 없습니다";
+    } else if (search.more) {
+      text = `사진 ${count(shown)}장 · 아래로 내리면 더 보입니다`;
+    } else if (search.state.sort !== "score" && shown >= Number(pageSize(0))) {
+      text = `점수가 높은 사진 ${count(shown)}장을 날짜순으로 보여 줍니다`;
+    } else {
+      text = `사진 ${count(shown)}장을 찾았습니다`;
+    }
+    if (search.offlineLeftOut > 0) {
+      text += ` (연결되지 않은 드라이브의 사진 ${count(search.offlineLeftOut)}장은 뺐습니다)`;
+    }
+    if (search.notice) setStatus(`${search.notice} · ${text}`, "error");
+    else setStatus(text, shown === 0 ? "empty" : "");
+  }
+
+  el.grid.addEventListener("click", (event) => onTileClick(event, false));
+
+  // -- the large view --------------------------------------------------------------------
+
+  let viewing = null; // the id on view
+  let similarRun = 0;
+
+  function openViewer(photo, history_ = "push") {
+    known.set(photo.id, photo);
+    viewing = photo.id;
+    const name = fileName(photo.path);
+    el.viewerTitle.textContent = name;
+    el.stage.classList.add("loading");
+    el.stage.classList.remove("broken");
+    el.large.alt = name;
+    el.large.src = photo.large;
+    el.path.textContent = photo.path;
+    el.date.textContent = longDate(photo);
+    const sized = photo.width && photo.height;
+    el.size.textContent = sized ? `${photo.width} × ${photo.height}` : "알 수 없음";
+    const score = current && current.scores.get(photo.id);
+    el.score.textContent = score === undefined ? "" : score.toFixed(3);
+    for (const row of el.viewer.querySelectorAll(".score-row")) row.hidden = score === undefined;
+    el.offline.hidden = !photo.offline;
+    el.original.href = photo.original;
+
+    const url = pageUrl(current ? current.state : readUrl(), photo.id);
+    if (history_ === "push" && url !== here()) history.pushState({ viewer: true }, "", url);
+    else if (history_ === "replace" && url !== here()) history.replaceState(history.state, "", url);
+
+    if (!el.viewer.open) el.viewer.showModal();
+    el.viewer.scrollTop = 0;
+    loadSimilar(photo);
+  }
+
+  async function openById(id) {
+    const known_ = known.get(Number(id));
+    if (known_) {
+      openViewer(known_, "none");
+      return;
+    }
+    try {
+      const photo = await getJson(`/api/photos/${encodeURIComponent(id)}`);
+      if (readUrl().photo === String(id)) openViewer(photo, "none");
+    } catch (err) {
+      const notice = `사진을 열지 못했습니다: ${err.message}`;
+      if (current) current.notice = notice; // stays when the search's count comes
+      if (current && current.ids.length) showCount(current);
+      else setStatus(notice, "error");
+      const state = readUrl();
+      history.replaceState(null, "", pageUrl(state, ""));
+    }
+  }
+
+  el.large.addEventListener("load", () => el.stage.classList.remove("loading"));
+  el.large.addEventListener("error", () => {
+    if (!el.large.getAttribute("src")) return;
+    el.stage.classList.remove("loading");
+    el.stage.classList.add("broken");
+  });
+
+  async function loadSimilar(photo) {
+    const run = ++similarRun;
+    el.similar.replaceChildren();
+    el.similarStatus.textContent = "비슷한 사진을 찾는 중…";
+    const url = new URL(photo.similar, location.origin);
+    url.searchParams.set("n", String(SIMILAR_PAGE));
+    if (current && current.state.includeOffline) url.searchParams.set("include_offline", "1");
+    try {
+      const data = await getJson(url.pathname + url.search);
+      if (run !== similarRun) return;
+      const state = current ? current.state : readUrl();
+      const tiles = document.createDocumentFragment();
+      for (const hit of data.results) {
+        if (hit.id === photo.id) continue;
+        known.set(hit.id, hit);
+        tiles.append(makeTile(hit, state));
+      }
+      el.similar.append(tiles);
+      el.similarStatus.textContent = el.similar.childElementCount ? "" : "비슷한 사진이 없습니다";
+    } catch (err) {
+      if (run !== similarRun) return;
+      el.similarStatus.textContent = `비슷한 사진을 찾지 못했습니다: ${err.message}`;
+    }
+  }
+
+  el.similar.addEventListener("click", (event) => onTileClick(event, true));
+  el.viewerClose.addEventListener("click", () => el.viewer.close());
+  // A click on the backdrop (the dialog element itself, outside its content) closes it.
+  el.viewer.addEventListener("click", (event) => {
+    if (event.target === el.viewer) el.viewer.close();
+  });
+
+  el.viewer.addEventListener("close", () => {
+    const closed = viewing;
+    viewing = null;
+    similarRun++;
+    el.large.removeAttribute("src");
+    el.similar.replaceChildren();
+    // Closed by the user (Escape, the button): the URL loses its photo. Closed because the
+    // URL lost it (back): nothing to do.
+    const state = readUrl();
+    if (state.photo) {
+      if (history.state && history.state.viewer) history.back();
+      else history.replaceState(null, "", pageUrl(state, ""));
+    }
+    const tile = closed !== null && el.grid.querySelector(`.tile[data-id="${closed}"]`);
+    if (tile) tile.focus({ preventScroll: false });
+  });
+
+  // Left and right step through the search's results.
+  document.addEventListener("keydown", (event) => {
+    if (!el.viewer.open || !current || viewing === null) return;
+    if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
+    const at = current.ids.indexOf(viewing);
+    if (at < 0) return;
+    const next = current.ids[at + (event.key === "ArrowRight" ? 1 : -1)];
+    if (next !== undefined) {
+      event.preventDefault();
+      openViewer(known.get(next), "replace");
+    }
+  });
+
+  // -- the page --------------------------------------------------------------------------
+
+  function applyUrl() {
+    const state = readUrl();
+    fillForm(state);
+    if (!current || searchParams(state).toString() !== current.key) startSearch(state);
+    if (state.photo) {
+      if (viewing === null || String(viewing) !== state.photo) openById(state.photo);
+    } else if (el.viewer.open) {
+      el.viewer.close();
+    }
+  }
+
+  async function loadInfo() {
+    try {
+      const info = await getJson("/api/info");
+      library.maxPage = info.max_page;
+      library.maxDepth = info.max_depth;
+      el.info.textContent = `사진 ${count(info.photos)}장 · 모델 ${info.model}`;
+      el.info.title = info.library;
+    } catch (err) {
+      el.info.textContent = `라이브러리 정보를 읽지 못했습니다: ${err.message}`;
+      el.info.classList.add("error");
+    }
+  }
+
+  window.addEventListener("popstate", applyUrl);
+  observer.observe(el.sentinel);
+  loadInfo();
+  applyUrl();
+  if (!el.q.value) el.q.focus();
+})();
