@@ -35,7 +35,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -49,6 +48,8 @@ from speedbench.processes import BenchmarkError, LoadSampler, log, median
 from speedbench.results import LoadSummary
 from speedbench.settings import PHOTO_SIZE
 from speedbench.workspace import Workspace
+
+from hanclip_cli.serve.spawn import ServerDidNotStart, spawned_server
 
 SEARCH_P50_TARGET_MS = 50.0  # the issue's "tens of milliseconds"
 REAL_PHOTOS = 12  # indexed JPEGs: the thumbnails and the narrow filter's photos
@@ -316,50 +317,16 @@ class Server:
         return None if kb is None else int(kb) / 1024
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    return "\n".join(path.read_text("utf-8", "replace").strip().splitlines()[-lines:])
-
-
-def wait_for_url(process: subprocess.Popen, stdout: Path, stderr: Path, timeout_s: float) -> str:
-    """The URL of the server's first line, `serving LIB (N photos) at URL (Ctrl-C stops)`."""
-    deadline = time.perf_counter() + timeout_s
-    while True:
-        for line in stdout.read_text("utf-8", "replace").splitlines(keepends=True):
-            if line.startswith("serving ") and line.endswith("\n"):
-                return line.split(" at ", 1)[1].split()[0]
-        if process.poll() is not None:
-            raise BenchmarkError(f"hanclip serve exited {process.returncode}:\n{_tail(stderr)}")
-        if time.perf_counter() > deadline:
-            raise BenchmarkError(f"hanclip serve printed no URL in {timeout_s:.0f} s")
-        time.sleep(0.01)
-
-
 @contextmanager
 def running_server(
-    command: Sequence[str],
-    env: dict[str, str],
-    logs: Path,
-    timeout_s: float = SERVER_START_TIMEOUT_S,
+    args: Sequence[str], env: dict[str, str], timeout_s: float = SERVER_START_TIMEOUT_S
 ) -> Iterator[Server]:
-    """`command` (a `hanclip serve --port 0 ...`) until the block ends; its output in `logs`."""
-    logs.mkdir(parents=True, exist_ok=True)
-    out_path, err_path = logs / "serve.out", logs / "serve.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        spawned = time.perf_counter()
-        # Files, not pipes: the server never blocks on a reader.
-        process = subprocess.Popen(
-            command, stdout=out, stderr=err, env={**env, "PYTHONUNBUFFERED": "1"}
-        )
-        try:
-            url = wait_for_url(process, out_path, err_path, timeout_s)
-            yield Server(url, process.pid, spawned, time.perf_counter() - spawned)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    """`hanclip serve --port 0 ARGS...` until the block ends."""
+    try:
+        with spawned_server(args, env=env, timeout_s=timeout_s) as spawned:
+            yield Server(spawned.url, spawned.process.pid, spawned.spawned_at, spawned.started_s)
+    except ServerDidNotStart as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 def measure_server(server: Server, plan: Plan) -> ServerFigures:
@@ -547,9 +514,8 @@ def run_benchmark(work: Path, photos: int, queries: int) -> Results:
         sync_index_file(ws, library.path, cli_texts[0])
         shutil.rmtree(library.path / THUMBNAILS_DIR, ignore_errors=True)  # made the first time
         load.probe("before server")
-        command = [*ws.hanclip, "serve", "--library", str(library.path), "--port", "0"]
         log("server: starting")
-        with running_server(command, env, work / "runs" / "serve") as server:
+        with running_server(["--library", str(library.path)], env) as server:
             figures = measure_server(server, plan)
         cli = measure_cli(ws, library.path, cli_texts[1:])
         load.probe("end")

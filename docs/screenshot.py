@@ -14,68 +14,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from hanclip_cli.serve.spawn import CHROMIUM, HEADLESS_CHROMIUM_ARGS, spawned_server
 
 QUERY = "바다 위 노을"
 VIEWPORT = {"width": 1280, "height": 800}
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def hanclip(*args: str | os.PathLike, env: dict[str, str]) -> None:
     command = [sys.executable, "-m", "hanclip_cli", *map(str, args)]
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
-
-
-@contextmanager
-def serving(library: Path, env: dict[str, str]) -> Iterator[str]:
-    """`hanclip serve --port 0` on `library`; yields its URL."""
-    command = [sys.executable, "-m", "hanclip_cli", "serve", "--library", str(library)]
-    process = subprocess.Popen(
-        [*command, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        env=env,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        while True:
-            line = lines.get(timeout=120)
-            if line is None:
-                raise SystemExit(f"hanclip serve exited with {process.wait()}")
-            if line.startswith("serving "):
-                yield line.split(" at ", 1)[1].split()[0]
-                return
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def font_env(font_dir: Path | None, work: Path) -> dict[str, str]:
@@ -104,7 +57,7 @@ def take(url: str, out: Path, chromium: str, env: dict[str, str]) -> None:
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=chromium, headless=True, args=CHROMIUM_ARGS, env=env
+            executable_path=chromium, headless=True, args=list(HEADLESS_CHROMIUM_ARGS), env=env
         )
         try:
             page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1, locale="ko-KR")
@@ -143,7 +96,7 @@ def wait_for_images(page, selector: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
-    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--chromium", default=CHROMIUM)
     parser.add_argument("--font-dir", type=Path, help="a folder of Korean fonts to add")
     args = parser.parse_args()
 
@@ -165,8 +118,8 @@ def main() -> None:
         library = work / "library"
         hanclip("index", demo / "photos", "--library", library, "--model", demo / "bundle", env=env)
         args.out.mkdir(parents=True, exist_ok=True)
-        with serving(library, env) as url:
-            take(url, args.out, args.chromium, font_env(args.font_dir, work))
+        with spawned_server(["--library", str(library)], env=env) as server:
+            take(server.url, args.out, args.chromium, font_env(args.font_dir, work))
 
 
 if __name__ == "__main__":

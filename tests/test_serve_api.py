@@ -286,7 +286,7 @@ def test_serve_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, served, _ca
             [sys.executable, "-m", "hanclip_cli", "serve", *args],
             capture_output=True,
             text=True,
-            env={**serve_env(_cache_dir), "COLUMNS": "400"},
+            env=serve_env(_cache_dir),
             timeout=120,
         )
 

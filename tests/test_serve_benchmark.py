@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
@@ -112,25 +113,37 @@ def test_check_response_rejects_what_is_not_an_answer() -> None:
         bench.check_response(_answer(thumb[0], json={"error": "x"}), thumb)
 
 
-def _python(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
+def _fake_server(monkeypatch, code: str) -> None:
+    """`hanclip serve` stands in as a Python one-liner."""
+    from hanclip_cli.serve import spawn
+
+    monkeypatch.setattr(spawn, "serve_command", lambda args: [sys.executable, "-c", code])
 
 
-def test_server_launch_reads_the_url_and_stops_the_server(tmp_path: Path) -> None:
+def test_server_launch_reads_the_url_and_stops_the_server(monkeypatch) -> None:
     line = "serving /lib (3 photos) at http://127.0.0.1:1234/ (Ctrl-C stops)"
-    command = _python(f"import time; print({line!r}, flush=True); time.sleep(60)")
-    with bench.running_server(command, {}, tmp_path, timeout_s=20) as server:
+    _fake_server(monkeypatch, f"import time; print({line!r}, flush=True); time.sleep(60)")
+    with bench.running_server([], dict(os.environ), timeout_s=20) as server:
         assert server.url == "http://127.0.0.1:1234/"
         assert 0 < server.announced_s < 20
         assert server.peak_rss_mb() > 0
     assert server.peak_rss_mb() is None  # stopped: its /proc entry is gone
 
 
-def test_server_launch_reports_an_exit(tmp_path: Path) -> None:
-    command = _python("import sys; print('no library here', file=sys.stderr); sys.exit(3)")
+def test_server_launch_reports_an_exit(monkeypatch) -> None:
+    _fake_server(monkeypatch, "import sys; print('no library here', file=sys.stderr); sys.exit(3)")
     with (
-        pytest.raises(BenchmarkError, match="exited 3:\nno library here"),
-        bench.running_server(command, {}, tmp_path, timeout_s=20),
+        pytest.raises(BenchmarkError, match="exited:\nno library here"),
+        bench.running_server([], dict(os.environ), timeout_s=20),
+    ):
+        pass
+
+
+def test_server_launch_gives_up_on_a_silent_server(monkeypatch) -> None:
+    _fake_server(monkeypatch, "import time; print('loading', flush=True); time.sleep(60)")
+    with (
+        pytest.raises(BenchmarkError, match="no URL in time:\nloading"),
+        bench.running_server([], dict(os.environ), timeout_s=1),
     ):
         pass
 
@@ -212,9 +225,8 @@ def test_measures_a_real_server(
     assert len(library.all_ids) == len(library.real_ids) == 12
     filters = [_narrow(str(photos.resolve()))]
     plan = bench.make_plan(3, library.all_ids, library.real_ids[:2], filters, page=4)
-    command = [sys.executable, "-m", "hanclip_cli", "serve", "--library", str(library_path)]
     env = serve_env(_cache_dir)
-    with bench.running_server([*command, "--port", "0"], env, tmp_path / "logs") as server:
+    with bench.running_server(["--library", str(library_path)], env) as server:
         figures = bench.measure_server(server, plan)
     assert figures.ready_s >= figures.announced_s > 0
     assert figures.first_search_ms > 0 and figures.peak_rss_mb > 0

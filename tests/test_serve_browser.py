@@ -17,15 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from hanclip_cli.serve.spawn import CHROMIUM, HEADLESS_CHROMIUM_ARGS
+
 TIMEOUT_MS = 15_000
 
 
@@ -51,7 +44,9 @@ from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=list(HEADLESS_CHROMIUM_ARGS)
+        )
         try:
             yield browser
         finally:

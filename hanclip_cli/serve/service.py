@@ -70,7 +70,12 @@ class LibraryService:
     def _open(self, library: Path | None, model: str | None, device: str | None) -> OpenLibrary:
         opened = open_library(library, model, for_writing=False, device=device, few_texts=False)
         try:
-            opened.model.embed_texts(["바다 위 노을"])  # the text model loads now, not on a query
+            # The text model and the search index load now, before the URL is shown, so the
+            # first query is as quick as the next.
+            opened.model.embed_texts(["바다 위 노을"])
+            if opened.store.count():
+                opened.check_image_space()  # photos of another image model: say so now
+                self._index(opened)
         except BaseException:
             opened.close()
             raise
