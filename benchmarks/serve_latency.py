@@ -49,7 +49,7 @@ from speedbench.results import LoadSummary
 from speedbench.settings import PHOTO_SIZE
 from speedbench.workspace import Workspace
 
-from hanclip_cli.serve.spawn import ServerDidNotStart, spawned_server
+from hanclip_eval.server_process import ServerDidNotStart, spawned_server
 
 SEARCH_P50_TARGET_MS = 50.0  # the "tens of milliseconds"
 REAL_PHOTOS = 12  # indexed JPEGs: the thumbnails and the narrow filter's photos

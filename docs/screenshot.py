@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hanclip_cli.serve.spawn import CHROMIUM, HEADLESS_CHROMIUM_ARGS, spawned_server
+from hanclip_eval.server_process import CHROMIUM, HEADLESS_CHROMIUM_ARGS, spawned_server
 
 QUERY = "바다 위 노을"
 VIEWPORT = {"width": 1280, "height": 800}

@@ -1,4 +1,4 @@
-"""A real `hanclip serve` process for the API and browser tests (`hanclip_cli.serve.spawn`),
+"""A real `hanclip serve` process for the API and browser tests (hanclip_eval.server_process),
 with the tests' offline environment."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanclip_cli.serve.spawn import spawned_server
+from hanclip_eval.server_process import spawned_server
 
 
 @dataclass

@@ -115,7 +115,7 @@ def test_check_response_rejects_what_is_not_an_answer() -> None:
 
 def _fake_server(monkeypatch, code: str) -> None:
     """`hanclip serve` stands in as a Python one-liner."""
-    from hanclip_cli.serve import spawn
+    from hanclip_eval import server_process as spawn
 
     monkeypatch.setattr(spawn, "serve_command", lambda args: [sys.executable, "-c", code])
 

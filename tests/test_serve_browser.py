@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from hanclip_cli.serve.spawn import CHROMIUM, HEADLESS_CHROMIUM_ARGS
+from hanclip_eval.server_process import CHROMIUM, HEADLESS_CHROMIUM_ARGS
 
 TIMEOUT_MS = 15_000
 
