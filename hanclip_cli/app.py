@@ -215,6 +215,14 @@ def search(
     min_score: Annotated[
         float | None, typer.Option("--min-score", help="Leave out matches scoring below this.")
     ] = None,
+    min_prob: Annotated[
+        float | None,
+        typer.Option(
+            "--min-prob",
+            help="Leave out matches whose match probability is below this (0 to 1; models "
+            "that `hanclip train` calibrated).",
+        ),
+    ] = None,
     sort: Annotated[
         str,
         typer.Option(help="Order of the results: score, date (newest first) or date-asc."),
@@ -238,7 +246,9 @@ def search(
 ) -> None:
     """Search the library with words (e.g. '바다 위 노을'), photos (--image), or both.
 
-    A photo's date is its EXIF date taken, else its file's modification time.
+    A photo's date is its EXIF date taken, else its file's modification time. A model that
+    `hanclip train` calibrated also gives each match a match probability (the `match`
+    column; `match_probability` in --json).
     """
     given = dict(locals())  # the parameters, named as SearchArgs names them
     from hanclip_cli.search_command import SearchArgs, run_search
@@ -249,21 +259,60 @@ def search(
 
 @app.command(
     epilog="Examples:\n\n"
-    "  hanclip train --english en.txt --korean ko.txt --images ~/unlabeled --out ./hanclip-ko\n\n"
+    "  hanclip train --english en.txt --target ko.txt --images ~/unlabeled --out ./hanclip-ko\n\n"
+    "  hanclip train --english en.txt --target ko.txt --images-from-library --out ./my-ko"
+    "   # your own photos as the image bank\n\n"
+    "  hanclip train --list-recipes\n\n"
+    "  hanclip train --recipe coyo-mscoco-ko --images-from-library --out ./hanclip-ko\n\n"
+    "  hanclip train --english en.txt --target vi.txt --language vi --images ~/사진 --out ./vi\n\n"
     "  hanclip train --english-clip-emb eI.npy --english-text-emb eK.npy --korean-emb k.npy "
     "--image-emb v.npy --out ./hanclip-ko --epochs 10\n\n"
     "  hanclip index ~/Pictures --model ./hanclip-ko && hanclip search '바다 위 노을'"
 )
 @handle_errors
 def train(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Bundle directory to write.")
+    ] = None,
     english: Annotated[
         Path | None, typer.Option(help="English captions (.txt line each, .jsonl, .csv).")
     ] = None,
-    korean: Annotated[
-        Path | None, typer.Option(help="Target-language captions (Korean, or any language).")
+    target: Annotated[
+        Path | None,
+        typer.Option(
+            "--target",
+            "--korean",
+            help="Target-language captions: Korean, or any language (--language).",
+        ),
+    ] = None,
+    language: Annotated[
+        str | None,
+        typer.Option(help="Language code of the target captions, recorded in the bundle (ko)."),
     ] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of unlabeled photos.")] = None,
+    images_from_library: Annotated[
+        bool,
+        typer.Option(
+            "--images-from-library",
+            help="Use the photos of the library (--library) as the image bank: their stored "
+            "embeddings, no photo is opened.",
+        ),
+    ] = False,
+    library: LibraryOption = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Fetch the caption corpora of this recipe (see --list-recipes)."),
+    ] = None,
+    list_recipes: Annotated[
+        bool, typer.Option("--list-recipes", help="Show the recipes: sources, licences, sizes.")
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Read the recipe's files from this folder instead of the hub."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use at most N captions of each corpus.")
+    ] = None,
     base_model: Annotated[
         str, typer.Option(help="Bundle or built-in name whose frozen encoders to use.")
     ] = "hanclip-base",
@@ -273,7 +322,9 @@ def train(
     english_text_emb: Annotated[
         Path | None, typer.Option(help="Precomputed e^K: the same captions, text encoder.")
     ] = None,
-    korean_emb: Annotated[Path | None, typer.Option(help="Precomputed Korean bank.")] = None,
+    korean_emb: Annotated[
+        Path | None, typer.Option(help="Precomputed target-language (Korean) bank.")
+    ] = None,
     image_emb: Annotated[Path | None, typer.Option(help="Precomputed image bank.")] = None,
     image_model: Annotated[
         str, typer.Option(help="Image model recorded in the bundle (embeddings mode).")
@@ -301,96 +352,15 @@ def train(
 ) -> None:
     """Train the HanCLIP projection heads and write a model bundle.
 
-    Give corpora (--english, --korean, --images) or precomputed embeddings (--english-clip-emb,
-    --english-text-emb, --korean-emb, --image-emb). No Korean-image pairs are needed. Ctrl-C
-    stops after saving; running the same command again resumes.
+    Give corpora (--english and --target files, or --recipe NAME; photos with --images DIR or
+    --images-from-library) or precomputed embeddings (--english-clip-emb, --english-text-emb,
+    --korean-emb, --image-emb). No target-language–image pairs are needed. Ctrl-C stops
+    after saving; running the same command again resumes.
     """
-    from hanclip_cli.common import fail
-    from trainer.pipeline import (
-        CorpusInputs,
-        EmbeddingInputs,
-        build_corpus_banks,
-        load_embedding_banks,
-        train_bundle,
-    )
-    from trainer.train import TrainConfig
+    given = dict(locals())  # the parameters, named as TrainArgs names them
+    from hanclip_cli.train_command import TrainArgs, run_train
 
-    corpora = {"--english": english, "--korean": korean, "--images": images}
-    embeddings = {
-        "--english-clip-emb": english_clip_emb,
-        "--english-text-emb": english_text_emb,
-        "--korean-emb": korean_emb,
-        "--image-emb": image_emb,
-    }
-    use_corpora = any(v is not None for v in corpora.values())
-    use_embeddings = any(v is not None for v in embeddings.values())
-    if use_corpora == use_embeddings:
-        fail("give either corpora (--english, --korean, --images) or embeddings (--*-emb)")
-    chosen = corpora if use_corpora else embeddings
-    missing = [flag for flag, value in chosen.items() if value is None]
-    if missing:
-        fail(f"missing {', '.join(missing)}")
-    cfg = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        tau_retrieval=tau_retrieval,
-        tau_inter=tau_inter,
-        tau_image_text=tau_image_text,
-        noise_std=noise_std,
-        intra_weight=intra_weight,
-        seed=seed,
-        device=device,
-    )
-    with make_progress() as progress:
-        if use_corpora:
-            from hanclip_model.cache import cache_root
-
-            tasks: dict[str, object] = {}
-
-            def bank_progress(bank: str, rows: int, total: int) -> None:
-                if bank not in tasks:
-                    tasks[bank] = progress.add_task(f"encoding {bank}", total=total)
-                progress.update(tasks[bank], advance=rows)
-
-            prepared = build_corpus_banks(
-                CorpusInputs(english, korean, images, base_model),
-                cache_dir or cache_root() / "banks",
-                device=device,
-                progress=bank_progress,
-            )
-        else:
-            prepared = load_embedding_banks(
-                EmbeddingInputs(
-                    english_clip_emb,
-                    english_text_emb,
-                    korean_emb,
-                    image_emb,
-                    image_model,
-                    text_model,
-                )
-            )
-        result, manifest = train_bundle(
-            prepared, cfg, out, name=name or out.resolve().name, progress=_train_bar(progress)
-        )
-    summary = {
-        "bundle": str(manifest.parent),
-        "banks": prepared.banks.sizes(),
-        "loss_history": result.loss_history,
-        "seconds": {stage: round(s, 2) for stage, s in result.stage_seconds.items()},
-        "epochs_resumed": result.epochs_resumed,
-        "device": result.device,
-    }
-    if json_output:
-        print_json(summary)
-        return
-    losses = result.loss_history
-    console.print(
-        f"bundle written to {manifest.parent} (loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
-        + ", ".join(f"{k} {v:.1f}s" for k, v in summary["seconds"].items())
-        + ")",
-        highlight=False,
-    )
+    run_train(TrainArgs(**given), _train_bar)
 
 
 _OFFLINE_REASONS = {
@@ -753,6 +723,151 @@ def serve(
         announce=lambda line: console.print(Text(line), soft_wrap=True),
         warn=lambda line: err_console.print(Text(line, style="yellow"), soft_wrap=True),
     )
+
+
+models_app = typer.Typer(
+    name="models",
+    help="The models this library can use: list them, install a trained bundle.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(
+    invoke_without_command=True,
+    epilog="Examples:\n\n"
+    "  hanclip models\n\n"
+    "  hanclip models --json --library ~/사진/.hanclip\n\n"
+    "  hanclip models install ./한국어-모델 --default   # then: hanclip search '바다 위 노을'",
+)
+@handle_errors
+def models(
+    ctx: typer.Context,
+    library: LibraryOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List the built-in and installed model bundles: image and text model, language, what
+    it was trained on, whether it is calibrated, and which one `search` uses now."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from hanclip_cli.library import library_dir
+    from hanclip_cli.models import list_models
+
+    entries = list_models(library_dir(library))
+    if json_output:
+        print_json([entry.as_json() for entry in entries])
+        return
+    _print_models(entries)
+
+
+def _print_models(entries) -> None:
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("", no_wrap=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("encoders (image, text)", overflow="fold")
+    table.add_column("language", no_wrap=True)
+    table.add_column("trained on", overflow="fold")
+    table.add_column("calibrated", no_wrap=True)
+    for entry in entries:
+        mark = "*" if entry.in_use else ""
+        name = Text(entry.name + (" (default)" if entry.default else ""))
+        if entry.error:
+            table.add_row(mark, name, entry.kind, Text(f"unreadable: {entry.error}"))
+            continue
+        encoders = f"{_short_model(entry.image_model)}\n{_short_model(entry.text_model)}"
+        table.add_row(
+            mark,
+            name,
+            entry.kind,
+            Text(encoders),
+            Text(entry.language or "—"),
+            Text(entry.trained_on),
+            "yes" if entry.calibrated else "no",
+        )
+    console.print(table)
+    for entry in entries:
+        if entry.in_use:
+            where = f" ({entry.path})" if entry.path else ""
+            console.print(Text(f"* in use: {entry.name}{where}"), soft_wrap=True)
+    for entry in entries:
+        if entry.card:
+            console.print(Text(f"card of {entry.name}: {entry.card}"), soft_wrap=True)
+    console.print(Text("full names and paths: hanclip models --json"), style="dim")
+
+
+def _short_model(spec: str | None) -> str:
+    """An encoder as a table has room for: a folder by its name, a hub id without the
+    sentence-transformers organisation (`--json` has them whole)."""
+    if not spec:
+        return "—"
+    if spec.startswith("local-dir:"):
+        return Path(spec[len("local-dir:") :]).name + "/"
+    if spec.startswith("/"):
+        return Path(spec).name + "/"
+    return spec.removeprefix("sentence-transformers/")
+
+
+@models_app.command(
+    "install",
+    epilog="Examples:\n\n"
+    "  hanclip models install ./한국어-모델\n\n"
+    "  hanclip models install ~/학습결과/hanclip-ko --name 한국어 --default\n\n"
+    "  hanclip models install ./새-모델 --name 한국어 --force --json   # replace it",
+)
+@handle_errors
+def models_install(
+    source: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="The bundle folder (the one holding hanclip.json)."),
+    ],
+    library: LibraryOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Folder name under the library's models/ (default: the bundle's own name).",
+            show_default=False,
+        ),
+    ] = None,
+    default: Annotated[
+        bool,
+        typer.Option(
+            "--default",
+            help="Make it the library's model: `search` and `index` use it from now on "
+            "(when the library's photos were embedded by another image model, says the "
+            "`index --reembed` command that moves them).",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a different bundle installed as NAME.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Copy a trained bundle into the library's models/ (checked first, moved in whole)."""
+    from hanclip_cli.library import library_dir
+    from hanclip_cli.models import install_bundle
+
+    result = install_bundle(library_dir(library), source, name, default, force=force)
+    for note in result.notes:
+        notice(note)
+    if json_output:
+        print_json(result.as_json())
+        return
+    if result.already_installed:
+        line = f"{result.name} is installed already: {result.path}"
+    else:
+        replaced = " (replacing the bundle that was there)" if result.replaced else ""
+        line = f"installed {result.name} into {result.path}{replaced}"
+    console.print(Text(line), soft_wrap=True)
+    if result.default:
+        console.print(Text(f"{result.name} is the library's default model"), soft_wrap=True)
+    if result.in_use:
+        console.print(Text(f"`hanclip search` now uses {result.name}"), soft_wrap=True)
 
 
 def main() -> None:

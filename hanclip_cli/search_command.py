@@ -44,6 +44,7 @@ class SearchArgs:
     before: str | None = None
     folders: tuple[Path, ...] | None = None
     min_score: float | None = None
+    min_prob: float | None = None  # a match probability, 0 < P < 1: calibrated models only
     sort: str = "score"
     paths: bool = False
     null: bool = False
@@ -67,6 +68,7 @@ SEARCH_OPTIONS: dict[str, tuple[str, ...]] = {
     "before": ("--before",),
     "folders": ("--in",),
     "min_score": ("--min-score",),
+    "min_prob": ("--min-prob",),
     "sort": ("--sort",),
     "paths": ("--paths",),
     "null": ("-0", "--null"),
@@ -89,6 +91,7 @@ SEARCH_EXAMPLES = (
     "  hanclip search '가족 여행' --after 2023-07 --before 2023-09\n\n"
     "  hanclip search 고양이 --in ~/Pictures/2024 --in ~/Pictures/폰\n\n"
     "  hanclip search 고양이 --min-score 0.25\n\n"
+    "  hanclip search '누워있는 고양이' --min-prob 0.9   # likely matches (trained models)\n\n"
     "  hanclip search '생일 파티' --sort date   # newest first (date-asc: oldest first)\n\n"
     "  hanclip search 고양이 --paths | xargs open\n\n"
     "  hanclip search '바다 위 노을' -0 | xargs -0 cp -t ~/고른사진\n\n"
@@ -118,6 +121,8 @@ def filter_words(args: SearchArgs) -> list[str]:
     words += [f"--in {folder}" for folder in args.folders or ()]
     if args.min_score is not None:
         words.append(f"--min-score {args.min_score}")
+    if args.min_prob is not None:
+        words.append(f"--min-prob {args.min_prob}")
     if args.sort != "score":
         words.append(f"--sort {args.sort}")
     if args.include_offline:
@@ -135,6 +140,7 @@ def run_search(args: SearchArgs) -> None:
     from hanclip_cli.searcher import (
         MAX_QUERY_CHARS,
         SearchFilters,
+        check_min_prob,
         check_sort,
         normalise_query,
         search_library,
@@ -152,6 +158,8 @@ def run_search(args: SearchArgs) -> None:
     if args.open_page and args.html is None:
         fail("--open opens the page --html writes: give --html FILE too")
     check_sort(args.sort)
+    if args.min_prob is not None:
+        check_min_prob(args.min_prob)
     if args.html is not None:
         from hanclip_cli.gallery import check_target
 
@@ -164,6 +172,7 @@ def run_search(args: SearchArgs) -> None:
         before=args.before,
         folders=tuple(args.folders or ()),
         min_score=args.min_score,
+        min_prob=args.min_prob,
     )
     opened = open_library(args.library, args.model, for_writing=False, device=args.device)
     with opened:
@@ -218,35 +227,27 @@ def _print_hits(args: SearchArgs, result: SearchResult) -> None:
         sys.stdout.buffer.flush()
         return
     if args.json_output:
-        print_json(
-            [
-                {
-                    "rank": h.rank,
-                    "path": h.path,
-                    "score": round(h.score, 6),
-                    "taken_at": h.taken_at,
-                    "width": h.width,
-                    "height": h.height,
-                    "offline": h.offline,
-                    "date_source": h.date_source,
-                }
-                for h in hits
-            ]
-        )
+        from hanclip_cli.searcher import hit_fields
+
+        print_json([hit_fields(h) for h in hits])
         return
     from rich.table import Table
     from rich.text import Text
 
+    calibrated = any(hit.match_probability is not None for hit in hits)
     table = Table(box=None, header_style="bold")
     table.add_column("#", justify="right")
     table.add_column("score")
+    if calibrated:
+        table.add_column("match", justify="right")
     table.add_column("path", overflow="fold")  # a path cut short is useless: wrap it whole
     table.add_column("taken", no_wrap=True)
     for hit in hits:
         path = Text(hit.path)
         if hit.offline:
             path.append(" (offline)", style="dim")
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", path, hit.taken_at or "")
+        match = [percent(hit.match_probability)] if calibrated else []
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", *match, path, hit.taken_at or "")
     console.print(table)
     if not hits:
         left_out = result.offline_left_out
@@ -257,6 +258,17 @@ def _print_hits(args: SearchArgs, result: SearchResult) -> None:
             else ""
         )
         notice(f"no photo matched{offline}")
+
+
+def percent(probability: float | None) -> str:
+    """A match probability for the table: whole percent, never a rounded 0 % or 100 %."""
+    if probability is None:
+        return ""
+    if probability < 0.005:
+        return "<1%"
+    if probability >= 0.995:
+        return ">99%"
+    return f"{probability:.0%}"
 
 
 class _NotPlain(Exception):
@@ -287,6 +299,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(*SEARCH_OPTIONS["after"], dest="after")
     parser.add_argument(*SEARCH_OPTIONS["before"], dest="before")
     parser.add_argument(*SEARCH_OPTIONS["min_score"], dest="min_score", type=float)
+    parser.add_argument(*SEARCH_OPTIONS["min_prob"], dest="min_prob", type=float)
     parser.add_argument(*SEARCH_OPTIONS["sort"], dest="sort")
     parser.add_argument(*SEARCH_OPTIONS["paths"], dest="paths", action="store_true")
     parser.add_argument(*SEARCH_OPTIONS["null"], dest="null", action="store_true")

@@ -1,5 +1,11 @@
 """`hanclip search`: Korean words and photos in (one, or a weighted sum), the nearest photos
-that pass the filters out."""
+that pass the filters out.
+
+A score is the cosine of the query and photo vectors. A calibrated model (a trained bundle
+with a `calibration` block) also gives each hit a match probability, sigmoid(a·score + b), the
+chance that the photo matches the query at even prior odds (trainer/calibration.py says what
+that means); `min_prob` filters on it by the score it stands for.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +27,9 @@ from hanclip_cli.vector_index import VectorIndex, sync_index
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.storage import storage_error
 from hanclip_model.texts import clean_text
+
+if TYPE_CHECKING:
+    from hanclip_model.model import HanclipModel
 
 
 @dataclass
@@ -33,6 +43,27 @@ class SearchHit:
     offline: bool = False  # under a folder that is offline (shown with include_offline)
     date_source: str = "exif"  # where taken_at comes from: "exif" or "mtime"
     photo_id: int | None = None  # the photo's id in the library (the server's URLs use it)
+    match_probability: float | None = None  # None: the model is not calibrated
+
+
+def hit_fields(hit: SearchHit) -> dict[str, object]:
+    """A hit as `search --json` writes it (the server adds the photo's id and URLs):
+    `match_probability` only from a calibrated model, so uncalibrated output is unchanged."""
+    fields: dict[str, object] = {
+        "rank": hit.rank,
+        "path": hit.path,
+        "score": round(hit.score, 6),
+    }
+    if hit.match_probability is not None:
+        fields["match_probability"] = round(hit.match_probability, 6)
+    fields.update(
+        taken_at=hit.taken_at,
+        width=hit.width,
+        height=hit.height,
+        offline=hit.offline,
+        date_source=hit.date_source,
+    )
+    return fields
 
 
 @dataclass(frozen=True)
@@ -53,10 +84,33 @@ class SearchFilters:
     before: str | None = None  # dated before the start of this one
     folders: tuple[Path, ...] = ()  # at or below one of these
     min_score: float | None = None
+    min_prob: float | None = None  # a match probability (0 to 1): calibrated models only
 
     @property
     def narrows(self) -> bool:
         return bool(self.after or self.before or self.folders)
+
+
+def check_min_prob(value: float, option: str = "--min-prob") -> None:
+    """A minimum match probability must lie strictly between 0 and 1."""
+    if not 0 < value < 1:  # NaN fails too
+        raise HanclipError(f"{option} {value}: give a match probability between 0 and 1, e.g. 0.9")
+
+
+def score_threshold(filters: SearchFilters, model: HanclipModel) -> float | None:
+    """The lowest score a hit may have: `min_score`, or the score at which the match
+    probability reaches `min_prob` (a > 0, so the probability rises with the score and
+    passing it is passing that score), whichever is higher; None when neither is given."""
+    thresholds = [] if filters.min_score is None else [filters.min_score]
+    if filters.min_prob is not None:
+        check_min_prob(filters.min_prob)
+        if model.calibration is None:
+            raise HanclipError(
+                f"--min-prob needs a calibrated model, and {model.name!r} is not calibrated "
+                "(it gives scores only): use --min-score instead"
+            )
+        thresholds.append(model.calibration.score_at(filters.min_prob))
+    return max(thresholds) if thresholds else None
 
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
@@ -199,6 +253,7 @@ def search_library(
         raise HanclipError("-n must be at least 1")
     check_sort(sort)
     library, model = opened.library, opened.model
+    threshold = score_threshold(filters, model)
     if library.store.count() == 0:
         raise HanclipError(
             f"no photos indexed in {library.directory} yet: run `hanclip index PATH` first"
@@ -218,11 +273,12 @@ def search_library(
     else:
         passing = allowed if include_offline else allowed - offline
         found = vindex.search_among(vector, limit, passing)
-    if filters.min_score is not None:
-        found = [(photo_id, score) for photo_id, score in found if score >= filters.min_score]
+    if threshold is not None:
+        found = [(photo_id, score) for photo_id, score in found if score >= threshold]
     records = library.store.records_by_ids(photo_id for photo_id, _ in found)
+    probabilities = model.match_probability(np.array([score for _, score in found]))
     hits = []
-    for photo_id, score in found:
+    for index, (photo_id, score) in enumerate(found):
         record = records.get(photo_id)
         if record is None:
             continue
@@ -237,6 +293,7 @@ def search_library(
                 offline=photo_id in offline,
                 date_source=record.date_source,
                 photo_id=photo_id,
+                match_probability=None if probabilities is None else float(probabilities[index]),
             )
         )
     left_out = 0 if include_offline else len(offline)

@@ -8,16 +8,25 @@ A bundle is a directory holding `hanclip.json`:
 Other keys (dims, training metadata) are kept and ignored. Relative paths in `image_model`
 (`local-dir:rel/path`), `text_model` and `heads` are relative to the bundle directory. With
 `"heads": null` image and text vectors are compared directly (Multilingual-CLIP style).
+
+An optional `"calibration"` block turns a score (cosine) into a match probability,
+sigmoid(a·cos + b) (written by `hanclip train`; trainer/calibration.py says what it means):
+`{"a": float > 0, "b": float, ...}`. A block `{"uncalibrated": "why", ...}`, or none, leaves
+the bundle uncalibrated; anything else is a BundleError. It is read into
+`BundleSpec.calibration` and also kept, as written, among the other keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from hanclip_model.errors import BundleError, UnknownModel
 from hanclip_model.files import atomic_write_text, file_sha256
@@ -30,6 +39,25 @@ LOCAL_DIR_PREFIX = "local-dir:"
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """p(match) = sigmoid(a·cos + b); a > 0, so the probability rises with the score."""
+
+    a: float
+    b: float
+
+    def probability(self, scores: np.ndarray) -> np.ndarray:
+        """Match probabilities of cosine scores (float64, any shape)."""
+        z = self.a * np.asarray(scores, dtype=np.float64) + self.b
+        # exp of -|z| only: neither branch overflows, however far the score lies out.
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+    def score_at(self, probability: float) -> float:
+        """The cosine whose match probability is `probability` (0 < probability < 1)."""
+        return (math.log(probability / (1 - probability)) - self.b) / self.a
+
+
+@dataclass(frozen=True)
 class BundleSpec:
     """What a bundle names, with every relative path already resolved."""
 
@@ -39,6 +67,7 @@ class BundleSpec:
     heads_path: Path | None = None
     directory: Path | None = None  # None for a built-in bundle
     extra: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None  # None: scores only, no match probability
 
     @property
     def image_fingerprint(self) -> str:
@@ -121,7 +150,32 @@ def read_bundle(directory: str | Path) -> BundleSpec:
         heads_path=heads_path,
         directory=base,
         extra={k: v for k, v in data.items() if k not in known},
+        calibration=_read_calibration(data.get("calibration"), manifest),
     )
+
+
+def _read_calibration(block: Any, manifest: Path) -> Calibration | None:
+    """The `calibration` block: None when absent or saying why there is none."""
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        raise BundleError(f"{manifest}: 'calibration' must be an object")
+    if "a" not in block and "b" not in block and isinstance(block.get("uncalibrated"), str):
+        return None
+    values = {}
+    for key in ("a", "b"):
+        value = block.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BundleError(f"{manifest}: calibration '{key}' must be a number")
+        if not math.isfinite(value):
+            raise BundleError(f"{manifest}: calibration '{key}' must be finite, got {value}")
+        values[key] = float(value)
+    if values["a"] <= 0:
+        raise BundleError(
+            f"{manifest}: calibration 'a' must be positive (a higher score, a higher "
+            f"probability), got {values['a']}"
+        )
+    return Calibration(a=values["a"], b=values["b"])
 
 
 def resolve_bundle(path_or_name: str | Path) -> BundleSpec:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hanclip_model.bundle import BundleSpec, resolve_bundle
+from hanclip_model.bundle import BundleSpec, Calibration, resolve_bundle
 from hanclip_model.cache import cache_root
 from hanclip_model.encoders import ClipEncoder, TextEncoder
 from hanclip_model.errors import BundleError
@@ -56,6 +56,16 @@ class HanclipModel:
     @property
     def fingerprint(self) -> str:
         return self.spec.fingerprint
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return self.spec.calibration
+
+    def match_probability(self, scores: np.ndarray) -> np.ndarray | None:
+        """Match probabilities of search scores (cosines); None when the bundle carries no
+        calibration (the built-in ones, tiny training runs): then there are scores only."""
+        calibration = self.spec.calibration
+        return None if calibration is None else calibration.probability(scores)
 
     @cached_property
     def heads(self) -> Heads | None:

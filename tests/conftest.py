@@ -153,3 +153,16 @@ def served(served_library: tuple[Path, Path], _cache_dir: Path) -> Iterator[Serv
     library, photos = served_library
     with running_server(library, photos, _cache_dir) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread() -> Iterator[None]:
+    """Tensors as small as the synthetic worlds' gain nothing from two threads, and on a busy
+    machine the hand-offs between them cost seconds per epoch: a module of such tests runs
+    torch on one thread (`pytestmark = pytest.mark.usefixtures("single_torch_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

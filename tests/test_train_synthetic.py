@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +30,9 @@ from trainer.train import (
 D_IMG, D_TXT, N_TEST = 128, 96, 500
 CONFIG = TrainConfig(epochs=4, batch_size=128, seed=0, device="cpu")
 
+# Tensors this small gain nothing from two threads (see conftest.py).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 def recall_at_1(query: np.ndarray, gallery: np.ndarray) -> float:
     """Share of queries whose most similar gallery row is their own pair (same index)."""
@@ -54,16 +56,6 @@ def assert_same_weights(a: HanclipHeads, b: HanclipHeads) -> None:
     state_b = b.state_dict()
     for name, tensor in a.state_dict().items():
         assert torch.equal(tensor, state_b[name]), name
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tensors this small gain nothing from two threads, and on a busy machine the hand-offs
-    between them cost seconds per epoch."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

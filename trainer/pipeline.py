@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hanclip_model.bundle import resolve_bundle
+from hanclip_model.device import pick_device
 from hanclip_model.encoders import ClipEncoder, TextEncoder
 from hanclip_model.errors import HanclipError
 from hanclip_model.heads import l2_normalize
 from hanclip_model.images import iter_image_files
-from trainer.banks import bank_fingerprint, drop_empty_rows, encode_bank, image_batch_encoder
-from trainer.corpus import read_captions
+from trainer.banks import (
+    bank_batch_size,
+    bank_fingerprint,
+    drop_empty_rows,
+    encode_bank,
+    image_batch_encoder,
+)
+from trainer.card import write_card
 from trainer.train import (
     TrainBanks,
     TrainConfig,
@@ -30,12 +37,27 @@ STATE_DIR = ".train-state"
 
 @dataclass(frozen=True)
 class CorpusInputs:
-    """Raw corpora: English and target-language captions, a folder of unlabeled photos."""
+    """Raw corpora: English and target-language captions, and the images: photo files to
+    encode (`photos`), or raw CLIP embeddings of the base model's image encoder that exist
+    already (`image_bank`: what `index` stored in a library)."""
 
-    english: Path
-    korean: Path
-    images: Path
+    english: Sequence[str]
+    target: Sequence[str]
     base_model: str  # a bundle or built-in name: its encoders are the frozen ones
+    photos: Sequence[str] | None = None
+    image_bank: np.ndarray | None = None
+    language: str | None = None  # the target captions' language, recorded in the bundle
+    sources: dict[str, object] = field(default_factory=dict)  # where each corpus came from
+
+
+def photos_in(folder: Path) -> list[str]:
+    """The photo files below `folder`, as `index` finds them."""
+    if not folder.is_dir():
+        raise HanclipError(f"image folder not found: {folder}")
+    photos = list(iter_image_files(folder))
+    if not photos:
+        raise HanclipError(f"no photos found in {folder}")
+    return photos
 
 
 @dataclass(frozen=True)
@@ -108,45 +130,64 @@ def build_corpus_banks(
     cache_dir: Path,
     *,
     device: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: BankProgress | None = None,
 ) -> PreparedBanks:
-    """Encode the corpora with the base bundle's frozen encoders (cached, resumable)."""
+    """Encode the corpora with the base bundle's frozen encoders (cached, resumable); an
+    `image_bank` given is used as it is (no photo is opened)."""
+    if (inputs.photos is None) == (inputs.image_bank is None):
+        raise HanclipError("give the images either as photo files or as an image bank")
     spec = resolve_bundle(inputs.base_model)
-    english = read_captions(inputs.english)
-    korean = read_captions(inputs.korean)
-    if not inputs.images.is_dir():
-        raise HanclipError(f"image folder not found: {inputs.images}")
-    photos = list(iter_image_files(inputs.images))
-    if not photos:
-        raise HanclipError(f"no photos found in {inputs.images}")
+    english = [*inputs.english]
+    target = [*inputs.target]
+    for what, captions in (("English", english), ("target-language", target)):
+        if not captions:
+            raise HanclipError(f"no {what} captions to train on")
     clip = ClipEncoder(spec.image_model, device=device)
     text = TextEncoder(spec.text_model, device=device)
+    on = pick_device(device)  # asked of the rule, not of an encoder: that would load it
 
     def bank(name: str, kind: str, encoder_spec: str, items: list[str], encode, dim: int):
         path = cache_dir / f"{name}-{bank_fingerprint(kind, encoder_spec, items)}.npy"
         report = (lambda rows: progress(name, rows, len(items))) if progress else None
-        return encode_bank(items, encode, dim, path, batch_size=batch_size, on_rows=report)
+        # Per device unless given: a GPU takes much larger batches than a CPU.
+        rows = batch_size or bank_batch_size("image" if kind == "image" else "text", on)
+        return encode_bank(items, encode, dim, path, batch_size=rows, on_rows=report)
 
     english_clip = bank(
         "english-clip", "clip_text", spec.image_model, english, clip.embed_texts, clip.dim
     )
     english_text = bank("english-text", "text", spec.text_model, english, text.embed, text.dim)
-    korean_bank = bank("korean-text", "text", spec.text_model, korean, text.embed, text.dim)
-    image_bank = bank(
-        "images", "image", spec.image_model, photos, image_batch_encoder(clip), clip.dim
-    )
-    readable = drop_empty_rows(image_bank)
-    if len(readable) == 0:
-        raise HanclipError(f"none of the photos in {inputs.images} could be read")
-    banks = TrainBanks(english_clip, english_text, readable, korean_bank)
+    # Korean banks keep the name they had before other languages came.
+    target_name = "korean" if inputs.language in (None, "ko") else inputs.language
+    target_bank = bank(f"{target_name}-text", "text", spec.text_model, target, text.embed, text.dim)
+    if inputs.image_bank is not None:
+        readable = inputs.image_bank
+        unreadable = 0
+        if readable.ndim != 2 or len(readable) == 0:
+            raise HanclipError("the image bank is empty")
+        if readable.shape[1] != english_clip.shape[1]:
+            raise HanclipError(
+                f"the image bank is {readable.shape[1]}-d but {spec.image_model!r} gives "
+                f"{english_clip.shape[1]}-d vectors: it comes from another image model"
+            )
+        readable = l2_normalize(np.asarray(readable, dtype=np.float32))
+    else:
+        photos = [*inputs.photos]
+        image_bank = bank(
+            "images", "image", spec.image_model, photos, image_batch_encoder(clip), clip.dim
+        )
+        readable = drop_empty_rows(image_bank)
+        unreadable = int(len(image_bank) - len(readable))
+        if len(readable) == 0:
+            raise HanclipError("none of the photos could be read")
+    banks = TrainBanks(english_clip, english_text, readable, target_bank)
     info = {
         "source": "corpora",
-        "english": str(inputs.english),
-        "korean": str(inputs.korean),
-        "images": str(inputs.images),
-        "unreadable_images": int(len(image_bank) - len(readable)),
+        **inputs.sources,
+        "unreadable_images": unreadable,
         "base_model": spec.name,
+        "language": inputs.language,
     }
     return PreparedBanks(banks, spec.image_model, spec.text_model, info)
 
@@ -172,5 +213,6 @@ def train_bundle(
         cfg=cfg,
         banks_info=banks_info,
     )
+    write_card(out_dir)  # MODEL_CARD.md, from the manifest just written
     shutil.rmtree(state, ignore_errors=True)
     return result, manifest

@@ -12,6 +12,16 @@ The loop reads top to bottom, nanoGPT-style:
 
 Shuffling and noise are seeded per epoch from (seed, epoch), so a resumed run draws the same
 numbers as an uninterrupted one and ends with the same weights.
+
+A share of the captions (chosen from the seed, see `trainer.calibration`) is held out of
+training; after the last epoch their pseudo pairs, unseen by the heads, fit the match
+probability p(match) = sigmoid(a·cos + b) that the bundle carries.
+
+On a GPU the four training columns (e^I, v, e^K, k) are copied to it once when they fit
+(1M captions: 7 GB) and every batch is gathered there; otherwise each batch is gathered in
+host memory (memmaps included) and copied over. Step losses stay on the device: the epoch's
+mean is read once, and a progress report reads the previous step's loss, so the GPU always
+has the current step queued.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,15 +43,24 @@ from hanclip_model.bundle import HEADS_NAME, write_bundle
 from hanclip_model.device import pick_device
 from hanclip_model.errors import HanclipError
 from hanclip_model.files import atomic_path
+from trainer.calibration import (
+    NOISE_STREAM,
+    CalibrationReport,
+    calibrate,
+    held_out_rows,
+    not_calibrated,
+    stream,
+)
 from trainer.heads import HanclipHeads
 from trainer.losses import add_noise, info_nce, intra_loss
-from trainer.retrieval import soft_retrieve
+from trainer.retrieval import copy_to_device, fits_on_device, soft_retrieve
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 PSEUDO_PAIRS_NAME = "pseudo_pairs.npz"
 _CHECKPOINT_KEY = "hanclip_checkpoint"
 # Rows of each bank hashed to recognise a checkpoint's data without reading whole banks.
 _FINGERPRINT_ROWS = 64
+_COPY_ROWS = 65536  # rows per host-to-device copy of a training column
 
 
 @dataclass(frozen=True)
@@ -154,6 +173,8 @@ class TrainResult:
     stage_seconds: dict[str, float]  # this run only: "pseudo_pairs", "training"
     epochs_resumed: int = 0  # epochs taken from the checkpoint rather than trained now
     device: str = "cpu"
+    # The match probability fitted on the held-out captions, or why there is none.
+    calibration: CalibrationReport | None = None
 
 
 def precompute_pseudo_pairs(
@@ -225,6 +246,42 @@ def _batch(
     return [torch.from_numpy(np.asarray(c[rows], dtype=np.float32)).to(device) for c in columns]
 
 
+def _columns_on_device(
+    columns: tuple[np.ndarray, ...], device: torch.device
+) -> tuple[torch.Tensor, ...] | None:
+    """The training columns copied to a GPU with room for them; None elsewhere."""
+    if not fits_on_device(sum(c.shape[0] * c.shape[1] * 4 for c in columns), device):
+        return None
+    return tuple(copy_to_device(c, device, _COPY_ROWS) for c in columns)
+
+
+def _epoch_inputs(
+    columns: tuple[np.ndarray, ...],
+    on_device: tuple[torch.Tensor, ...] | None,
+    batches: list[np.ndarray],
+    device: torch.device,
+) -> Iterator[list[torch.Tensor]]:
+    """e^I, v, e^K and k of each batch of the epoch, on `device`."""
+    if on_device is None:
+        for rows in batches:
+            yield _batch(columns, rows, device)
+        return
+    # The epoch's order travels once; a copy per step would wait for the GPU each time.
+    order = torch.from_numpy(np.concatenate(batches)).to(device)
+    start = 0
+    for rows in batches:
+        index = order[start : start + len(rows)]
+        yield [column[index] for column in on_device]
+        start += len(rows)
+
+
+def _step_update(
+    losses: list[torch.Tensor], step: int, steps: int, epoch: int, epochs: int
+) -> TrainProgress:
+    """Progress after `step` of `epoch` (both 0-based), with that step's loss."""
+    return TrainProgress("training", step + 1, steps, epoch + 1, epochs, losses[step].item())
+
+
 def train_heads(
     banks: TrainBanks,
     cfg: TrainConfig | None = None,
@@ -243,9 +300,18 @@ def train_heads(
     n_captions = banks.english_clip.shape[0]
     out_dim = out_dim or banks.image_dim
     device = torch.device(pick_device(cfg.device))
-    run = {"config": cfg.hyperparameters(), "out_dim": out_dim, "banks": banks.fingerprint()}
-    batch_size = min(cfg.batch_size, n_captions)
-    steps_per_epoch = len(epoch_batches(n_captions, batch_size, cfg.seed, 0))
+    # Batches index these rows; the held-out ones are for the calibration only.
+    held_out = held_out_rows(n_captions, cfg.seed)
+    training_rows = np.setdiff1d(np.arange(n_captions), held_out)
+    n_training = len(training_rows)
+    run = {
+        "config": cfg.hyperparameters(),
+        "out_dim": out_dim,
+        "banks": banks.fingerprint(),
+        "held_out_rows": len(held_out),
+    }
+    batch_size = min(cfg.batch_size, n_training)
+    steps_per_epoch = len(epoch_batches(n_training, batch_size, cfg.seed, 0))
     checkpoint_path: Path | None = None
     resume_from: _Checkpoint | None = None
     if checkpoint_dir is not None:
@@ -269,33 +335,25 @@ def train_heads(
 
     started = time.perf_counter()
     columns = (banks.english_clip, pseudo_images, banks.english_text, pseudo_korean)
+    on_device = _columns_on_device(columns, device)
     for epoch in range(epochs_resumed, cfg.epochs):
         heads.train()
         generator = noise_generator(cfg.seed, epoch, device)
-        batches = epoch_batches(n_captions, batch_size, cfg.seed, epoch)
-        epoch_loss = 0.0
-        for step, rows in enumerate(batches):
-            english_clip, pseudo_image, english_text, pseudo_korean = _batch(columns, rows, device)
-            loss = training_loss(
-                heads, english_clip, pseudo_image, english_text, pseudo_korean, cfg, generator
-            )
+        batches = [training_rows[b] for b in epoch_batches(n_training, batch_size, cfg.seed, epoch)]
+        step_losses: list[torch.Tensor] = []
+        for step, inputs in enumerate(_epoch_inputs(columns, on_device, batches, device)):
+            loss = training_loss(heads, *inputs, cfg, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            step_loss = loss.item()
-            epoch_loss += step_loss
-            if progress:
-                progress(
-                    TrainProgress(
-                        stage="training",
-                        step=step + 1,
-                        steps=len(batches),
-                        epoch=epoch + 1,
-                        epochs=cfg.epochs,
-                        loss=step_loss,
-                    )
-                )
+            step_losses.append(loss.detach())
+            if progress and step > 0:
+                progress(_step_update(step_losses, step - 1, len(batches), epoch, cfg.epochs))
+        if progress:
+            progress(_step_update(step_losses, len(batches) - 1, len(batches), epoch, cfg.epochs))
+        # One read per epoch; summed in Python's double, in step order.
+        epoch_loss = sum(torch.stack(step_losses).tolist())
         loss_history.append(epoch_loss / len(batches))
         if not math.isfinite(loss_history[-1]):
             raise HanclipError(
@@ -306,13 +364,42 @@ def train_heads(
             _save_checkpoint(checkpoint_path, run, heads, optimizer, scheduler, loss_history)
     stage_seconds["training"] = time.perf_counter() - started
 
+    heads = heads.cpu().eval()
+    if len(held_out) == 0:
+        calibration = not_calibrated(n_captions)
+    else:
+        image_side, text_side = _held_out_vectors(
+            heads, pseudo_images, pseudo_korean, held_out, cfg
+        )
+        calibration = calibrate(image_side, text_side, seed=cfg.seed, noise_std=cfg.noise_std)
+
     return TrainResult(
-        heads=heads.cpu().eval(),
+        heads=heads,
         loss_history=loss_history,
         stage_seconds=stage_seconds,
         epochs_resumed=epochs_resumed,
         device=str(device),
+        calibration=calibration,
     )
+
+
+def _held_out_vectors(
+    heads: HanclipHeads,
+    pseudo_images: np.ndarray,
+    pseudo_korean: np.ndarray,
+    rows: np.ndarray,
+    cfg: TrainConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """f1(v) and f2(k) of the held-out rows, with the training noise σ (trainer.calibration
+    says why), drawn from a stream of the calibration's own."""
+    noise_seed = int(stream(cfg.seed, NOISE_STREAM).generate_state(1)[0])
+    generator = torch.Generator().manual_seed(noise_seed)
+    with torch.no_grad():
+        images = torch.from_numpy(np.asarray(pseudo_images[rows], dtype=np.float32))
+        korean = torch.from_numpy(np.asarray(pseudo_korean[rows], dtype=np.float32))
+        image_side = heads.project_image(add_noise(images, cfg.noise_std, generator))
+        text_side = heads.project_text(add_noise(korean, cfg.noise_std, generator))
+    return image_side.numpy(), text_side.numpy()
 
 
 def _pseudo_pairs(
@@ -426,7 +513,8 @@ def write_trained_bundle(
     cfg: TrainConfig,
     banks_info: dict[str, Any],
 ) -> Path:
-    """Save `heads.safetensors` and `hanclip.json` (with dims and training metadata)."""
+    """Save `heads.safetensors` and `hanclip.json` (with dims, training metadata and the
+    `calibration` block: a and b, or why there are none)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / HEADS_NAME) as tmp:
@@ -445,6 +533,8 @@ def write_trained_bundle(
         "seconds": {stage: round(s, 3) for stage, s in result.stage_seconds.items()},
         "device": result.device,
     }
+    report = result.calibration
+    calibration = {} if report is None else {"calibration": report.as_json()}
     dims = {
         "image": int(result.heads.f1[0].in_features),
         "text": int(result.heads.f2[0].in_features),
@@ -456,5 +546,11 @@ def write_trained_bundle(
         image_model=image_model,
         text_model=text_model,
         heads=HEADS_NAME,
-        extra={"dims": dims, "training": training},
+        extra={
+            "dims": dims,
+            "training": training,
+            **calibration,
+            # The target captions' language (`--language`), where the banks say it.
+            **({"language": banks_info["language"]} if banks_info.get("language") else {}),
+        },
     )

@@ -3,6 +3,7 @@
     GET /                               the page (a search is a URL: /?q=바다+위+노을)
     GET /api/info                       the library: photos, model
     GET /api/search?q=...&n=&offset=    a ranking, paged; filters as `search` has them
+                                        (min_prob only with a calibrated model)
     GET /api/photos/{id}                one photo's record
     GET /api/photos/{id}/thumbnail      JPEG, ?size=grid|large
     GET /api/photos/{id}/original       the photo's own file
@@ -30,7 +31,13 @@ from starlette.routing import Route
 
 from hanclip_cli.common import to_json
 from hanclip_cli.query import QueryTerm, parse_query
-from hanclip_cli.searcher import SORT_ORDERS, SearchFilters, SearchHit
+from hanclip_cli.searcher import (
+    SORT_ORDERS,
+    SearchFilters,
+    SearchHit,
+    check_min_prob,
+    hit_fields,
+)
 from hanclip_cli.serve.guard import LocalOnly
 from hanclip_cli.serve.service import MAX_DEPTH, MAX_PAGE, LibraryService, Page
 from hanclip_cli.store import INT64_MAX, LibraryDamaged, PhotoRecord
@@ -90,7 +97,36 @@ def _bool(params: Mapping[str, str], name: str) -> bool:
     raise BadRequest(f"{name}={text!r}: give 1 or 0")
 
 
-def _filters(request: Request) -> SearchFilters:
+def _number(params: Mapping[str, str], name: str) -> float | None:
+    text = params.get(name) or None
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"{name}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{name}={text!r} is not a number")
+    return value
+
+
+def _min_prob(params: Mapping[str, str], calibrated: bool) -> float | None:
+    value = _number(params, "min_prob")
+    if value is None:
+        return None
+    if not calibrated:
+        raise BadRequest(
+            "min_prob needs a calibrated model and this one is not calibrated (it gives "
+            "scores only): use min_score instead"
+        )
+    try:
+        check_min_prob(value, "min_prob")
+    except HanclipError as exc:
+        raise BadRequest(str(exc)) from None
+    return value
+
+
+def _filters(request: Request, calibrated: bool) -> SearchFilters:
     params = request.query_params
     folders = []
     for folder in params.getlist("in"):
@@ -99,19 +135,12 @@ def _filters(request: Request) -> SearchFilters:
         if not (os.path.isabs(folder) or folder.startswith("~")):
             raise BadRequest(f"in={folder!r}: give a folder's full path, e.g. /home/me/사진/2024")
         folders.append(Path(folder))
-    min_score = params.get("min_score") or None
-    if min_score is not None:
-        try:
-            score = float(min_score)
-        except ValueError:
-            raise BadRequest(f"min_score={min_score!r} is not a number") from None
-        if not math.isfinite(score):
-            raise BadRequest(f"min_score={min_score!r} is not a number")
     return SearchFilters(
         after=params.get("after") or None,
         before=params.get("before") or None,
         folders=tuple(folders),
-        min_score=None if min_score is None else score,
+        min_score=_number(params, "min_score"),
+        min_prob=_min_prob(params, calibrated),
     )
 
 
@@ -154,20 +183,10 @@ def photo_urls(photo_id: int, record: PhotoRecord | None = None) -> dict[str, st
 
 
 def hit_json(hit: SearchHit, record: PhotoRecord | None) -> dict[str, object]:
-    """A hit as `search --json` writes it, plus the photo's id and URLs."""
+    """A hit as `search --json` writes it (match_probability with a calibrated model),
+    plus the photo's id and URLs."""
     assert hit.photo_id is not None
-    return {
-        "rank": hit.rank,
-        "path": hit.path,
-        "score": round(hit.score, 6),
-        "taken_at": hit.taken_at,
-        "width": hit.width,
-        "height": hit.height,
-        "offline": hit.offline,
-        "date_source": hit.date_source,
-        "id": hit.photo_id,
-        **photo_urls(hit.photo_id, record),
-    }
+    return {**hit_fields(hit), "id": hit.photo_id, **photo_urls(hit.photo_id, record)}
 
 
 class WebApp:
@@ -226,7 +245,7 @@ class WebApp:
             "limit": n,
             "offset": offset,
             "include_offline": _bool(request.query_params, "include_offline"),
-            "filters": _filters(request),
+            "filters": _filters(request, self.service.opened.model.calibration is not None),
             "sort": _sort(request),
         }
 

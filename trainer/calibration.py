@@ -1,0 +1,317 @@
+"""A match probability for a search score: p(match) = sigmoid(a·cos + b), fitted at the end
+of training on pseudo pairs held out from it (PCME's lesson: a raw cosine is not a confidence).
+
+What the probability means. A search compares one photo with one query; the question a user
+has about a hit is "does this photo show what I asked for?". How often the answer is yes
+before looking at the score (the base rate) is not a property of the model: one photo of a
+library matches "우리 집 고양이 생일 케이크", hundreds match "고양이", and the share moves with
+the library. So the probability is stated at even prior odds (base rate 1/2): p is the chance
+that a (photo, query) pair with this cosine is a match when matching and non-matching pairs
+are equally common, i.e. p/(1−p) is the likelihood ratio of the cosine, how many times more
+often a match scores it than a non-match. For a query matching a share π of the library the
+odds scale by π/(1−π): at π = 1 %, p = 0.99 becomes 0.5. A library-like 1 % (or 10 %) puts
+the middle of the curve among the non-matches that score like matches, the very pairs pseudo
+pairs cannot stand for (below); at even odds they are a small part of the non-matches.
+
+The pairs. `held_out_rows` keeps a share of the English captions out of training (5 %, at
+least a few hundred when there are enough captions, at most 10,000; none for tiny corpora,
+which leave the bundle uncalibrated with the reason written in it). After training, each
+held-out caption gives a match: its pseudo image v and pseudo Korean k, with the training
+noise σ added as in training, through f1 and f2. Non-matches pair v_i with the k_j of
+`NEGATIVES_PER_POSITIVE` other held-out rows drawn at random, each weighted 1/R, so matches and
+non-matches weigh the same (the even odds above); many non-matches per match pin down the
+upper tail of their scores, where the two classes meet.
+
+Why the noise. A pseudo pair is a softmax-weighted mean of bank rows, smoother than any one
+real embedding, so unnoised pseudo matches score higher than real photo/query matches: on the
+synthetic world with 10k-40k rows per bank (128/96-d) by about 0.01 in cosine, which at the
+fitted slope (a ≈ 100-150) is a factor of e in the odds. With the training noise σ (the
+method's own model of how far a real embedding lies from a text-derived one) their median
+and 1-5 % quantiles agree with the real matches' to 0.001-0.003. In sparse banks (2k rows: the
+softmax averages fewer rows) σ is a little too much: pseudo matches then score about 0.01
+below real ones.
+
+What remains. Measured on 50,000 held-out real pairs (benchmarks/train_synthetic.py with
+`--dims 128 96`), below 10 % and above 90 %, where nearly all pairs fall, the probability is
+within 0.01 of the observed match rate; in between it is over-confident, by up to 0.06 with
+2k-row banks and by 0.1-0.35 with 10k-40k. The real non-matches that score just below the matches
+are other photos of the same kind of scene (in the synthetic world, another sample of the
+same concept). A pseudo pair is a mean over a neighbourhood, so two captions of one concept
+get nearly the same pseudo pair: such a pseudo non-match scores like a match, not just below
+one, and the fit never sees the non-matches that crowd the middle of the real curve. Hard
+negatives are those same pairs; dropping near-duplicate negatives from the fit helped at 10k
+rows and did little at 2k, 20k or 40k; and a two-parameter curve fitted on the real pairs
+themselves still misses the middle by up to 0.09 at 10k rows, so the curve's form is part of
+the limit.
+
+The fit is a weighted two-parameter logistic regression by Newton's method (IRLS) with step
+halving, in numpy. It fails (and the bundle stays uncalibrated, saying why) when the scores
+separate the classes perfectly (a would grow without bound), when it does not converge, or
+when a ≤ 0 (a probability falling as the score rises would invert the ranking).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hanclip_model.bundle import Calibration
+
+HELD_OUT_SHARE = 0.05
+MAX_HELD_OUT_ROWS = 10_000
+# Held out when the corpus allows it without losing more than a tenth of its captions: fewer
+# positives than this leave the fitted location (and so every probability) loose.
+FEW_HUNDRED_ROWS = 300
+MAX_HELD_OUT_SHARE = 0.10
+# Below this many held-out rows the bundle is left uncalibrated.
+MIN_HELD_OUT_ROWS = 100
+NEGATIVES_PER_POSITIVE = 99
+BASE_RATE = 0.5
+# Random streams of the calibration, [seed, 0, purpose]: none of training's ([seed, epoch]
+# shuffles, [seed, epoch, 1] noise).
+HELD_OUT_STREAM, NEGATIVES_STREAM, NOISE_STREAM = 2, 3, 4
+# Floats of the gathered text vectors held at once while scoring the non-matches (64 MB).
+_CHUNK_FLOATS = 1 << 24
+_MAX_NEWTON_STEPS = 100
+DEFINITION = (
+    "p(match) = sigmoid(a*cos + b): the chance that a photo matches a query scoring cos, "
+    "at even prior odds (base rate 1/2)"
+)
+
+
+class CalibrationFailed(Exception):
+    """The logistic fit found no usable (a, b); the message says why."""
+
+
+def stream(seed: int, purpose: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, 0, purpose])
+
+
+def held_out_count(n_captions: int) -> int:
+    """How many captions to keep out of training for the calibration (0: too few)."""
+    wanted = max(round(HELD_OUT_SHARE * n_captions), FEW_HUNDRED_ROWS)
+    count = min(wanted, int(MAX_HELD_OUT_SHARE * n_captions), MAX_HELD_OUT_ROWS)
+    return count if count >= MIN_HELD_OUT_ROWS else 0
+
+
+def held_out_rows(n_captions: int, seed: int) -> np.ndarray:
+    """The held-out caption rows, sorted: a random choice fixed by (seed, n_captions)."""
+    count = held_out_count(n_captions)
+    rng = np.random.default_rng(stream(seed, HELD_OUT_STREAM))
+    return np.sort(rng.choice(n_captions, size=count, replace=False)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class LabelledScores:
+    """Cosines of pairs, whether each is a match, and its weight (even odds: see above)."""
+
+    cosines: np.ndarray  # float64 [P]
+    matches: np.ndarray  # bool [P]
+    weights: np.ndarray  # float64 [P]
+
+
+def sample_pairs(
+    image_vectors: np.ndarray,
+    text_vectors: np.ndarray,
+    negatives_per_positive: int,
+    seed: int,
+) -> LabelledScores:
+    """Row i of both is a match; each row also meets `negatives_per_positive` other rows' text
+    vectors drawn at random (with replacement), weighted so both classes weigh the same."""
+    image_vectors = np.asarray(image_vectors, dtype=np.float32)
+    text_vectors = np.asarray(text_vectors, dtype=np.float32)
+    n = image_vectors.shape[0]
+    if n < 2 or text_vectors.shape[0] != n:
+        raise ValueError("need at least two paired rows, as many image as text vectors")
+    rng = np.random.default_rng(stream(seed, NEGATIVES_STREAM))
+    others = rng.integers(0, n - 1, size=(n, negatives_per_positive))
+    others += others >= np.arange(n)[:, None]  # skip the row itself
+    positives = np.einsum("ij,ij->i", image_vectors, text_vectors)
+    negatives = np.empty((n, negatives_per_positive), dtype=np.float32)
+    chunk = max(1, _CHUNK_FLOATS // (negatives_per_positive * text_vectors.shape[1]))
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        negatives[rows] = np.einsum("ij,ikj->ik", image_vectors[rows], text_vectors[others[rows]])
+    return LabelledScores(
+        cosines=np.concatenate([positives, negatives.ravel()]).astype(np.float64),
+        matches=np.concatenate([np.ones(n, bool), np.zeros(negatives.size, bool)]),
+        weights=np.concatenate([np.ones(n), np.full(negatives.size, 1.0 / negatives_per_positive)]),
+    )
+
+
+def _weighted_log_loss(z: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    # -log sigmoid(z) for a match, -log(1 - sigmoid(z)) otherwise, without overflow.
+    return float(np.sum(w * (np.logaddexp(0.0, z) - y * z)) / np.sum(w))
+
+
+def fit_logistic(scores: LabelledScores) -> Calibration:
+    """Weighted maximum likelihood of p = sigmoid(a·cos + b) by Newton's method."""
+    x, y, w = scores.cosines, scores.matches.astype(np.float64), scores.weights
+    if scores.matches.all() or not scores.matches.any():
+        raise CalibrationFailed("the pairs hold only one class")
+    # In one dimension the likelihood has a maximum exactly when the classes' scores overlap;
+    # otherwise a grows without bound (a step from p = 0 to p = 1 at one score).
+    matched, other = x[scores.matches], x[~scores.matches]
+    if matched.min() >= other.max() or matched.max() <= other.min():
+        raise CalibrationFailed("the scores separate matches from non-matches perfectly")
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    theta = np.zeros(2)
+    loss = _weighted_log_loss(design @ theta, y, w)
+    for _ in range(_MAX_NEWTON_STEPS):
+        p = Calibration(a=float(theta[0]), b=float(theta[1])).probability(x)
+        gradient = design.T @ (w * (p - y))
+        hessian = (design * (w * p * (1 - p))[:, None]).T @ design
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            raise CalibrationFailed("the fit met a singular Hessian") from None
+        scale = 1.0
+        while True:  # step halving: Newton may overshoot far from the optimum
+            candidate = theta - scale * step
+            new_loss = _weighted_log_loss(design @ candidate, y, w)
+            if new_loss <= loss or scale < 1e-10:
+                break
+            scale /= 2
+        theta, loss = candidate, new_loss
+        if not np.all(np.isfinite(theta)):
+            raise CalibrationFailed("the fit diverged")
+        if np.max(np.abs(scale * step)) < 1e-9 * max(1.0, np.max(np.abs(theta))):
+            break
+    else:
+        raise CalibrationFailed(f"the fit did not converge in {_MAX_NEWTON_STEPS} steps")
+    a, b = float(theta[0]), float(theta[1])
+    if a <= 0:
+        raise CalibrationFailed(f"a higher score would mean a lower probability (a = {a:.3g})")
+    return Calibration(a=a, b=b)
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One bin of predicted probability: what was predicted and what was observed."""
+
+    low: float
+    high: float
+    pairs: int
+    weight: float  # the weight of its pairs (pairs, at the stated base rate)
+    predicted: float  # weighted mean predicted probability
+    observed: float  # weighted share of matches
+    standard_error: float  # of `observed`, from what it holds
+    # The standard error `observed` would have if `predicted` were exact: how well the bin
+    # can test the calibration, whatever it happened to hold (a bin of three non-matches has
+    # a standard error of 0 but tests nothing).
+    calibrated_error: float
+
+
+def reliability(
+    probabilities: np.ndarray, matches: np.ndarray, weights: np.ndarray, bins: int = 10
+) -> list[ReliabilityBin]:
+    """Equal-width bins of predicted probability (empty ones left out): mean prediction
+    against the observed match rate, with that rate's standard error (weighted: the
+    variance of a weighted mean, Σw²(y−ȳ)²/(Σw)²) and the one it would have if the
+    prediction were exact. The latter counts the matches and non-matches the bin would hold,
+    λ = p̄·W/w̄_match and (1−p̄)·W/w̄_non-match: the log-odds of the observed rate then vary by
+    1/λ_match + 1/λ_non-match, and the rate by p̄(1−p̄) times its square root."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    is_match = np.asarray(matches, dtype=bool)
+    y = is_match.astype(np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    mean_weight = {
+        label: float(weights[is_match == label].mean()) if (is_match == label).any() else 1.0
+        for label in (True, False)
+    }
+    index = np.minimum((probabilities * bins).astype(np.int64), bins - 1)
+    found = []
+    for k in range(bins):
+        members = index == k
+        if not members.any():
+            continue
+        w, p, m = weights[members], probabilities[members], y[members]
+        total = float(w.sum())
+        predicted = float(np.dot(w, p) / total)
+        observed = float(np.dot(w, m) / total)
+        variance = float(np.sum(w**2 * (m - observed) ** 2) / total**2)
+        expected_matches = predicted * total / mean_weight[True]
+        expected_others = (1 - predicted) * total / mean_weight[False]
+        calibrated = (
+            predicted * (1 - predicted) * math.sqrt(1 / expected_matches + 1 / expected_others)
+            if 0 < predicted < 1
+            else 0.0
+        )
+        found.append(
+            ReliabilityBin(
+                low=k / bins,
+                high=(k + 1) / bins,
+                pairs=int(members.sum()),
+                weight=total,
+                predicted=predicted,
+                observed=observed,
+                standard_error=math.sqrt(variance),
+                calibrated_error=calibrated,
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """The outcome: a calibration and how it was made, or why there is none."""
+
+    calibration: Calibration | None
+    held_out_rows: int
+    pairs: int = 0
+    negatives_per_positive: int = NEGATIVES_PER_POSITIVE
+    noise_std: float = 0.0
+    log_loss: float | None = None
+    reason: str | None = None  # why there is no calibration
+
+    def as_json(self) -> dict[str, object]:
+        """The bundle's `calibration` block (see hanclip_model.bundle)."""
+        if self.calibration is None:
+            return {"uncalibrated": self.reason, "held_out_rows": self.held_out_rows}
+        return {
+            "a": self.calibration.a,
+            "b": self.calibration.b,
+            "definition": DEFINITION,
+            "base_rate": BASE_RATE,
+            "pairs": self.pairs,
+            "negatives_per_positive": self.negatives_per_positive,
+            "held_out_rows": self.held_out_rows,
+            "noise_std": self.noise_std,
+            "log_loss": None if self.log_loss is None else round(self.log_loss, 6),
+        }
+
+
+def not_calibrated(n_captions: int) -> CalibrationReport:
+    """The report of a run with too few captions to hold any out."""
+    return CalibrationReport(
+        calibration=None,
+        held_out_rows=0,
+        reason=(
+            f"only {n_captions} English captions: a calibration holds out at least "
+            f"{MIN_HELD_OUT_ROWS} of them, at most {MAX_HELD_OUT_SHARE:.0%} "
+            f"({math.ceil(MIN_HELD_OUT_ROWS / MAX_HELD_OUT_SHARE)} captions or more)"
+        ),
+    )
+
+
+def calibrate(
+    image_vectors: np.ndarray, text_vectors: np.ndarray, *, seed: int, noise_std: float
+) -> CalibrationReport:
+    """Fit the calibration on projected held-out pseudo pairs (row i of both is a match).
+
+    `noise_std` is recorded: the caller added that noise before projecting."""
+    scores = sample_pairs(image_vectors, text_vectors, NEGATIVES_PER_POSITIVE, seed)
+    made = {
+        "held_out_rows": int(image_vectors.shape[0]),
+        "pairs": int(scores.cosines.size),
+        "noise_std": noise_std,
+    }
+    try:
+        calibration = fit_logistic(scores)
+    except CalibrationFailed as exc:
+        return CalibrationReport(calibration=None, reason=f"the fit failed: {exc}", **made)
+    z = calibration.a * scores.cosines + calibration.b
+    log_loss = _weighted_log_loss(z, scores.matches.astype(np.float64), scores.weights)
+    return CalibrationReport(calibration=calibration, log_loss=log_loss, **made)
