@@ -297,3 +297,23 @@ def test_the_page_renders_a_real_picture(page: Page, served) -> None:
     # No one colour covers most of the grid: the thumbnails are drawn.
     assert max(c for c, _ in colours) < 0.6 * grid.width * grid.height
     assert re.search(r"\d+장", page.inner_text("#status"))
+
+
+def test_a_calibrated_models_match_probability_is_shown(page: Page, served) -> None:
+    """The tiny model is uncalibrated: its answers are given a match_probability on the way,
+    as a calibrated bundle's would carry one, and the tiles show it as a percentage."""
+    import json
+
+    def calibrated(route) -> None:
+        response = route.fetch()
+        body = response.json()
+        for hit, p in zip(body["results"], (0.004, 0.374, 0.996), strict=False):
+            hit["match_probability"] = p
+        route.fulfill(response=response, body=json.dumps(body))
+
+    page.route("**/api/search?*", calibrated)
+    page.goto(served.url + "?q=" + "바다")
+    page.wait_for_selector("#grid .tile")
+    scores = page.eval_on_selector_all("#grid .tile .score", "s => s.map(e => e.textContent)")
+    assert scores[0].endswith("· <1%") and scores[1].endswith("· 37%")
+    assert scores[2].endswith("· >99%") and "%" not in scores[3]

@@ -43,6 +43,13 @@
   // -- the URL ---------------------------------------------------------------------------
 
   /** The page's state as its URL says it: the search, its filters, the photo on view. */
+
+  /** A match probability as people read it: "<1%", "37%", ">99%". */
+  function matchPercent(p) {
+    if (p < 0.01) return "<1%";
+    if (p > 0.99) return ">99%";
+    return `${Math.round(p * 100)}%`;
+  }
   function readUrl() {
     const p = new URLSearchParams(location.search);
     return {
@@ -240,6 +247,11 @@
     score.className = "score";
     score.title = "점수";
     score.textContent = hit.score.toFixed(3);
+    if (typeof hit.match_probability === "number") {
+      // A calibrated model: the score as a match probability too.
+      score.textContent += ` · ${matchPercent(hit.match_probability)}`;
+      score.title = "점수 · 일치 확률";
+    }
     const date = document.createElement("time");
     date.className = "date";
     if (hit.taken_at) date.dateTime = hit.taken_at;
