@@ -1,0 +1,139 @@
+"""The export cache: one folder per image model under `HANCLIP_CACHE/fast-image/`.
+
+The folder name carries a fingerprint of the model's weights (`image_fingerprint`), so a
+changed model is exported again, and an export that is current is used as it is, without
+torch. A model whose export fails verification gets a `<folder>.refused.json` beside it with
+the reason instead, so the next run goes straight to the torch path rather than exporting
+again (until the weights change, or `retry`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hanclip_model.encoders import parse_image_model
+from hanclip_model.errors import BundleError
+from hanclip_model.fast_image.export import MAX_PIXEL_DIFF, MIN_COSINE, export_image_encoder
+from hanclip_model.fast_image.runtime import CONFIG_NAME, FAST_IMAGE_FORMAT, FastImageConfig
+from hanclip_model.files import atomic_write_text
+from hanclip_model.sources import source_fingerprint
+
+if TYPE_CHECKING:
+    from hanclip_model.encoders import ClipEncoder
+
+REFUSED_SUFFIX = ".refused.json"
+
+
+def image_fingerprint(spec: str) -> str | None:
+    """Identifies the weights behind an image model spec; None for a hub model not downloaded.
+
+    `local-dir:PATH`: the folder's files (`source_fingerprint`); `hf-hub:REPO`: the snapshot
+    revision in the Hugging Face cache; `NAME:TAG`: the spec itself (open_clip's registry names
+    one set of weights per tag). A bare `NAME` has random weights, new at every load: there is
+    nothing to cache, so `BundleError`."""
+    name, pretrained = parse_image_model(spec)
+    if spec.startswith("local-dir:"):
+        return source_fingerprint(spec.removeprefix("local-dir:"))
+    if spec.startswith("hf-hub:"):
+        return source_fingerprint(spec.removeprefix("hf-hub:"))
+    if pretrained is None:
+        raise BundleError(f"image model {spec!r} has random weights: no export to cache")
+    return "open_clip:" + spec
+
+
+def fast_image_dir(cache_root: str | Path, spec: str) -> Path:
+    """The cache folder of `spec`'s export; a new fingerprint names a new folder."""
+    key = f"{FAST_IMAGE_FORMAT}\n{spec}\n{image_fingerprint(spec) or 'not-downloaded'}"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return Path(cache_root) / "fast-image" / digest
+
+
+def ensure_fast_image(
+    spec: str,
+    cache_root: str | Path,
+    *,
+    encoder: ClipEncoder | None = None,
+    retry: bool = False,
+) -> Path:
+    """`spec`'s verified export folder under `cache_root`, exported first when missing or stale
+    (with `encoder` when given, else a `ClipEncoder` on the CPU; needs torch then).
+
+    Raises `BundleError` when the model cannot be exported exactly; the reason is recorded
+    and raised again on later calls without exporting, unless `retry`."""
+    target = fast_image_dir(cache_root, spec)
+    if is_current(target, spec):
+        return target
+    refused = refusal(target)
+    if refused is not None and not retry:
+        raise BundleError(refused)
+    if encoder is None:
+        from hanclip_model.encoders import ClipEncoder
+
+        encoder = ClipEncoder(spec, device="cpu")
+    try:
+        # Loads the model first: a hub model's revision is known only once it is downloaded.
+        encoder.model  # noqa: B018
+        settled = fast_image_dir(cache_root, spec)
+        export_image_encoder(encoder, settled, fingerprint=image_fingerprint(spec) or "unknown")
+    except BundleError as exc:
+        _record_refusal(fast_image_dir(cache_root, spec), spec, str(exc))
+        raise
+    _refusal_path(settled).unlink(missing_ok=True)
+    _remove_other_exports(settled, spec)
+    return settled
+
+
+def is_current(directory: Path, spec: str) -> bool:
+    """Whether `directory` holds a verified export of `spec`'s current weights."""
+    if not (directory / CONFIG_NAME).is_file():
+        return False
+    try:
+        config = FastImageConfig.read(directory)
+    except BundleError:
+        return False
+    return (
+        config.spec == spec
+        and config.fingerprint == image_fingerprint(spec)
+        and config.min_cosine is not None
+        and config.min_cosine >= MIN_COSINE
+        and config.max_pixel_diff is not None
+        and config.max_pixel_diff <= MAX_PIXEL_DIFF
+    )
+
+
+def refusal(directory: Path) -> str | None:
+    """The recorded reason why `directory`'s model was not exported, if one was."""
+    path = _refusal_path(directory)
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["reason"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def _refusal_path(directory: Path) -> Path:
+    return directory.with_name(directory.name + REFUSED_SUFFIX)
+
+
+def _record_refusal(directory: Path, spec: str, reason: str) -> None:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    record = {"format": FAST_IMAGE_FORMAT, "spec": spec, "reason": reason}
+    atomic_write_text(_refusal_path(directory), json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _remove_other_exports(keep: Path, spec: str) -> None:
+    """Drop stale exports of the same model (a ViT-B/32 tower is ~350 MB each)."""
+    for other in keep.parent.iterdir():
+        # Dot-folders are other processes' exports still being built or swapped in.
+        if other == keep or other.name.startswith(".") or not (other / CONFIG_NAME).is_file():
+            continue
+        try:
+            stale = FastImageConfig.read(other).spec == spec
+        except BundleError:
+            continue
+        if stale:
+            shutil.rmtree(other, ignore_errors=True)
+            _refusal_path(other).unlink(missing_ok=True)
