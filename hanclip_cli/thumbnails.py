@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,13 +65,24 @@ def _key(record: PhotoRecord, size: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _unchanged(record: PhotoRecord) -> bool | None:
-    """Whether the file is as the library recorded it; None when it cannot be seen."""
+def _stat(record: PhotoRecord) -> os.stat_result | None:
+    """The photo's file as it is now; None when it cannot be seen (offline, gone)."""
     try:
-        st = os.stat(record.path)
+        return os.stat(record.path)
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns) == (record.size, record.mtime_ns)
+
+
+def _changed(record: PhotoRecord, st: os.stat_result | None) -> bool:
+    """Whether the file differs from what the library recorded of it."""
+    return st is not None and (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns)
+
+
+def _etag(record: PhotoRecord, size: int, st: os.stat_result | None) -> str:
+    key = _key(record, size)
+    if st is None or not _changed(record, st):
+        return key
+    return f"{key}-{st.st_size:x}-{st.st_mtime_ns:x}"
 
 
 class ThumbnailCache:
@@ -93,13 +105,13 @@ class ThumbnailCache:
         Raises ThumbnailUnavailable when the photo cannot be read and none is kept.
         """
         key = _key(record, size)
-        state = _unchanged(record)
-        if state is False:  # changed since indexed: what the library knows is not the file
-            return Thumbnail(self._render(record, size), etag=thumbnail_etag(record, size))
+        st = _stat(record)
+        if _changed(record, st):  # changed since indexed: what the library knows is not the file
+            return Thumbnail(self._render(record, size), etag=_etag(record, size, st))
         cached = self._read(key)
         if cached is not None:
             return Thumbnail(cached, etag=key)
-        if state is None:
+        if st is None:
             raise ThumbnailUnavailable(f"{record.path} cannot be read (offline or gone)")
         data = self._render(record, size)
         self._keep(key, data)
@@ -193,14 +205,13 @@ class ThumbnailCache:
         return self._count() if self.directory is not None else 0
 
 
+def thumbnail_etags(record: PhotoRecord, sizes: Sequence[int]) -> list[str]:
+    """What names the bytes `ThumbnailCache.get(record, size)` gives for each size (the file
+    looked at once): the cache key, or, for a file changed since it was indexed, the key and
+    the file's own size and time."""
+    st = _stat(record)
+    return [_etag(record, size, st) for size in sizes]
+
+
 def thumbnail_etag(record: PhotoRecord, size: int) -> str:
-    """What names the bytes `ThumbnailCache.get(record, size)` gives: the cache key, or, for
-    a file changed since it was indexed, the key and the file's own size and time."""
-    key = _key(record, size)
-    try:
-        st = os.stat(record.path)
-    except OSError:
-        return key
-    if (st.st_size, st.st_mtime_ns) == (record.size, record.mtime_ns):
-        return key
-    return f"{key}-{st.st_size:x}-{st.st_mtime_ns:x}"
+    return thumbnail_etags(record, [size])[0]

@@ -47,6 +47,7 @@ from hanclip_cli.thumbnails import (
     ThumbnailCache,
     ThumbnailUnavailable,
     thumbnail_etag,
+    thumbnail_etags,
 )
 from hanclip_model.errors import HanclipError, StorageError
 
@@ -171,8 +172,10 @@ def _photo_id(request: Request) -> int:
 
 
 def photo_urls(photo_id: int, record: PhotoRecord | None = None) -> dict[str, str]:
-    version = f"?v={thumbnail_etag(record, GRID_SIZE)}" if record is not None else ""
-    large = f"&v={thumbnail_etag(record, LARGE_SIZE)}" if record is not None else ""
+    version = large = ""
+    if record is not None:
+        grid_tag, large_tag = thumbnail_etags(record, (GRID_SIZE, LARGE_SIZE))
+        version, large = f"?v={grid_tag}", f"&v={large_tag}"
     base = f"/api/photos/{photo_id}"
     return {
         "thumbnail": f"{base}/thumbnail{version}",
