@@ -10,7 +10,6 @@ the heads adapt to the user's own pictures. Or every bank is given precomputed (
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,9 +268,8 @@ def run_train(args: TrainArgs, progress_bar) -> None:
         "epochs_resumed": result.epochs_resumed,
         "device": result.device,
         "language": prepared.info.get("language"),
-        "calibration": json.loads((manifest.parent / "hanclip.json").read_text("utf-8")).get(
-            "calibration"
-        ),
+        # What the bundle's `calibration` block says (None where training made none).
+        "calibration": None if result.calibration is None else result.calibration.as_json(),
     }
     if args.json_output:
         print_json(summary)

@@ -11,7 +11,6 @@ while it runs is never turned away.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -155,10 +154,3 @@ class LibraryService:
         if record is None:
             return None
         return PhotoInfo(record, offline=photo_id in offline_photo_ids(self.opened))
-
-
-def is_regular_file(path: str) -> bool:
-    try:
-        return os.path.isfile(path)
-    except (OSError, ValueError):
-        return False
