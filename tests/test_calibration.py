@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from entrypoint import run_entry as _run_entry
 from served import running_server
 
-from hanclip_cli import entry
 from hanclip_eval.tiny_models import write_bundle_dir
 from hanclip_model import load_bundle
 from hanclip_model.bundle import MANIFEST_NAME, Calibration, read_bundle
@@ -326,16 +325,6 @@ def test_min_prob_filters_inside_the_search(calibrated_library, cli) -> None:
         "--min-score", str((every[1]["score"] + every[2]["score"]) / 2), *common,
     ).json()  # fmt: skip
     assert [hit["path"] for hit in both] == [hit["path"] for hit in every[:2]]
-
-
-def _run_entry(monkeypatch, capsys, argv: list[str], fast: bool) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hanclip", *argv])
-    monkeypatch.setenv("HANCLIP_FAST_CLI", "1" if fast else "0")
-    with pytest.raises(SystemExit) as exit_info:
-        entry.main()
-    out, err = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 def test_fast_path_and_typer_agree(calibrated_library, monkeypatch, capsys) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from entrypoint import run_entry as _run_entry
 from typer.main import get_command
 
-from hanclip_cli import entry
 from hanclip_cli.app import app
 from hanclip_cli.app import search as typer_search
 from hanclip_cli.search_command import (
@@ -109,16 +108,6 @@ def test_plain_arguments_are_parsed_like_typer(argv, expected) -> None:
 )
 def test_anything_else_is_left_to_typer(argv) -> None:
     assert parse_search_args(argv) is None
-
-
-def _run_entry(monkeypatch, capsys, argv: list[str], fast: bool) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hanclip", *argv])
-    monkeypatch.setenv("HANCLIP_FAST_CLI", "1" if fast else "0")
-    with pytest.raises(SystemExit) as exit_info:
-        entry.main()
-    out, err = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 def test_fast_and_typer_paths_give_the_same_results(
