@@ -151,6 +151,9 @@ def index(
         what = _offline_text(folder.path, folder.reason)
         line = f"offline: {what}: its {folder.photos} photo(s) {fate}"
         err_console.print(Text(line, style="yellow"), soft_wrap=True)
+    if opened.model.fast_image_error:
+        reason = opened.model.fast_image_error
+        notice(f"note: photos went through torch, not ONNX Runtime: {reason}")
     if report.offline:
         notice("if a folder is gone for good: hanclip forget PATH")
     if report.failed:
@@ -348,6 +351,14 @@ def train(
         Path | None, typer.Option(help="Where encoded banks are cached (default: user cache).")
     ] = None,
     device: DeviceOption = None,
+    export: Annotated[
+        bool,
+        typer.Option(
+            "--export",
+            help="Also write the ONNX encoders into the bundle (as hanclip export does), so "
+            "it indexes and searches without torch wherever it is copied.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Train the HanCLIP projection heads and write a model bundle.
@@ -659,6 +670,57 @@ def duplicates(
 
 def _megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size / 1000:.0f} kB"
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  hanclip export ./한국어-모델   # then copy the folder: index and search need no torch\n\n"
+    "  hanclip export mclip --out ~/모델/mclip-onnx\n\n"
+    "  hanclip export ./한국어-모델 --quantize-images --json   # int8 photos, if accurate"
+)
+@handle_errors
+def export(
+    bundle: Annotated[str, typer.Argument(help="Bundle directory, or a built-in name with --out.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="For a built-in model: the folder of the new bundle."),
+    ] = None,
+    quantize_images: Annotated[
+        bool,
+        typer.Option(
+            "--quantize-images",
+            help="Also write an int8 image encoder and use it (kept only at cosine >= 0.99 "
+            "to fp32; a library moves to it with index --reembed).",
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Export again, replacing.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Write the ONNX image and text encoders into a bundle (needs torch, once).
+
+    The bundle then indexes and searches on any machine without torch: `pip install hanclip`
+    is enough there. Each encoder is verified against open_clip / sentence-transformers first.
+    """
+    from dataclasses import asdict
+
+    from hanclip_cli.export_command import export_bundle
+
+    with err_console.status("exporting the encoders (verified against torch)"):
+        report = export_bundle(bundle, out, quantize_images=quantize_images, force=force)
+    if json_output:
+        print_json(asdict(report))
+        return
+    if report.already:
+        line = f"{report.bundle}: carries its ONNX encoders already (--force exports again)"
+        console.print(line, highlight=False, soft_wrap=True)
+        return
+    size = report.encoders_bytes / 1e6
+    line = f"{report.bundle}: ONNX encoders written ({size:.0f} MB, {report.seconds:.1f} s)"
+    if report.image_min_cosine is not None:
+        line += f"; image encoder within cosine {report.image_min_cosine:.5f} of open_clip"
+    if report.image_int8_cosine is not None:
+        line += f"; int8 within {report.image_int8_cosine:.4f} of fp32"
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command(

@@ -425,7 +425,7 @@ def _embed_pending(
         batch.clear()
 
     ahead = 2 * batch_size + workers
-    for item, loaded in _prefetch(to_embed, model.image_encoder.image_size, workers, ahead):
+    for item, loaded in _prefetch(to_embed, model.image_size, workers, ahead):
         if isinstance(loaded, ImageLoadError):
             store.record_failure(item.info.path, item.info.size, item.info.mtime_ns, str(loaded))
             report.fail(item.info.path, str(loaded))

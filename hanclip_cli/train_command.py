@@ -55,6 +55,7 @@ class TrainArgs:
     seed: int = 0
     cache_dir: Path | None = None
     device: str | None = None
+    export: bool = False  # also write the ONNX encoders into the bundle (`hanclip export`)
     json_output: bool = False
 
 
@@ -260,6 +261,13 @@ def run_train(args: TrainArgs, progress_bar) -> None:
             name=args.name or args.out.resolve().name,
             progress=progress_bar(progress),
         )
+    exported = None
+    if args.export:
+        from dataclasses import asdict
+
+        from hanclip_cli.export_command import export_bundle
+
+        exported = asdict(export_bundle(str(manifest.parent), force=True))
     summary = {
         "bundle": str(manifest.parent),
         "banks": prepared.banks.sizes(),
@@ -270,6 +278,8 @@ def run_train(args: TrainArgs, progress_bar) -> None:
         "language": prepared.info.get("language"),
         # What the bundle's `calibration` block says (None where training made none).
         "calibration": None if result.calibration is None else result.calibration.as_json(),
+        # What `--export` wrote (`hanclip export --json`), None without it.
+        "export": exported,
     }
     if args.json_output:
         print_json(summary)
@@ -290,3 +300,9 @@ def run_train(args: TrainArgs, progress_bar) -> None:
         )
     elif calibration.get("uncalibrated"):
         console.print(f"not calibrated: {calibration['uncalibrated']}", highlight=False)
+    if exported is not None:
+        console.print(
+            f"ONNX encoders written into the bundle ({exported['encoders_bytes'] / 1e6:.0f} MB): "
+            "it indexes and searches without torch",
+            highlight=False,
+        )

@@ -3,11 +3,18 @@
 Device: the one asked for, else env HANCLIP_DEVICE, else CUDA when torch sees a GPU, else
 the CPU; `index`, `search`, `train` and `bench` all ask here. Cores: the CPU affinity mask
 where there is one (a container or `taskset` may allow fewer cores than the machine has).
+
+torch is optional (`pip install 'hanclip[train]'`): without it the device is the CPU, or
+CUDA through ONNX Runtime's CUDA provider when `onnxruntime-gpu` is installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
+
+from hanclip_model.errors import BundleError
 
 DEVICE_ENV = "HANCLIP_DEVICE"
 
@@ -17,9 +24,51 @@ def pick_device(requested: str | None = None) -> str:
     requested = requested or os.environ.get(DEVICE_ENV)
     if requested:
         return requested
+    if not torch_available():
+        return "cuda" if onnx_cuda_available() else "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def requested_device(requested: str | None = None) -> str | None:
+    """The device asked for (argument, else env HANCLIP_DEVICE), or None: nothing imported."""
+    return requested or os.environ.get(DEVICE_ENV) or None
+
+
+def torch_available() -> bool:
+    """Whether torch is installed (found, not imported: importing it takes seconds)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def require_torch(what: str) -> None:
+    """Raise a one-line `BundleError` naming what to install when torch is missing."""
+    if not torch_available():
+        raise BundleError(
+            f"{what} needs torch, which is not installed: pip install 'hanclip[train]', "
+            "or use a bundle that carries its ONNX encoders (`hanclip export BUNDLE` on a "
+            "machine with torch, then copy the bundle)"
+        )
+
+
+def onnx_cuda_available() -> bool:
+    """Whether ONNX Runtime can run on an NVIDIA GPU here (`onnxruntime-gpu` and a GPU)."""
+    if not nvidia_gpu_present():
+        return False
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver with a GPU is loaded (Linux), asked without importing torch."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    try:
+        return gpus.is_dir() and any(gpus.iterdir())
+    except OSError:
+        return False
 
 
 def usable_cores() -> int:

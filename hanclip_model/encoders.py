@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hanclip_model.device import pick_device
+from hanclip_model.device import pick_device, require_torch
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import l2_normalize
 from hanclip_model.sources import require_local_dir
@@ -86,6 +86,7 @@ class ClipEncoder:
 
     @cached_property
     def _clip(self) -> _OpenClipParts:
+        require_torch(f"image model {self.spec!r} without an ONNX export")
         import open_clip
 
         name, pretrained = parse_image_model(self.spec)
@@ -175,6 +176,7 @@ class TextEncoder:
     @cached_property
     def _model(self) -> Any:
         require_local_dir(self.spec, "text model")
+        require_torch(f"text model {self.spec!r} without an ONNX export")
         quiet_transformers()
         from sentence_transformers import SentenceTransformer
 

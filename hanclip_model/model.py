@@ -12,6 +12,13 @@ import numpy as np
 
 from hanclip_model.bundle import BundleSpec, Calibration, resolve_bundle
 from hanclip_model.cache import cache_root
+from hanclip_model.device import (
+    nvidia_gpu_present,
+    onnx_cuda_available,
+    requested_device,
+    require_torch,
+    torch_available,
+)
 from hanclip_model.encoders import ClipEncoder, TextEncoder
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import Heads, l2_normalize, load_heads
@@ -19,7 +26,10 @@ from hanclip_model.heads import Heads, l2_normalize, load_heads
 if TYPE_CHECKING:
     from PIL import Image
 
+    from hanclip_model.fast_image.runtime import FastImageEncoder
     from hanclip_model.fast_text.runtime import FastTextEncoder
+
+FAST_IMAGE_ENV = "HANCLIP_FAST_IMAGE"
 
 
 class HanclipModel:
@@ -27,6 +37,12 @@ class HanclipModel:
 
     `project_*` needs only the heads file, `embed_texts` only the text encoder, and
     `embed_images` only the image encoder, so a text search never loads the image model.
+
+    Each encoder runs through ONNX Runtime (no torch) when it can: the bundle's own export
+    (`hanclip export`), else a verified export in the user cache, made on first use where torch
+    is installed. Otherwise through torch as before; `fast_image_error` / `fast_text_error`
+    then say why. Without torch and without an export, using the encoder is a one-line
+    `BundleError` naming what to install.
     """
 
     def __init__(
@@ -38,6 +54,7 @@ class HanclipModel:
         few_texts: bool = False,
     ):
         self.spec = spec
+        self.device = device
         self.image_encoder = ClipEncoder(spec.image_model, device=device)
         self.text_encoder = TextEncoder(spec.text_model, device=device)
         # Texts go through an ONNX export of the text encoder (no torch import; see
@@ -48,6 +65,10 @@ class HanclipModel:
         # A process that embeds a few texts and exits (a `search`): open the ONNX text
         # encoder without pre-packing its weights (ready sooner, each text slower).
         self.few_texts = few_texts
+        # Photos go through an ONNX export of the image tower the same way (see
+        # benchmarks/index_onnx.py for start-up and photos/s against torch).
+        self.fast_image = os.environ.get(FAST_IMAGE_ENV, "1") != "0"
+        self.fast_image_error: str | None = None
 
     @property
     def name(self) -> str:
@@ -95,27 +116,115 @@ class HanclipModel:
         """CLIP embeddings before the head: what the library stores."""
         from hanclip_model.images import as_rgb_images
 
-        loaded = as_rgb_images(images, self.image_encoder.image_size)
-        raw = self.image_encoder.embed_images(loaded, batch_size=batch_size)
+        backend = self._image_backend()
+        loaded = as_rgb_images(images, backend.image_size)
+        if backend is self.image_encoder:
+            raw = self.image_encoder.embed_images(loaded, batch_size=batch_size)
+        else:
+            raw = backend.embed(loaded, batch_size=batch_size)
         self._check_input_dim("image", raw.shape[1])
         return raw
 
+    @property
+    def image_size(self) -> int:
+        """The image encoder's input side: photos are decoded at about this size."""
+        return self._image_backend().image_size
+
+    @property
+    def image_backend(self) -> str:
+        """ "onnx" or "torch": what embeds photos (loads the image encoder)."""
+        return "torch" if self._image_backend() is self.image_encoder else "onnx"
+
+    @cached_property
+    def _fast_image_encoder(self) -> FastImageEncoder | None:
+        """The ONNX export of the image tower on `_onnx_image_device()`; None when the torch
+        path is to be used (the reason is kept in `fast_image_error`). Without torch, a
+        missing export is a `BundleError`."""
+        from hanclip_model.fast_image.runtime import FastImageEncoder
+
+        device = self._onnx_image_device()
+        if device is None:
+            return None
+        try:
+            export = self._image_export()
+            return FastImageEncoder.load(export, quantized=self.spec.image_int8, device=device)
+        except BundleError as exc:
+            if self.spec.image_int8 or not torch_available():
+                raise
+            self.fast_image_error = str(exc)
+            return None
+
+    def _onnx_image_device(self) -> str | None:
+        """Where ONNX Runtime runs the image tower, or None for torch (the reason kept).
+
+        The CPU unless a GPU is asked for or present: ONNX Runtime's CUDA provider there
+        (`onnxruntime-gpu`), else torch on the GPU as before."""
+        if not self.fast_image and torch_available() and not self.spec.image_int8:
+            self.fast_image_error = f"turned off ({FAST_IMAGE_ENV}=0)"
+            return None
+        requested = requested_device(self.device)
+        present = "cuda" if nvidia_gpu_present() else "cpu"
+        gpu = requested.split(":", 1)[0] if requested else present
+        if gpu == "cpu":
+            return "cpu"
+        if gpu == "cuda" and onnx_cuda_available():
+            return requested or "cuda"
+        if torch_available():
+            self.fast_image_error = (
+                f"device {requested or gpu}: ONNX Runtime has no provider for it here"
+            )
+            return None
+        return "cpu"
+
+    def _image_export(self) -> Path:
+        """The verified export folder: the bundle's own, else the user cache's (exported now
+        where torch is installed)."""
+        from hanclip_model.fast_image.cache import ensure_fast_image, fast_image_dir, is_current
+
+        if self.spec.image_export is not None:
+            return self.spec.image_export
+        spec = self.spec.image_model
+        if not torch_available():
+            try:
+                cached = fast_image_dir(cache_root(), spec)
+            except BundleError:
+                cached = None
+            if cached is not None and is_current(cached, spec):
+                return cached
+            require_torch(f"image model {spec!r} without an ONNX export")
+        return ensure_fast_image(spec, cache_root())
+
+    def _image_backend(self) -> ClipEncoder | FastImageEncoder:
+        fast = self._fast_image_encoder
+        return self.image_encoder if fast is None else fast
+
     @cached_property
     def _fast_text_encoder(self) -> FastTextEncoder | None:
-        """The ONNX export of the text encoder, made on first use; None when this model
-        cannot be exported exactly (the reason is kept in `fast_text_error`)."""
-        from hanclip_model.fast_text.cache import ensure_fast_text
+        """The ONNX export of the text encoder: the bundle's own, else the user cache's, made
+        on first use; None when this model cannot be exported exactly (the reason is kept
+        in `fast_text_error`). Without torch, a missing export is a `BundleError`."""
+        from hanclip_model.fast_text.cache import cached_fast_text, ensure_fast_text
         from hanclip_model.fast_text.runtime import FastTextEncoder
 
+        spec = self.spec.text_model
         try:
-            export = ensure_fast_text(self.spec.text_model, cache_root())
+            if self.spec.text_export is not None:
+                export = self.spec.text_export
+            elif torch_available():
+                export = ensure_fast_text(spec, cache_root())
+            else:
+                export = cached_fast_text(spec, cache_root())
+                if export is None:
+                    require_torch(f"text model {spec!r} without an ONNX export")
             return FastTextEncoder.load(export, prepack=not self.few_texts)
         except BundleError as exc:
+            if not torch_available():
+                raise
             self.fast_text_error = str(exc)
             return None
 
     def _text_backend(self) -> TextEncoder | FastTextEncoder:
-        fast = self._fast_text_encoder if self.fast_text else None
+        fast = self._fast_text_encoder if self.fast_text or not torch_available() else None
         if fast is None:
             self.fast_text = False
             return self.text_encoder
@@ -140,7 +249,7 @@ class HanclipModel:
 
         The text side is the fast (ONNX) export, made now if missing: torch is loaded for
         the image model at this point anyway, and later searches start without it."""
-        image_dim, text_dim = self.image_encoder.dim, self._text_backend().dim
+        image_dim, text_dim = self._image_backend().dim, self._text_backend().dim
         self._check_input_dim("image", image_dim)
         self._check_input_dim("text", text_dim)
         if self.heads is None and image_dim != text_dim:

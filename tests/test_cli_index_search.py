@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from hanclip_model.encoders import ClipEncoder
+from hanclip_model.fast_image.runtime import FastImageEncoder
 
 
 def _index(cli, photos: Path, library: Path, model: Path, *extra: str):
@@ -24,14 +25,20 @@ def _search(cli, library: Path, model: Path, *args: str):
     return result.json()
 
 
+def refuse_image_encoding(monkeypatch: pytest.MonkeyPatch, why: str) -> None:
+    """Running the image encoder, through torch or ONNX Runtime, fails the test."""
+
+    def refuse(self, images, batch_size=32):
+        raise AssertionError(f"{why} ({len(images)} images)")
+
+    monkeypatch.setattr(ClipEncoder, "embed_images", refuse)
+    monkeypatch.setattr(FastImageEncoder, "embed", refuse)
+
+
 @pytest.fixture
 def no_image_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to run the image encoder fails the test."""
-
-    def refuse(self, images, batch_size=32):
-        raise AssertionError(f"image encoder called for {len(images)} images")
-
-    monkeypatch.setattr(ClipEncoder, "embed_images", refuse)
+    refuse_image_encoding(monkeypatch, "image encoder called")
 
 
 def test_index_reports_every_photo_added(cli, tiny, photos, library):
@@ -46,10 +53,7 @@ def test_index_reports_every_photo_added(cli, tiny, photos, library):
 def test_reindex_embeds_nothing(cli, tiny, photos, library, monkeypatch):
     _index(cli, photos, library, tiny.plain_bundle)
 
-    def refuse(self, images, batch_size=32):
-        raise AssertionError("re-embedded an unchanged photo")
-
-    monkeypatch.setattr(ClipEncoder, "embed_images", refuse)
+    refuse_image_encoding(monkeypatch, "re-embedded an unchanged photo")
     report = _index(cli, photos, library, tiny.plain_bundle)
     assert report["unchanged"] == 8
     assert report["added"] == report["updated"] == report["removed"] == 0
@@ -71,10 +75,11 @@ def test_text_search_returns_paths_inside_the_folder(cli, tiny, photos, library)
 def test_text_search_never_loads_the_image_encoder(cli, tiny, photos, library, monkeypatch):
     _index(cli, photos, library, tiny.plain_bundle)
 
-    def refuse(self):
+    def refuse(*args, **kwargs):
         raise AssertionError("image encoder loaded for a text query")
 
     monkeypatch.setattr(ClipEncoder, "_clip", property(refuse))
+    monkeypatch.setattr(FastImageEncoder, "load", classmethod(refuse))
     assert len(_search(cli, library, tiny.plain_bundle, "고양이")) == 8
 
 
@@ -124,10 +129,7 @@ def test_rename_and_move_are_recognised_without_embedding(cli, tiny, photos, lib
     os.rename(photos / "고양이.png", moved)
     shutil.copy(photos / "dog.jpeg", photos / "dog copy.jpeg")
 
-    def refuse(self, images, batch_size=32):
-        raise AssertionError("re-embedded a renamed, moved or copied photo")
-
-    monkeypatch.setattr(ClipEncoder, "embed_images", refuse)
+    refuse_image_encoding(monkeypatch, "re-embedded a renamed, moved or copied photo")
     report = _index(cli, photos, library, tiny.plain_bundle)
     assert report["moved"] == 2
     assert report["added"] == 1  # the copy, its embedding taken from the original
@@ -205,10 +207,7 @@ def test_search_with_another_bundle_reprojects_without_reindexing(
     _index(cli, photos, library, tiny.plain_bundle)
     assert load_index(library).fingerprint == resolve_bundle(tiny.plain_bundle).fingerprint
 
-    def refuse(self, images, batch_size=32):
-        raise AssertionError("re-embedded photos to switch heads")
-
-    monkeypatch.setattr(ClipEncoder, "embed_images", refuse)
+    refuse_image_encoding(monkeypatch, "re-embedded photos to switch heads")
     hits = _search(cli, library, tiny.heads_bundle, "고양이", "-n", "3")
     assert len(hits) == 3
     assert load_index(library).fingerprint == resolve_bundle(tiny.heads_bundle).fingerprint

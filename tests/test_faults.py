@@ -244,33 +244,45 @@ def _assert_consistent(library: Path, folder: Path) -> None:
         lib.close()
 
 
-def test_sigkill_at_random_moments_never_corrupts(tiny, tmp_path):
+@pytest.mark.parametrize("fast_image", ["1", "0"], ids=["onnx", "torch"])
+def test_sigkill_at_random_moments_never_corrupts(tiny, tmp_path, monkeypatch, fast_image):
+    """Photos through ONNX Runtime (a run lasts under a second) and through torch (seconds)."""
+    monkeypatch.setenv("HANCLIP_FAST_IMAGE", fast_image)
     folder, library = tmp_path / "photos", tmp_path / "library"
     write_photo_folder(folder, count=40)
     rng = random.Random(1234)
     common = ["--library", library, "--model", tiny.plain_bundle, "--batch-size", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # A first run, not killed, shows how long a run lasts on this machine and path. Every
+    # later run has work to do (a rename and new photos, on top of what a killed run left), so
+    # it loads the encoders and embeds; it is killed at a random moment within the time a run
+    # is expected to take, shortened whenever a run finishes first. Trials go on until at
+    # least four kills have landed (a run that finishes first must leave the library sound too).
+    started = time.monotonic()
+    assert _run("index", folder, *common).returncode == 0
+    expected = time.monotonic() - started
     kills = 0
-    # Every run has work to do (a rename and a new photo, on top of what a killed run left),
-    # so it loads the encoders and lasts seconds; a random moment then lands mid-run more
-    # often than not, whatever the machine's speed. Trials go on until at least four kills
-    # have landed (a run that finishes first is a run that must leave the library sound too).
-    for trial in range(16):
+    for trial in range(24):
         if trial >= 8 and kills >= 4:
             break
         victim = sorted(p for p in folder.glob("photo_*.jpg"))[0]
         victim.rename(victim.with_name(f"renamed-{trial}.jpg"))
-        Image.new("RGB", (30, 30), (trial * 15, 0, 0)).save(folder / f"new-{trial}.png")
+        for k in range(3):
+            Image.new("RGB", (300, 200), (trial * 10, k * 80, 0)).save(
+                folder / f"new-{trial}-{k}.png"
+            )
         process = subprocess.Popen(
             _hanclip_command("index", folder, *common),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(1.0, 9.0))
+        time.sleep(rng.uniform(0.2, 0.9) * expected)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
+        else:
+            expected *= 0.7
         process.wait()
     assert kills >= 4, "the kills must land mid-run to test anything"
     final = _run("index", folder, *common, "--json")

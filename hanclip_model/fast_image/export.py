@@ -32,6 +32,7 @@ from hanclip_model.fast_image.runtime import (
     INPUT_NAME,
     OPTIMIZED_ENCODER_NAME,
     OUTPUT_NAME,
+    QUANTIZED_ENCODER_NAME,
     RESAMPLING,
     FastImageConfig,
     FastImageEncoder,
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from hanclip_model.encoders import ClipEncoder
 
 ONNX_OPSET = 17
+# The int8 graph is kept only when every verification image stays this close to fp32.
+MIN_INT8_COSINE = 0.99
 MIN_COSINE = 0.999  # ONNX Runtime + numpy preprocessing vs open_clip, every verification image
 MAX_PIXEL_DIFF = 1e-5  # numpy/Pillow pixels vs open_clip's transform, max abs difference
 # (width, height, mode): landscape, portrait, square, one smaller than any model's input (so
@@ -262,3 +265,40 @@ def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(
         np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12
     )
+
+
+def quantize_image_encoder(directory: str | Path) -> FastImageConfig:
+    """Add ONNX Runtime's dynamic int8 quantisation of the fp32 graph in `directory` (an export
+    by `export_image_encoder`) as `encoder-int8.onnx`, and record its worst cosine against the
+    fp32 graph on `verify_images()`. Needs the `onnx` package, not torch.
+
+    Kept only at `MIN_INT8_COSINE` or above: below it the int8 file is removed and
+    `BundleError` says what was measured. A library indexed with it is in its own image space
+    (`BundleSpec.image_fingerprint`), so int8 and fp32 vectors never meet in one index."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    directory = Path(directory)
+    fp32 = FastImageEncoder.load(directory)
+    target = directory / QUANTIZED_ENCODER_NAME
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the quantiser's advice to pre-process the graph
+            quantize_dynamic(directory / ENCODER_NAME, target, weight_type=QuantType.QInt8)
+        int8 = FastImageEncoder(fp32.config, inference_session(target))
+        images = verify_images()
+        worst = float(_row_cosines(int8.embed(images), fp32.embed(images)).min())
+    except Exception as exc:
+        target.unlink(missing_ok=True)
+        error = storage_error(exc, directory, what="bundle folder", unexplained_write=True)
+        if error is None:
+            raise
+        raise error.saving("the int8 image encoder was not written") from exc
+    if not worst >= MIN_INT8_COSINE:
+        target.unlink(missing_ok=True)
+        raise BundleError(
+            f"int8 image encoder of {fp32.config.spec!r} strays too far from fp32 "
+            f"(cosine {worst:.4f} < {MIN_INT8_COSINE}): not kept"
+        )
+    config = replace(fp32.config, int8_cosine=worst)
+    config.write(directory)
+    return config

@@ -38,6 +38,7 @@ FAST_IMAGE_FORMAT = 1
 CONFIG_NAME = "fast_image.json"
 ENCODER_NAME = "encoder.onnx"
 OPTIMIZED_ENCODER_NAME = "encoder-optimized.onnx"
+QUANTIZED_ENCODER_NAME = "encoder-int8.onnx"
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "image_embedding"
 DEFAULT_BATCH_SIZE = 32
@@ -92,6 +93,9 @@ class FastImageConfig:
     # Measured by the export's verification on its fixed images (None: not verified yet):
     min_cosine: float | None = None  # ONNX Runtime + our preprocessing vs open_clip, worst
     max_pixel_diff: float | None = None  # our pixels vs open_clip's transform, max abs
+    # The int8 graph (`encoder-int8.onnx`), kept only when its worst cosine against the fp32
+    # graph on the verification images reached `export.MIN_INT8_COSINE`; None: no int8 graph.
+    int8_cosine: float | None = None
 
     @classmethod
     def read(cls, directory: Path) -> FastImageConfig:
@@ -174,16 +178,33 @@ class FastImageEncoder:
         self._session = session
 
     @classmethod
-    def load(cls, directory: str | Path, *, optimized: bool = True) -> FastImageEncoder:
+    def load(
+        cls,
+        directory: str | Path,
+        *,
+        optimized: bool = True,
+        quantized: bool = False,
+        device: str = "cpu",
+    ) -> FastImageEncoder:
         """Open an export made by `export_image_encoder`; intra-op threads: `usable_cores()`.
 
-        `optimized`: open the graph ONNX Runtime optimised at export, when there is one."""
+        `optimized`: open the graph ONNX Runtime optimised at export for the CPU, when there
+        is one. `quantized`: the int8 graph (`export.quantize_image_encoder`), which must be
+        there and must have held its accuracy. `device` "cuda[:N]": ONNX Runtime's CUDA
+        provider (the plain graph: the optimised one was fused for the CPU)."""
         directory = Path(directory)
         config = FastImageConfig.read(directory)
-        preoptimized = optimized and (directory / OPTIMIZED_ENCODER_NAME).is_file()
-        path = directory / (OPTIMIZED_ENCODER_NAME if preoptimized else ENCODER_NAME)
+        on_cuda = device.split(":", 1)[0] == "cuda"
+        if quantized:
+            if config.int8_cosine is None or not (directory / QUANTIZED_ENCODER_NAME).is_file():
+                raise BundleError(f"{directory} has no int8 image encoder that held its accuracy")
+            preoptimized, path = False, directory / QUANTIZED_ENCODER_NAME
+        else:
+            preoptimized = optimized and not on_cuda
+            preoptimized = preoptimized and (directory / OPTIMIZED_ENCODER_NAME).is_file()
+            path = directory / (OPTIMIZED_ENCODER_NAME if preoptimized else ENCODER_NAME)
         try:
-            session = inference_session(path, preoptimized=preoptimized)
+            session = inference_session(path, preoptimized=preoptimized, device=device)
         except Exception as exc:  # onnxruntime raises its own error types for a bad file
             raise BundleError(f"cannot load fast image encoder {directory}: {exc}") from None
         _check_session(session, config, directory)

@@ -40,6 +40,12 @@ def ensure_fast_text(
     return settled
 
 
+def cached_fast_text(spec: str, cache_root: str | Path) -> Path | None:
+    """`spec`'s current export folder when the cache holds one (nothing is exported)."""
+    target = fast_text_dir(cache_root, spec)
+    return target if _is_current(target, spec, quantize=False) else None
+
+
 def _is_current(directory: Path, spec: str, quantize: bool) -> bool:
     if not (directory / CONFIG_NAME).is_file():
         return False

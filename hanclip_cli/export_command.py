@@ -1,0 +1,176 @@
+"""`hanclip export`: a bundle that carries its own ONNX encoders, so it indexes and searches
+without torch on whatever machine it is copied to.
+
+The encoders are the verified exports of the user cache (`fast_image`, `fast_text`: made
+now when missing, with torch; an export that fails its verification is refused with the
+reason and nothing is written), copied (hard-linked where the disk allows) into
+`BUNDLE/encoders/image` and `BUNDLE/encoders/text` through a hidden staging folder that is
+moved into place whole, then named in `hanclip.json` (written atomically). A bundle is
+therefore never left naming encoders it does not hold.
+
+A built-in model (`mclip`) has no folder of its own: `--out DIR` makes a new bundle there
+naming the same encoders, so a library indexed with the built-in keeps its photos (same image
+space). `--quantize-images` adds the int8 image graph and makes the bundle use it: it is kept
+only when it stays within cosine 0.99 of fp32 on the verification images, and it is an image
+space of its own (a library moves to it with `index --reembed`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hanclip_model.bundle import (
+    ENCODERS_DIR,
+    IMAGE_ENCODER_DIR,
+    MANIFEST_NAME,
+    TEXT_ENCODER_DIR,
+    read_bundle,
+    record_encoders,
+    resolve_bundle,
+    write_bundle,
+)
+from hanclip_model.cache import cache_root
+from hanclip_model.device import require_torch
+from hanclip_model.errors import HanclipError
+from hanclip_model.storage import storage_error
+
+STAGING_PREFIX = ".encoders.tmp-"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `hanclip export` wrote (its `--json`)."""
+
+    bundle: str
+    image_encoder: str
+    text_encoder: str
+    image_min_cosine: float | None  # ONNX vs open_clip on the verification images, worst
+    image_int8_cosine: float | None  # int8 vs fp32, worst; None without --quantize-images
+    image_int8: bool
+    encoders_bytes: int
+    seconds: float
+    already: bool  # the bundle carried its encoders already; nothing was written
+
+
+def export_bundle(
+    source: str, out: Path | None = None, *, quantize_images: bool = False, force: bool = False
+) -> ExportReport:
+    """Write the ONNX encoders into the bundle `source` (or, for a built-in name, into a new
+    bundle at `out`); see the module docstring."""
+    started = time.perf_counter()
+    spec = resolve_bundle(source)
+    target = _target_folder(source, spec.directory, out, force)
+    spec = read_bundle(target) if spec.directory is None else spec
+    carried = spec.image_export is not None and spec.text_export is not None
+    if carried and not force and spec.image_int8 == quantize_images:
+        return _report(target, started, already=True)
+    require_torch("hanclip export")
+    if not os.access(target, os.W_OK):
+        raise HanclipError(f"cannot write into the bundle folder {target}: it is read-only")
+
+    from hanclip_model.fast_image.cache import ensure_fast_image
+    from hanclip_model.fast_image.export import quantize_image_encoder
+    from hanclip_model.fast_text.cache import ensure_fast_text
+
+    image = ensure_fast_image(spec.image_model, cache_root())
+    text = ensure_fast_text(spec.text_model, cache_root())
+    staging = target / f"{STAGING_PREFIX}{os.getpid()}"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        _link_tree(image, staging / Path(IMAGE_ENCODER_DIR).name)
+        _link_tree(text, staging / Path(TEXT_ENCODER_DIR).name)
+        if quantize_images:
+            quantize_image_encoder(staging / Path(IMAGE_ENCODER_DIR).name)
+        from hanclip_model.files import replace_dir
+
+        replace_dir(staging, target / ENCODERS_DIR)
+        record_encoders(
+            target, image=IMAGE_ENCODER_DIR, text=TEXT_ENCODER_DIR, image_int8=quantize_images
+        )
+    except OSError as exc:
+        error = storage_error(exc, target, what="bundle folder")
+        if error is None:
+            raise
+        raise error.saving(f"the encoders of {target} were not written") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _report(target, started, already=False)
+
+
+def _target_folder(source: str, directory: Path | None, out: Path | None, force: bool) -> Path:
+    """The bundle folder to write into: the bundle itself, or a new one for a built-in."""
+    if directory is not None:
+        if out is not None:
+            raise HanclipError(
+                "--out is for built-in models; a bundle folder gets its encoders in place "
+                "(copy the folder first to keep the original as it is)"
+            )
+        return directory
+    if out is None:
+        raise HanclipError(
+            f"{source!r} is a built-in model with no folder of its own: "
+            f"hanclip export {source} --out DIR makes a bundle there"
+        )
+    out = Path(os.path.abspath(os.path.expanduser(out)))
+    if out.exists() and not out.is_dir():
+        raise HanclipError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+        raise HanclipError(f"--out {out} is a folder with other files in it: choose an empty one")
+    if (out / MANIFEST_NAME).is_file() and not force:
+        if read_bundle(out).extra.get("exported_from") != source:
+            raise HanclipError(f"{out} holds another bundle: choose another --out, or --force")
+        return out  # made by an earlier export of the same model
+    spec = resolve_bundle(source)
+    try:
+        write_bundle(
+            out,
+            name=spec.name,
+            image_model=spec.image_model,
+            text_model=spec.text_model,
+            heads=None,
+            extra={"exported_from": source},
+        )
+    except OSError as exc:
+        error = storage_error(exc, out.parent, what="folder")
+        if error is None:
+            raise
+        raise error.saving(f"no bundle was made at {out}") from exc
+    return out
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Copy `source` to `target`, hard-linking files where the disk allows (the exports are
+    hundreds of MB, and never changed in place: a rewrite replaces the file)."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)
+
+
+def _report(target: Path, started: float, *, already: bool) -> ExportReport:
+    from hanclip_model.fast_image.runtime import FastImageConfig
+
+    spec = read_bundle(target)
+    if spec.image_export is None or spec.text_export is None:
+        raise HanclipError(f"{target}: the export did not record its encoders")
+    config = FastImageConfig.read(spec.image_export)
+    size = sum(path.stat().st_size for path in (target / ENCODERS_DIR).rglob("*") if path.is_file())
+    return ExportReport(
+        bundle=str(target),
+        image_encoder=str(spec.image_export),
+        text_encoder=str(spec.text_export),
+        image_min_cosine=config.min_cosine,
+        image_int8_cosine=config.int8_cosine,
+        image_int8=spec.image_int8,
+        encoders_bytes=size,
+        seconds=round(time.perf_counter() - started, 3),
+        already=already,
+    )
