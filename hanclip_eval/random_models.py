@@ -416,3 +416,50 @@ def _sentence_modules() -> tuple[type, type, type]:
     except ImportError:  # sentence-transformers < 5.4
         from sentence_transformers.models import Dense, Pooling, Transformer
     return Transformer, Pooling, Dense
+
+
+def save_random_clip_vit_b32(directory: Path, *, seed: int = 0) -> str:
+    """Save an open_clip ViT-B/32 (the whole CLIP, image and text towers) with seeded random
+    weights in open_clip's `local-dir:` layout, and return its `local-dir:` spec.
+
+    Unlike `RANDOM_CLIP_SPEC` (new random weights at every load, so nothing to cache), a saved
+    model has fixed weights: `fast_image` can export it to ONNX, as it does a downloaded one.
+    The preprocessing is ViT-B-32's (224 px, bicubic, shortest side, OpenAI mean and std).
+    A folder that already holds both files is kept as it is; a new one is written beside it
+    and renamed into place, so an interrupted run leaves no half-written model."""
+    import json
+    import shutil
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from hanclip_model.files import replace_dir
+
+    directory = Path(directory)
+    config_path, weights_path = "open_clip_config.json", "open_clip_model.safetensors"
+    if (directory / config_path).is_file() and (directory / weights_path).is_file():
+        return "local-dir:" + str(directory.resolve())
+    model_cfg = open_clip.get_model_config(RANDOM_CLIP_SPEC)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(RANDOM_CLIP_SPEC, pretrained=None, device="cpu")
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {
+            "size": int(model_cfg["vision_cfg"]["image_size"]),
+            "mean": list(OPENAI_MEAN),
+            "std": list(OPENAI_STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+    }
+    staging = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    (staging / config_path).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(staging / weights_path)
+    )
+    replace_dir(staging, directory)
+    return "local-dir:" + str(directory.resolve())

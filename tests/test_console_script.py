@@ -100,13 +100,16 @@ def test_text_search_runs_without_torch(tiny, tmp_path):
 
 
 def _index_probe(photos: Path, common: list[str]) -> str:
-    """Python that runs `hanclip index` in-process and reports whether torch got imported."""
+    """Python that runs `hanclip index` in-process and reports whether torch and ONNX Runtime
+    (what runs the encoders when they are exported) got imported."""
     return (
         "import sys\n"
         "from hanclip_cli.entry import main\n"
         f"sys.argv = ['hanclip', 'index', {str(photos)!r}, '--json', *{common!r}]\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
         "print('TORCH', 'torch' in sys.modules, code, file=sys.stderr)\n"
+        "print('ENCODERS', 'onnxruntime' in sys.modules or 'torch' in sys.modules, code,"
+        " file=sys.stderr)\n"
     )
 
 
@@ -120,16 +123,17 @@ def test_reindex_with_nothing_new_loads_no_model(tiny, tmp_path):
     write_photo_folder(photos, count=4)
     common = ["--library", str(library), "--model", str(tiny.heads_bundle)]
     first = _run(sys.executable, "-c", _index_probe(photos, common), env=env)
-    assert "TORCH True 0" in first.stderr, first.stderr  # first time: both encoders checked
+    assert "ENCODERS True 0" in first.stderr, first.stderr  # first time: both encoders checked
     again = _run(sys.executable, "-c", _index_probe(photos, common), env=env)
-    assert "TORCH False 0" in again.stderr, again.stderr
+    assert "TORCH False 0" in again.stderr and "ENCODERS False 0" in again.stderr, again.stderr
     assert json.loads(again.stdout)["unchanged"] == 4
     (new,) = write_photo_folder(tmp_path / "more", count=1, seed=7)  # content not seen yet
     new.rename(photos / f"new{new.suffix}")
     added = _run(sys.executable, "-c", _index_probe(photos, common), env=env)
-    assert "TORCH True 0" in added.stderr, added.stderr
+    # Embedded through the image tower's ONNX export (made by the first run): no torch.
+    assert "ENCODERS True 0" in added.stderr and "TORCH False 0" in added.stderr, added.stderr
     assert json.loads(added.stdout)["added"] == 1
     # Another bundle (other heads bytes) is checked in full again before anything is written.
     other = ["--library", str(library), "--model", str(tiny.plain_bundle)]
     switched = _run(sys.executable, "-c", _index_probe(photos, other), env=env)
-    assert "TORCH True 0" in switched.stderr, switched.stderr
+    assert "ENCODERS True 0" in switched.stderr, switched.stderr

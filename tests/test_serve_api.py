@@ -55,7 +55,13 @@ def test_search_gives_what_search_json_gives_plus_id_and_urls(served, cli) -> No
     cli_json = cli(
         "search", "바다 위 노을", "-n", "5", "--json", "--library", served.library
     ).json()
-    assert [{k: r[k] for k in SEARCH_JSON_FIELDS} for r in results] == cli_json
+    # The server's text encoder is pre-packed for many queries, the CLI's not (one query):
+    # the same vectors to float rounding, so a score may differ in its last printed digit.
+    fields = SEARCH_JSON_FIELDS - {"score"}
+    assert [{k: r[k] for k in fields} for r in results] == [
+        {k: r[k] for k in fields} for r in cli_json
+    ]
+    assert [r["score"] for r in results] == pytest.approx([r["score"] for r in cli_json], abs=2e-6)
     for r in results:
         assert set(r) == SEARCH_JSON_FIELDS | {"id", "thumbnail", "large", "original", "similar"}
         assert r["thumbnail"].startswith(f"/api/photos/{r['id']}/thumbnail")

@@ -14,6 +14,7 @@ An export that fails either raises `BundleError` with the reason and leaves noth
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
@@ -281,9 +282,16 @@ def quantize_image_encoder(directory: str | Path) -> FastImageConfig:
     fp32 = FastImageEncoder.load(directory)
     target = directory / QUANTIZED_ENCODER_NAME
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the quantiser's advice to pre-process the graph
-            quantize_dynamic(directory / ENCODER_NAME, target, weight_type=QuantType.QInt8)
+        root = logging.getLogger()
+        level = root.level
+        # The quantiser advises pre-processing the graph, through warnings and the root logger.
+        root.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(directory / ENCODER_NAME, target, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         int8 = FastImageEncoder(fp32.config, inference_session(target))
         images = verify_images()
         worst = float(_row_cosines(int8.embed(images), fp32.embed(images)).min())
