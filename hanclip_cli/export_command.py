@@ -36,6 +36,7 @@ from hanclip_model.bundle import (
 from hanclip_model.cache import cache_root
 from hanclip_model.device import require_torch
 from hanclip_model.errors import HanclipError
+from hanclip_model.files import link_tree, replace_dir
 from hanclip_model.storage import storage_error
 
 STAGING_PREFIX = ".encoders.tmp-"
@@ -81,12 +82,10 @@ def export_bundle(
     staging = target / f"{STAGING_PREFIX}{os.getpid()}"
     try:
         shutil.rmtree(staging, ignore_errors=True)
-        _link_tree(image, staging / Path(IMAGE_ENCODER_DIR).name)
-        _link_tree(text, staging / Path(TEXT_ENCODER_DIR).name)
+        link_tree(image, staging / Path(IMAGE_ENCODER_DIR).name)
+        link_tree(text, staging / Path(TEXT_ENCODER_DIR).name)
         if quantize_images:
             quantize_image_encoder(staging / Path(IMAGE_ENCODER_DIR).name)
-        from hanclip_model.files import replace_dir
-
         replace_dir(staging, target / ENCODERS_DIR)
         record_encoders(
             target, image=IMAGE_ENCODER_DIR, text=TEXT_ENCODER_DIR, image_int8=quantize_images
@@ -140,19 +139,6 @@ def _target_folder(source: str, directory: Path | None, out: Path | None, force:
             raise
         raise error.saving(f"no bundle was made at {out}") from exc
     return out
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    """Copy `source` to `target`, hard-linking files where the disk allows (the exports are
-    hundreds of MB, and never changed in place: a rewrite replaces the file)."""
-
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(source, target, copy_function=link_or_copy)
 
 
 def _report(target: Path, started: float, *, already: bool) -> ExportReport:

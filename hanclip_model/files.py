@@ -94,3 +94,16 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Copy the folder `source` to `target`, hard-linking files where the disk allows: for
+    large files that are never changed in place (a rewrite replaces the file)."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)

@@ -469,17 +469,11 @@ def quantized_copy(export: Path, work: Path) -> tuple[Any, bool, float, str]:
         FastImageEncoder,
     )
     from hanclip_model.fast_text.runtime import inference_session
+    from hanclip_model.files import link_tree
 
     target = work / "int8-image"
     shutil.rmtree(target, ignore_errors=True)
-
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(export, target, copy_function=link)
+    link_tree(export, target)
     (target / QUANTIZED_ENCODER_NAME).unlink(missing_ok=True)
     log("int8: quantize_image_encoder on a copy of the export")
     try:
