@@ -93,6 +93,10 @@ TABLES = (
         "INSERT INTO offline_folders (path, reason, photos, since) VALUES (?, ?, ?, ?)",
     ),
 )
+# Tables the fresh database makes its own and nothing is copied into: the photos' generation
+# (migration 5) starts afresh, so the HNSW index of a repaired library, recorded with the old
+# one, is compared with it photo by photo.
+NOT_COPIED = ("photo_generation",)
 # Each index of the photos table holds every row's id: the first that reads whole counts the
 # photos the damaged database had. (An index an older schema lacks is skipped like a damaged
 # one.)

@@ -333,6 +333,20 @@ class PhotoStore:
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0])
 
+    def generation(self) -> str | None:
+        """Which set of photos the library holds, as "counter:token" (migration 5): another
+        value means photos were added, removed or re-embedded since. None for a library
+        whose schema predates it (a reader does not migrate): then nothing is known."""
+        try:
+            row = self.conn.execute(
+                "SELECT counter, token FROM photo_generation WHERE one = 1"
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        return None if row is None else f"{row[0]}:{row[1]}"
+
     def ids(self) -> np.ndarray:
         # No ORDER BY: SQLite then scans the small hash index instead of the table with its
         # embeddings, which a search would otherwise read whole.

@@ -1,10 +1,20 @@
 """The HNSW index over search vectors: derived from SQLite, written atomically.
 
 On disk: `hnsw.json` (the pointer: model fingerprint, dimension, data file name, labels marked
-deleted) and the hnswlib file it names. A new version is written to a fresh file name and the
-pointer is swapped atomically (`hanclip_model.files`), so a reader sees the old index or the
-new one, never half. A data file the disk could not hold whole is never pointed at: the old
-index stays in use, and the failure is raised as an OSError that says why.
+deleted, and the photos' generation it was made from) and the hnswlib file it names. A new
+version is written to a fresh file name and the pointer is swapped atomically
+(`hanclip_model.files`), so a reader sees the old index or the new one, never half. A data
+file the disk could not hold whole is never pointed at: the old index stays in use, and the
+failure is raised as an OSError that says why.
+
+Freshness. SQLite changes the photos' generation (`PhotoStore.generation`, migration 5) in
+the same transaction as every photo added, removed or re-embedded. An index whose pointer
+records the library's current generation (and the model's fingerprint) holds exactly the
+library's photos: that check is one row and one small file, at any size. Any other case
+(no generation yet, another one after a crash between a commit and the index swap, another
+writer's photos, a missing or unreadable index) falls back to comparing every photo id,
+and the index is updated or rebuilt as before, then recorded with the generation read
+before the ids were (so a recorded generation is never newer than the photos it holds).
 """
 
 from __future__ import annotations
@@ -116,6 +126,8 @@ class VectorIndex:
     dim: int
     deleted: set[int] = field(default_factory=set)
     data_file: Path | None = None
+    # The photos' generation (`PhotoStore.generation`) the index holds; None: unknown.
+    generation: str | None = None
     _stored: StoredVectors | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -230,7 +242,9 @@ def load_index(directory: Path) -> VectorIndex | None:
     import hnswlib
 
     try:
-        pointer = json.loads((directory / POINTER_NAME).read_text(encoding="utf-8"))
+        pointer = read_pointer(directory)
+        if pointer is None:
+            return None
         data_file = directory / Path(pointer["file"]).name
         dim = int(pointer["dim"])
         index = hnswlib.Index(space="ip", dim=dim)
@@ -243,25 +257,52 @@ def load_index(directory: Path) -> VectorIndex | None:
             dim=dim,
             deleted={int(i) for i in pointer.get("deleted", [])},
             data_file=data_file,
+            generation=_generation(pointer),
         )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
+
+
+def read_pointer(directory: Path) -> dict | None:
+    """`hnsw.json` as written, or None when it is missing or unreadable."""
+    try:
+        pointer = json.loads((directory / POINTER_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return pointer if isinstance(pointer, dict) else None
+
+
+def _generation(pointer: dict) -> str | None:
+    value = pointer.get("generation")
+    return value if isinstance(value, str) else None
+
+
+def index_is_current(directory: Path, store: PhotoStore, fingerprint: str) -> bool:
+    """Whether the index on disk holds exactly the library's photos in the space of
+    `fingerprint`, known from the generations alone (one row, one small file, one stat):
+    False also where that cannot tell (then `sync_index` compares the photos). The data
+    file itself is read by the next search, which rebuilds it if it is damaged."""
+    generation = store.generation()
+    pointer = read_pointer(directory)
+    if generation is None or pointer is None:
+        return False
+    try:
+        data_file = directory / Path(str(pointer["file"])).name
+        return (
+            _generation(pointer) == generation
+            and pointer.get("fingerprint") == fingerprint
+            and data_file.is_file()
+        )
+    except (KeyError, OSError):
+        return False
 
 
 def save_index(directory: Path, vindex: VectorIndex) -> None:
     data_name = f"hnsw-{uuid.uuid4().hex}.bin"
     data_path = directory / data_name
     _write_whole(vindex, data_path)
-    pointer = {
-        "fingerprint": vindex.fingerprint,
-        "dim": vindex.dim,
-        "file": data_name,
-        "count": vindex.index.get_current_count(),
-        "deleted": sorted(vindex.deleted),
-        "space": "ip",
-    }
     try:
-        atomic_write_text(directory / POINTER_NAME, json.dumps(pointer))
+        _write_pointer(directory, vindex, data_name)
     except BaseException:
         data_path.unlink(missing_ok=True)
         raise
@@ -270,6 +311,28 @@ def save_index(directory: Path, vindex: VectorIndex) -> None:
     for old in [*directory.glob("hnsw-*.bin"), *directory.glob(f"{POINTER_NAME}.*{TMP_SUFFIX}")]:
         if old.name != data_name:
             old.unlink(missing_ok=True)
+
+
+def _write_pointer(directory: Path, vindex: VectorIndex, data_name: str) -> None:
+    pointer = {
+        "fingerprint": vindex.fingerprint,
+        "dim": vindex.dim,
+        "file": data_name,
+        "count": vindex.index.get_current_count(),
+        "deleted": sorted(vindex.deleted),
+        "space": "ip",
+        "generation": vindex.generation,
+    }
+    atomic_write_text(directory / POINTER_NAME, json.dumps(pointer))
+
+
+def record_generation(directory: Path, vindex: VectorIndex) -> None:
+    """Write the pointer again with `vindex.generation`, naming the same data file: for an
+    index loaded from disk whose photos were found to be the library's (no data rewritten)."""
+    if vindex.data_file is None:
+        save_index(directory, vindex)
+        return
+    _write_pointer(directory, vindex, vindex.data_file.name)
 
 
 def _write_whole(vindex: VectorIndex, path: Path) -> None:
@@ -301,11 +364,17 @@ def sync_index(directory: Path, store: PhotoStore, model, *, write: bool = True)
     """Bring the index in line with SQLite for `model`: update in place or rebuild.
 
     `model` needs only `fingerprint` and `project_images` (the heads), never the encoders.
+    When the index records the library's generation it is current as it is (see the module
+    docstring); otherwise every photo id is compared.
     """
-    db_ids = {int(i) for i in store.ids()}
+    # Read before the photos: they are then at least this generation (see the docstring).
+    generation = store.generation()
     vindex = load_index(directory)
     if vindex is not None and vindex.fingerprint != model.fingerprint:
         vindex = None
+    if vindex is not None and generation is not None and vindex.generation == generation:
+        return vindex
+    db_ids = {int(i) for i in store.ids()}
     changed = False
     if vindex is not None:
         live = vindex.labels
@@ -328,20 +397,28 @@ def sync_index(directory: Path, store: PhotoStore, model, *, write: bool = True)
         dim = int(vectors.shape[1]) if len(ids) else 1
         vindex = build_index(ids, vectors, model.fingerprint, dim)
         changed = True
-    if changed and write:
+    recorded = vindex.generation
+    vindex.generation = generation
+    if write and changed:
         save_index(directory, vindex)
+    elif write and recorded != generation and generation is not None:
+        record_generation(directory, vindex)  # the same photos: only the pointer changes
     return vindex
 
 
 def drop_removed_photos(directory: Path, store: PhotoStore) -> None:
     """Mark the labels of photos no longer in SQLite deleted. Needs no model, as nothing is
     projected; past MAX_DELETED_FRACTION the next `sync_index` rebuilds."""
+    generation = store.generation()
     vindex = load_index(directory)
     if vindex is None:
         return
-    removed = vindex.labels - {int(i) for i in store.ids()}
+    db_ids = {int(i) for i in store.ids()}
+    removed = vindex.labels - db_ids
     if removed:
         vindex.remove(removed)
+        # Current only if it now holds exactly the library's photos.
+        vindex.generation = generation if vindex.labels == db_ids else None
         save_index(directory, vindex)
 
 
