@@ -215,6 +215,7 @@ class RichProgress:
 
 
 _NO_PROGRESS = NoProgress()
+_SCAN_PROGRESS_STEP = 256
 
 
 @dataclass(frozen=True)
@@ -347,13 +348,19 @@ def _scan_all(
     progress.stage("scanning")
     files: list[FileInfo] = []
     unreadable: dict[str, ScanFailure] = {}
+    unreported = 0
     for entry in scan(roots, include_hidden, exclude):
         if isinstance(entry, FileInfo):
             files.append(entry)
         else:
             unreadable[entry.path] = entry
             report.fail(entry.path, entry.reason)
-        progress.advance()
+        unreported += 1
+        # The bar moves every 256 files: a per-file update cost a tenth of a no-op `index`.
+        if unreported == _SCAN_PROGRESS_STEP:
+            progress.advance(unreported)
+            unreported = 0
+    progress.advance(unreported)
     report.scanned = len(files) + len(unreadable)
     return files, list(unreadable.values())
 

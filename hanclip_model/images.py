@@ -23,7 +23,8 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from fnmatch import translate
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
@@ -127,8 +128,18 @@ def exclude_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
 
 def is_excluded(name: str, patterns: Sequence[str]) -> bool:
     """Whether a folder or file name matches one of `patterns` (fnmatch, case-sensitive)."""
-    name = nfc(name)  # macOS writes names decomposed; patterns are typed composed
-    return any(fnmatchcase(name, pattern) for pattern in patterns)
+    if not patterns:
+        return False
+    if not name.isascii():
+        name = nfc(name)  # macOS writes names decomposed; patterns are typed composed
+    return _exclusion(tuple(patterns)).match(name) is not None
+
+
+@lru_cache(maxsize=16)
+def _exclusion(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """`patterns` as one regular expression: `fnmatchcase` of each, in one match per name
+    (at 100k files, a dozen fnmatch calls per name were a fifth of a no-op `index`)."""
+    return re.compile("|".join(f"(?:{translate(pattern)})" for pattern in patterns))
 
 
 def iter_image_files(
