@@ -760,6 +760,15 @@ def serve(
         bool, typer.Option("--open", help="Open the page in the default browser.")
     ] = False,
     device: DeviceOption = None,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(
+            "--idle-exit",
+            min=1,
+            help="Stop after this many seconds without a request (default: run until Ctrl-C).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Look at your photos in a browser: search, thumbnails, similar photos.
 
@@ -779,6 +788,7 @@ def serve(
         allow_hosts=tuple(allow_host or ()),
         thumbnail_cache_mb=thumbnail_cache_mb,
         open_browser=open_browser,
+        idle_exit=idle_exit,
     )
     run_server(
         options,

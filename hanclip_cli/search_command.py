@@ -174,6 +174,10 @@ def run_search(args: SearchArgs) -> None:
         min_score=args.min_score,
         min_prob=args.min_prob,
     )
+    served = _through_server(args, terms, filters)
+    if served is not None:
+        _print_hits(args, served)
+        return
     opened = open_library(args.library, args.model, for_writing=False, device=args.device)
     with opened:
         result = search_library(
@@ -204,6 +208,7 @@ def run_search(args: SearchArgs) -> None:
             offline_left_out=result.offline_left_out,
         )
     _print_hits(args, result)
+    _start_resident(opened)
     if page is not None:
         count = len(result.hits)
         err_console.print(
@@ -217,6 +222,105 @@ def run_search(args: SearchArgs) -> None:
 
             if not webbrowser.open(page.as_uri()):
                 notice("no web browser could be started: open the page yourself")
+
+
+def _through_server(args: SearchArgs, terms, filters) -> SearchResult | None:
+    """The answer of a `hanclip serve` running on this library with the same model, when
+    one is up and the search is one its API says exactly (`serve/discovery.py`); else None."""
+    from hanclip_cli.library import library_dir
+    from hanclip_cli.serve.discovery import running_server
+
+    directory = library_dir(args.library)
+    server = running_server(directory)
+    if server is None:
+        return None
+    from hanclip_cli.query import parse_query
+    from hanclip_cli.serve.discovery import ask_server
+    from hanclip_cli.serve.service import MAX_PAGE
+
+    words = " ".join(args.query or ())
+    if (
+        args.add
+        or args.sub
+        or args.image
+        or args.sub_image
+        or args.html is not None
+        or args.device is not None
+        or args.limit > MAX_PAGE
+        or any(not folder.is_absolute() for folder in filters.folders)
+        or parse_query(words.split()) != parse_query(args.query or ())
+        or _model_fingerprint(args, directory) != server.fingerprint
+    ):
+        return None
+    params: dict[str, object] = {"q": words, "n": args.limit, "sort": args.sort}
+    optional = {
+        "after": filters.after,
+        "before": filters.before,
+        "min_score": filters.min_score,
+        "min_prob": filters.min_prob,
+    }
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if filters.folders:
+        params["in"] = [str(folder) for folder in filters.folders]
+    if args.include_offline:
+        params["include_offline"] = "1"
+    answer = ask_server(server, params)
+    if answer is None:
+        return None
+    from hanclip_cli.searcher import SearchHit, SearchResult
+
+    try:
+        hits = [
+            SearchHit(
+                rank=int(row["rank"]),
+                path=str(row["path"]),
+                score=float(row["score"]),
+                taken_at=row["taken_at"],
+                width=row["width"],
+                height=row["height"],
+                offline=bool(row["offline"]),
+                date_source=str(row["date_source"]),
+                photo_id=int(row["id"]),
+                match_probability=row.get("match_probability"),
+            )
+            for row in answer["results"]
+        ]
+        return SearchResult(hits, int(answer["offline_left_out"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _start_resident(opened) -> None:
+    """After the hits are out: a background server for the searches that follow, on a large
+    library (`serve/discovery.py`); the photo count comes from the index's pointer file."""
+    from hanclip_cli.serve.discovery import start_resident_server
+    from hanclip_cli.vector_index import read_pointer
+
+    pointer = read_pointer(opened.directory) or {}
+    try:
+        photos = int(pointer.get("count", 0)) - len(pointer.get("deleted", []))
+    except (TypeError, ValueError):
+        return
+    start_resident_server(opened.directory, opened.model_name, photos)
+
+
+def _model_fingerprint(args: SearchArgs, directory: Path) -> str | None:
+    """The fingerprint of the model a search of its own would use here (no encoder loads)."""
+    from hanclip_cli.library import Library, choose_model
+    from hanclip_cli.store import DB_NAME
+    from hanclip_model.bundle import resolve_bundle
+    from hanclip_model.errors import HanclipError
+
+    try:
+        existing = Library(directory, create=False) if (directory / DB_NAME).exists() else None
+        try:
+            choice = choose_model(args.model, directory, existing)
+        finally:
+            if existing is not None:
+                existing.close()
+        return resolve_bundle(choice.model).fingerprint
+    except (HanclipError, OSError):
+        return None
 
 
 def _print_hits(args: SearchArgs, result: SearchResult) -> None:

@@ -84,6 +84,10 @@ def _isolated_env(
     monkeypatch.setenv("HANCLIP_CACHE", str(_cache_dir))
     monkeypatch.delenv("HANCLIP_MODEL", raising=False)
     monkeypatch.setenv("HANCLIP_DEVICE", "cpu")
+    # A search answers on its own unless a test asks for a running server's answer
+    # (tests/test_search_via_server.py): tests comparing the two must compare two answers.
+    monkeypatch.setenv("HANCLIP_VIA_SERVER", "0")
+    monkeypatch.setenv("HANCLIP_RESIDENT", "0")  # and starts no background server
     yield
 
 

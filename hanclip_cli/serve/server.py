@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ class ServeOptions:
     allow_hosts: tuple[str, ...] = ()
     thumbnail_cache_mb: int = 512
     open_browser: bool = False
+    idle_exit: float | None = None  # seconds without a request before it stops by itself
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -40,6 +42,48 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class IdleExit:
+    """The app, stamped at every request; `watch` stops a uvicorn server once `idle_s`
+    seconds pass with none (a thread; a request still running counts as not idle)."""
+
+    def __init__(self, app, idle_s: float) -> None:
+        import time
+
+        self.app, self.idle_s = app, idle_s
+        self._clock = time.monotonic
+        self._last = self._clock()
+        self._running = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        self._running += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._running -= 1
+            self._last = self._clock()
+
+    def idle_for(self) -> float:
+        return 0.0 if self._running else self._clock() - self._last
+
+    def watch(self, server) -> None:
+        import threading
+        import time
+
+        def run() -> None:
+            while not server.should_exit:
+                left = self.idle_s - self.idle_for()
+                if left <= 0:
+                    server.should_exit = True
+                    return
+                time.sleep(min(left, 1.0))
+
+        threading.Thread(target=run, name="hanclip-idle-exit", daemon=True).start()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def url_for(host: str, port: int) -> str:
     from hanclip_cli.serve.guard import WILDCARD_HOSTS
 
@@ -53,6 +97,7 @@ def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
     """Open the library, bind, print the URL, and answer until Ctrl-C."""
     import uvicorn
 
+    from hanclip_cli.serve.discovery import remove_server_file, write_server_file
     from hanclip_cli.serve.guard import allowed_hosts, is_loopback
     from hanclip_cli.serve.service import LibraryService
     from hanclip_cli.serve.web import build_app
@@ -80,6 +125,12 @@ def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
                 f"warning: --host {options.host} makes your photos visible to every machine "
                 "that can reach this one on the network"
             )
+        # SIGTERM ends the process through `finally`, so the announcement below is withdrawn
+        # (uvicorn, once running, stops gracefully, then raises it again under this handler).
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        # `hanclip search` on this library asks this server from now on (serve/discovery.py):
+        # the socket listens already, so a search that comes before uvicorn runs just waits.
+        write_server_file(service.directory, url, service.opened.model.fingerprint)
         announce(
             f"serving {service.directory} ({service.run(service.photo_count)} photos) at {url} "
             "(Ctrl-C stops)"
@@ -88,10 +139,15 @@ def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
             import webbrowser
 
             webbrowser.open(url)
+        idle = IdleExit(app, options.idle_exit) if options.idle_exit is not None else None
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", server_header=False
+            idle or app, log_level="warning", access_log=False, lifespan="off", server_header=False
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        server = uvicorn.Server(config)
+        if idle is not None:
+            idle.watch(server)
+        server.run(sockets=[sock])
     finally:
+        remove_server_file(service.directory)  # only if it is still this process's
         sock.close()
         service.close()

@@ -259,7 +259,10 @@ class WebApp:
         options = self._search_options(request)
         terms = parse_query(q.split())
         page = await self.library(lambda: self.service.search(terms, **options))
-        return await self._page_json(page, {"query": q, "n": options["limit"]})
+        opened = self.service.opened
+        # Which library and model answered: `hanclip search` checks both (serve/discovery.py).
+        about = {"library": str(opened.directory), "fingerprint": opened.model.fingerprint}
+        return await self._page_json(page, {"query": q, "n": options["limit"], **about})
 
     async def _record(self, request: Request) -> PhotoRecord:
         photo_id = _photo_id(request)
