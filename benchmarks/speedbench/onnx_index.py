@@ -574,16 +574,11 @@ def environment(cores: int) -> Environment:
     import open_clip
     import torch
 
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    from speedbench.run import cpu_model
+
     return Environment(
         cores=cores,
-        cpu=cpu,
+        cpu=cpu_model(),
         platform=platform.platform(),
         python=platform.python_version(),
         torch=torch.__version__,

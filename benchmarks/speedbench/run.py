@@ -78,6 +78,16 @@ def work_directory(explicit: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def environment(cores: int) -> Environment:
     import hnswlib  # noqa: F401 - its presence is part of the environment
     import onnxruntime
@@ -85,16 +95,9 @@ def environment(cores: int) -> Environment:
     import sentence_transformers
     import torch
 
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return Environment(
         cores=cores,
-        cpu=cpu,
+        cpu=cpu_model(),
         platform=platform.platform(),
         python=platform.python_version(),
         torch=torch.__version__,
