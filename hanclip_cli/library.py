@@ -246,7 +246,12 @@ def open_library(
     # heads bytes) had it checked then: a re-index need not import torch and load the image
     # model just to learn that nothing changed. It loads when a photo needs it.
     if existing is None or existing.meta.checked_fingerprint != bundle.fingerprint:
-        bundle.check_encoders()
+        from hanclip_cli.common import err_console
+
+        # The first time a model is used, its encoders are exported to ONNX and verified
+        # against torch: up to a minute for a ViT-B/32, so the wait says what it is.
+        with err_console.status("checking the model (the first time: exporting it to ONNX)"):
+            bundle.check_encoders()
     if existing is not None:
         existing.close()
     return OpenLibrary(Library(directory, create=True), bundle, choice.model)
