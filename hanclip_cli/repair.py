@@ -105,6 +105,7 @@ PHOTO_IDS = (
     "SELECT id FROM photos INDEXED BY idx_photos_path",
     "SELECT id FROM photos INDEXED BY idx_photos_taken_at",
     "SELECT id FROM photos INDEXED BY idx_photos_date",
+    "SELECT id FROM photos INDEXED BY idx_photos_files",
 )
 
 

@@ -8,6 +8,7 @@ can always be rebuilt from it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import shlex
@@ -26,6 +27,9 @@ from hanclip_model.errors import HanclipError
 from hanclip_model.storage import storage_error
 
 DB_NAME = "library.db"
+# What the database and its write-ahead log were (size, mtime, inode) when this hanclip last
+# closed them after a clean quick_check: see `PhotoStore._unchanged_since_checked`.
+CHECKED_NAME = "integrity-checked.json"
 
 # SQLite's own words for a file it cannot trust: SQLITE_CORRUPT ("database disk image is
 # malformed", "malformed database schema ..."), SQLITE_NOTADB ("file is not a database", "file
@@ -100,6 +104,7 @@ def _reporting_damage(method: Method) -> Method:
                 error = damage_error(self.path, exc)
                 if error is None:
                     raise
+                self._clean = False  # met damage: the next writer checks in full
                 raise error from exc
 
         return rows  # type: ignore[return-value]
@@ -112,6 +117,7 @@ def _reporting_damage(method: Method) -> Method:
             error = damage_error(self.path, exc)
             if error is None:
                 raise
+            self._clean = False  # met damage: the next writer checks in full
             raise error from exc
 
     return call  # type: ignore[return-value]
@@ -257,6 +263,8 @@ class PhotoStore:
         except sqlite3.DatabaseError as exc:
             raise HanclipError(f"cannot open library database {self.path}: {exc}") from None
         self.conn.row_factory = sqlite3.Row
+        self._writer = create
+        self._clean = False  # checked (or unchanged since checked) and no damage met since
         try:
             self._open(directory, create=create)
         except BaseException:
@@ -279,9 +287,12 @@ class PhotoStore:
                 # writes into the damaged file: checked first, the file stays exactly as it
                 # was found, for `hanclip repair`. quick_check reads each page once, as the
                 # index's own scan of the photos does.
-                problem = first_problem(self.conn) if version else None
+                problem = None
+                if version and not self._unchanged_since_checked():
+                    problem = first_problem(self.conn)
                 if problem is not None:
                     raise LibraryDamaged(self.path, problem)
+                self._clean = True
                 # WAL lets `search` read the last committed state while `index` writes. The
                 # mode is stored in the file, so readers need not set it.
                 self.conn.execute("PRAGMA journal_mode=WAL")
@@ -296,6 +307,42 @@ class PhotoStore:
 
     def close(self) -> None:
         self.conn.close()
+        if self._writer and self._clean:
+            self._record_checked()
+
+    def _file_state(self) -> list[list[int] | None]:
+        """(size, mtime_ns, inode) of the database and of its write-ahead log (None: none, or
+        empty, as SQLite leaves it on opening a database: then the database holds it all)."""
+        state: list[list[int] | None] = []
+        for path in (self.path, self.path.with_name(DB_NAME + "-wal")):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                state.append(None)
+                continue
+            empty_log = path != self.path and st.st_size == 0
+            state.append(None if empty_log else [st.st_size, st.st_mtime_ns, st.st_ino])
+        return state
+
+    def _unchanged_since_checked(self) -> bool:
+        """Whether nothing has written the database since this hanclip closed it after a clean
+        quick_check: the file and its log are exactly as they were then (size, mtime, inode).
+        quick_check reads every page (2.8 s at a million photos), and a re-index that finds
+        nothing new should not pay for it each time; a file anything else has touched since
+        is checked in full, and `hanclip info` and `repair` always check."""
+        try:
+            recorded = json.loads(self.path.with_name(CHECKED_NAME).read_text(encoding="utf-8"))
+            return recorded == self._file_state()
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+
+    def _record_checked(self) -> None:
+        from hanclip_model.files import atomic_write_text
+
+        # A full, read-only or vanished disk (atomic_write_text says so as a StorageError):
+        # the next writer checks in full, as before, and the run's own error stands.
+        with contextlib.suppress(OSError, HanclipError):
+            atomic_write_text(self.path.with_name(CHECKED_NAME), json.dumps(self._file_state()))
 
     def quick_check(self) -> str | None:
         """What SQLite's quick_check finds wrong with the file first; None when nothing."""

@@ -225,3 +225,32 @@ def test_a_re_index_with_nothing_new_does_not_open_the_index(
     monkeypatch.setattr(vector_index, "load_index", refuse)
     report = _index(cli, photos, indexed, tiny.plain_bundle)
     assert report["unchanged"] == 8 and report["added"] == 0
+
+
+def test_a_library_nothing_touched_since_its_last_clean_check_is_not_read_whole_again(
+    cli, indexed: Path, tiny, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """quick_check reads every page: after a clean one, a re-index of a library.db that
+    nothing else has written since skips it; anything that wrote to it brings it back."""
+    from hanclip_cli import store as store_module
+
+    assert (indexed / store_module.CHECKED_NAME).is_file()
+    checks = []
+    original = store_module.first_problem
+
+    def counting(conn):
+        checks.append(1)
+        return original(conn)
+
+    monkeypatch.setattr(store_module, "first_problem", counting)
+    _index(cli, photos, indexed, tiny.plain_bundle)
+    assert checks == []
+    # Another program writes to the database: the next writer checks it whole.
+    conn = sqlite3.connect(indexed / DB_NAME)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('other', '1')")
+    conn.commit()
+    conn.close()
+    _index(cli, photos, indexed, tiny.plain_bundle)
+    assert checks == [1]
+    _index(cli, photos, indexed, tiny.plain_bundle)
+    assert checks == [1]  # checked clean, then closed by itself: trusted again
