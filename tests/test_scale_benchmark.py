@@ -1,0 +1,212 @@
+"""benchmarks/scale.py: its fabricated files and library, the measurement of one size run
+against this checkout at a tiny size with the tiny bundle, and the report's statistics and
+targets. The benchmark itself fabricates 100k and 1M photos; nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sqlite3
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import EMBED_DIM, TinyModels
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/scale.py` has it
+
+from speedbench import scale  # noqa: E402
+from speedbench.workspace import isolated_env  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_script() -> Any:
+    spec = importlib.util.spec_from_file_location("scale_script", BENCHMARKS / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["scale_script"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+script = _load_script()
+
+
+def test_real_files_are_distinct_valid_jpegs_with_their_stat_and_hash(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root, files = scale.ensure_real_files(tmp_path, 30)
+    assert len(files) == 30 and len({f.sha256 for f in files}) == 30
+    assert len({Path(f.path).parent for f in files}) > 1  # spread over subfolders
+    for f in files[:5]:
+        data = Path(f.path).read_bytes()
+        assert Path(f.path).is_relative_to(root)
+        assert hashlib.sha256(data).hexdigest() == f.sha256 and len(data) == f.size < 2000
+        assert Path(f.path).stat().st_mtime_ns == f.mtime_ns
+        with Image.open(f.path) as image:
+            image.load()
+            assert image.format == "JPEG"
+    assert scale.ensure_real_files(tmp_path, 30) == (root, files)  # written once, reused
+
+
+def _columns_and_indexes(conn: sqlite3.Connection) -> dict[str, object]:
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    found: dict[str, object] = {}
+    for table in sorted(tables):
+        found[table] = [tuple(r)[1:] for r in conn.execute(f"PRAGMA table_info({table})")]
+        for index in conn.execute(f"PRAGMA index_list({table})"):
+            name = index[1]
+            columns = [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
+            found[f"{table}.{name}"] = (bool(index[2]), columns)
+    return found
+
+
+def test_the_fabricated_library_has_schema_4_of_the_migrations(tmp_path: Path) -> None:
+    from hanclip_cli.migrations import MIGRATIONS
+
+    _, files = scale.ensure_real_files(tmp_path, 10)
+    library = tmp_path / "library"
+    scale.fabricate_library(library, 25, files, dim=8)
+    made = sqlite3.connect(str(library / "library.db"))
+    reference = sqlite3.connect(":memory:")
+    for step in MIGRATIONS[: scale.SCHEMA_VERSION]:
+        step.apply(reference)
+    assert _columns_and_indexes(made) == _columns_and_indexes(reference)
+    assert made.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    rows = made.execute("SELECT path, size, mtime_ns, sha256, embedding FROM photos ORDER BY id")
+    rows = rows.fetchall()
+    assert [r[:4] for r in rows[:10]] == [(f.path, f.size, f.mtime_ns, f.sha256) for f in files]
+    assert all(r[0].startswith(scale.SYNTHETIC_ROOT + "/") for r in rows[10:])
+    assert len(rows) == 25 == len({r[0] for r in rows})
+    assert scale.raw_dim(library) == 8 and scale.library_rows(library) == 25
+
+
+def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) -> None:
+    """Fabricate, migrate and index with this checkout: the re-index finds every real file
+    unchanged, searches return hits, and every figure has its runs."""
+    from hanclip_cli.store import PhotoStore
+
+    checkout = scale.Checkout.at(REPO)
+    runner = scale.Runner(checkout, tiny.heads_bundle, checkout.env(isolated_env(tmp_path)))
+    queries = script.korean_queries(6, seed=16)  # 1 + 2 cold, 1 + 2 warm
+    figures = scale.measure_size(
+        tmp_path, runner, 300, queries, real_files=100, dim=EMBED_DIM, reindex_runs=1, probe_runs=1
+    )
+    assert figures.photos == 300 and figures.real_files == 100
+    assert figures.reindex_counts["added"] == 0 and figures.reindex_counts["unchanged"] == 100
+    assert len(figures.cold_search_s.runs) == 2 and len(figures.warm_search_ms.runs) == 2
+    assert len(figures.cold_rss_mb.runs) == 2 and figures.cold_rss_mb.min > 10
+    assert figures.load_index_s.runs and figures.sync_index_s.runs and figures.hnsw_mb > 0
+
+    store = PhotoStore(Path(figures.library), create=False)  # migrated by the first index
+    try:
+        assert store.count() == 300
+        assert len(store.records_under([tmp_path / "files-100-f1"])) == 100
+    finally:
+        store.close()
+    _, hits = runner.search("바닷가의 강아지", Path(figures.library))
+    assert len(hits) == scale.PAGE
+    report = scale.format_report(_report([figures]))
+    assert "re-index counts" in report and "n/a" in report  # no re-index target at 100 files
+
+
+def _stat(*values: float) -> scale.Stat:
+    return scale.Stat.of(values)
+
+
+def _figures(photos: int, cold: float, reindex: float, real: int = 100_000) -> scale.SizeFigures:
+    return scale.SizeFigures(
+        photos=photos,
+        real_files=real,
+        dim=512,
+        library="/lib",
+        library_origin="copied",
+        db_mb=1.0,
+        hnsw_mb=1.0,
+        first_index_s=1.0,
+        cold_search_s=_stat(cold, cold + 0.2, cold - 0.1),
+        cold_rss_mb=_stat(500, 510, 505),
+        warm_search_ms=_stat(5, 6, 7),
+        load_index_s=_stat(0.2, 0.25, 0.3),
+        sync_index_s=_stat(0.5, 0.45, 0.4),
+        id_read_s=None,
+        reindex_s=_stat(reindex, reindex + 1, reindex - 0.1),
+        reindex_counts={"added": 0},
+    )
+
+
+def _report(sizes: list[scale.SizeFigures]) -> scale.Report:
+    return scale.Report("ckout", "bundle", 2, (1, 1, 1), (1, 1, 1), "/w", 3, tuple(sizes), 1.0)
+
+
+def _outcomes(report: str) -> list[str]:
+    lines = report.split("Targets:")[1].strip().splitlines()
+    return [line.split()[-4] for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("photos", "cold", "reindex", "expected"),
+    [
+        (100_000, 0.5, 1.99, ["PASS", "PASS"]),
+        (100_000, 0.51, 2.0, ["FAIL", "FAIL"]),
+        (1_000_000, 1.0, 1.0, ["PASS", "PASS"]),
+        (1_000_000, 1.01, 3.0, ["FAIL", "FAIL"]),
+        (2_000_000, 5.0, 1.0, ["n/a", "PASS"]),
+    ],
+)
+def test_pass_and_fail_follow_the_targets(
+    photos: int, cold: float, reindex: float, expected: list[str]
+) -> None:
+    figures = _figures(photos, cold, reindex)
+    assert [v.passes for v in scale.verdicts(figures)] == [
+        {"PASS": True, "FAIL": False, "n/a": None}[e] for e in expected
+    ]
+    assert _outcomes(scale.format_report(_report([figures]))) == expected
+    small = replace(figures, real_files=1_000)  # the re-index target is for 100,000 files
+    assert scale.verdicts(small)[1].passes is None
+
+
+def test_p50_is_the_median_of_the_runs_shown() -> None:
+    stat = _stat(0.9, 0.3, 0.5, 0.7, 0.4)
+    assert (stat.p50, stat.min, stat.max) == (0.5, 0.3, 0.9)
+    assert _stat(1, 2, 3, 4).p50 == 2.5
+    figures = replace(_figures(100_000, 0.4, 1.0), cold_search_s=stat)
+    row = next(
+        line
+        for line in scale.format_report(_report([figures])).splitlines()
+        if "cold search, on its own (s)" in line
+    )
+    assert row.split()[6:10] == ["0.500", "0.300", "0.900", "5"]
+    assert row.endswith("[0.900 0.300 0.500 0.700 0.400]")
+    assert figures.freshness_s == pytest.approx(0.45 - 0.25)
+
+
+def test_arguments() -> None:
+    args = script.parse_args([])
+    assert args.sizes == (100_000, 1_000_000) and args.runs == 7 and args.real_files == 100_000
+    assert args.code == REPO
+    quick = script.parse_args(["--quick"])
+    assert quick.sizes == script.QUICK_SIZES and quick.runs == 3 and quick.real_files == 1_000
+
+
+def test_the_resident_servers_searches_get_their_own_verdict() -> None:
+    figures = replace(
+        _figures(1_000_000, 5.0, 1.0),
+        resident_search_s=_stat(0.3, 0.4, 0.35),
+        resident_rss_mb=_stat(40, 41, 42),
+    )
+    found = {v.label: v.passes for v in scale.verdicts(figures)}
+    assert found["cold search p50 at 1,000,000, on its own"] is False
+    assert found["cold search p50 at 1,000,000, resident server up"] is True
+    report = scale.format_report(_report([figures]))
+    row = next(line for line in report.splitlines() if "resident server up (s)" in line)
+    assert row.split()[6:10] == ["0.350", "0.300", "0.400", "3"]
