@@ -267,24 +267,10 @@ def _through_server(args: SearchArgs, terms, filters) -> SearchResult | None:
     answer = ask_server(server, params)
     if answer is None:
         return None
-    from hanclip_cli.searcher import SearchHit, SearchResult
+    from hanclip_cli.searcher import SearchResult, hit_from_fields
 
     try:
-        hits = [
-            SearchHit(
-                rank=int(row["rank"]),
-                path=str(row["path"]),
-                score=float(row["score"]),
-                taken_at=row["taken_at"],
-                width=row["width"],
-                height=row["height"],
-                offline=bool(row["offline"]),
-                date_source=str(row["date_source"]),
-                photo_id=int(row["id"]),
-                match_probability=row.get("match_probability"),
-            )
-            for row in answer["results"]
-        ]
+        hits = [hit_from_fields(row) for row in answer["results"]]
         return SearchResult(hits, int(answer["offline_left_out"]))
     except (KeyError, TypeError, ValueError):
         return None

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,6 +64,24 @@ def hit_fields(hit: SearchHit) -> dict[str, object]:
         date_source=hit.date_source,
     )
     return fields
+
+
+def hit_from_fields(fields: Mapping[str, Any]) -> SearchHit:
+    """`hit_fields` read back, with the photo's `id` the server adds (a search answered by a
+    running `hanclip serve`); KeyError, TypeError or ValueError when a field is wrong."""
+    probability = fields.get("match_probability")
+    return SearchHit(
+        rank=int(fields["rank"]),
+        path=str(fields["path"]),
+        score=float(fields["score"]),
+        taken_at=fields["taken_at"],
+        width=fields["width"],
+        height=fields["height"],
+        offline=bool(fields["offline"]),
+        date_source=str(fields["date_source"]),
+        photo_id=int(fields["id"]),
+        match_probability=None if probability is None else float(probability),
+    )
 
 
 @dataclass(frozen=True)

@@ -285,8 +285,8 @@ class PhotoStore:
             if create:
                 # A writer that met damage halfway would already have committed its first
                 # writes into the damaged file: checked first, the file stays exactly as it
-                # was found, for `hanclip repair`. quick_check reads each page once, as the
-                # index's own scan of the photos does.
+                # was found, for `hanclip repair`. quick_check reads each page once: skipped
+                # for a file nothing has written since it was last found clean.
                 problem = None
                 if version and not self._unchanged_since_checked():
                     problem = first_problem(self.conn)

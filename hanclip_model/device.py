@@ -21,7 +21,7 @@ DEVICE_ENV = "HANCLIP_DEVICE"
 
 def pick_device(requested: str | None = None) -> str:
     """`requested`, else env HANCLIP_DEVICE, else "cuda" when available, else "cpu"."""
-    requested = requested or os.environ.get(DEVICE_ENV)
+    requested = requested_device(requested)
     if requested:
         return requested
     if not torch_available():

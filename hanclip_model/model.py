@@ -179,17 +179,14 @@ class HanclipModel:
     def _image_export(self) -> Path:
         """The verified export folder: the bundle's own, else the user cache's (exported now
         where torch is installed)."""
-        from hanclip_model.fast_image.cache import ensure_fast_image, fast_image_dir, is_current
+        from hanclip_model.fast_image.cache import cached_fast_image, ensure_fast_image
 
         if self.spec.image_export is not None:
             return self.spec.image_export
         spec = self.spec.image_model
         if not torch_available():
-            try:
-                cached = fast_image_dir(cache_root(), spec)
-            except BundleError:
-                cached = None
-            if cached is not None and is_current(cached, spec):
+            cached = cached_fast_image(spec, cache_root())
+            if cached is not None:
                 return cached
             require_torch(f"image model {spec!r} without an ONNX export")
         return ensure_fast_image(spec, cache_root())

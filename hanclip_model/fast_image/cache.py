@@ -87,6 +87,16 @@ def ensure_fast_image(
     return settled
 
 
+def cached_fast_image(spec: str, cache_root: str | Path) -> Path | None:
+    """`spec`'s current export folder when the cache holds one (nothing is exported, torch is
+    not needed); None also for a model with nothing to cache (random weights)."""
+    try:
+        target = fast_image_dir(cache_root, spec)
+    except BundleError:
+        return None
+    return target if is_current(target, spec) else None
+
+
 def is_current(directory: Path, spec: str) -> bool:
     """Whether `directory` holds a verified export of `spec`'s current weights."""
     if not (directory / CONFIG_NAME).is_file():
