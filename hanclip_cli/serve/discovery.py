@@ -100,9 +100,15 @@ def read_server_file(directory: Path) -> RunningServer | None:
 
 
 def running_server(directory: Path) -> RunningServer | None:
-    """The server announced in `directory` while its process lives; None otherwise."""
+    """The server announced in `directory` while its process lives; None otherwise, and
+    None when asking servers is turned off (`HANCLIP_VIA_SERVER=0`)."""
     if os.environ.get(VIA_SERVER_ENV, "1") == "0":
         return None
+    return _live_server(directory)
+
+
+def _live_server(directory: Path) -> RunningServer | None:
+    """The server announced in `directory` while its process lives."""
     found = read_server_file(directory)
     if found is None or found.library != str(directory):
         return None
@@ -111,7 +117,7 @@ def running_server(directory: Path) -> RunningServer | None:
     except ProcessLookupError:
         return None
     except PermissionError:
-        pass  # alive, another user's: its answer is still checked below
+        pass  # alive, another user's: its answer is still checked by `ask_server`
     return found
 
 
@@ -164,7 +170,7 @@ def start_resident_server(directory: Path, model: str, photos: int) -> bool:
         return False
     if photos < _resident_setting("MIN_PHOTOS", RESIDENT_MIN_PHOTOS):
         return False
-    if read_server_file(directory) is not None and running_server(directory) is not None:
+    if _live_server(directory) is not None:
         return False
     if not _claim_start(directory / STARTING_FILE):
         return False
