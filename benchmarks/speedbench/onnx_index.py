@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -31,7 +30,8 @@ from speedbench.processes import (
     median,
     run_process,
 )
-from speedbench.results import LoadSummary
+from speedbench.results import Environment, LoadSummary
+from speedbench.run import environment
 from speedbench.settings import INDEX_BATCH
 from speedbench.workspace import (
     ISOLATED_KEYS,
@@ -151,17 +151,6 @@ class Int8:
     ratio_vs_fp32: float  # int8 / ONNX fp32 photos/s, same loop
     ratio_vs_torch: float
     message: str  # the refusal, when refused
-
-
-@dataclass(frozen=True)
-class Environment:
-    cores: int
-    cpu: str
-    platform: str
-    python: str
-    torch: str
-    onnxruntime: str
-    open_clip: str
 
 
 @dataclass(frozen=True)
@@ -567,24 +556,6 @@ def measure_in_process(
 
 # ---------------------------------------------------------------------------------------
 # One run
-
-
-def environment(cores: int) -> Environment:
-    import onnxruntime
-    import open_clip
-    import torch
-
-    from speedbench.run import cpu_model
-
-    return Environment(
-        cores=cores,
-        cpu=cpu_model(),
-        platform=platform.platform(),
-        python=platform.python_version(),
-        torch=torch.__version__,
-        onnxruntime=onnxruntime.__version__,
-        open_clip=open_clip.__version__,
-    )
 
 
 @contextmanager
