@@ -28,6 +28,7 @@ from hanclip_model.bundle import (
     IMAGE_ENCODER_DIR,
     MANIFEST_NAME,
     TEXT_ENCODER_DIR,
+    BundleSpec,
     read_bundle,
     record_encoders,
     resolve_bundle,
@@ -64,7 +65,7 @@ def export_bundle(
     bundle at `out`); see the module docstring."""
     started = time.perf_counter()
     spec = resolve_bundle(source)
-    target = _target_folder(source, spec.directory, out, force)
+    target = _target_folder(source, spec, out, force)
     spec = read_bundle(target) if spec.directory is None else spec
     carried = spec.image_export is not None and spec.text_export is not None
     if carried and not force and spec.image_int8 == quantize_images:
@@ -100,15 +101,15 @@ def export_bundle(
     return _report(target, started, already=False)
 
 
-def _target_folder(source: str, directory: Path | None, out: Path | None, force: bool) -> Path:
+def _target_folder(source: str, spec: BundleSpec, out: Path | None, force: bool) -> Path:
     """The bundle folder to write into: the bundle itself, or a new one for a built-in."""
-    if directory is not None:
+    if spec.directory is not None:
         if out is not None:
             raise HanclipError(
                 "--out is for built-in models; a bundle folder gets its encoders in place "
                 "(copy the folder first to keep the original as it is)"
             )
-        return directory
+        return spec.directory
     if out is None:
         raise HanclipError(
             f"{source!r} is a built-in model with no folder of its own: "
@@ -123,7 +124,6 @@ def _target_folder(source: str, directory: Path | None, out: Path | None, force:
         if read_bundle(out).extra.get("exported_from") != source:
             raise HanclipError(f"{out} holds another bundle: choose another --out, or --force")
         return out  # made by an earlier export of the same model
-    spec = resolve_bundle(source)
     try:
         write_bundle(
             out,
