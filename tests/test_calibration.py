@@ -24,6 +24,7 @@ from trainer.calibration import (
     NEGATIVES_PER_POSITIVE,
     CalibrationFailed,
     LabelledScores,
+    concept_pairs,
     fit_logistic,
     held_out_count,
     held_out_rows,
@@ -113,6 +114,46 @@ def test_reliability_of_calibrated_draws_is_within_its_error() -> None:
         assert abs(b.predicted - b.observed) <= 4 * b.calibrated_error
 
 
+def test_concept_pairs_meet_their_concept_and_only_other_concepts() -> None:
+    """A match is another row of the same concept; non-matches are rows of other concepts;
+    a row alone in its concept is left out; both classes weigh the same."""
+    rng = np.random.default_rng(3)
+    concepts = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])  # concept 2 has one row
+    n = concepts.size
+    # Image rows are 1 and text row j is j + 1 (one coordinate, not normalised): the score
+    # of a pair names the text row it met.
+    images = np.ones((n, 1), dtype=np.float32)
+    texts = (np.arange(n, dtype=np.float32) + 1)[:, None]
+    pairs = concept_pairs(images, texts, concepts, 6, seed=rng.integers(100))
+    met = np.rint(pairs.cosines).astype(int) - 1  # the text row each pair met
+    rows = np.array([i for i in range(n) if i != 5])  # the row of concept 2 has no partner
+    matches, others = met[pairs.matches], met[~pairs.matches].reshape(rows.size, 6)
+    assert matches.size == rows.size
+    assert np.all(matches != rows) and np.all(concepts[matches] == concepts[rows])
+    assert np.all(concepts[others] != concepts[rows][:, None])
+    assert 5 in others  # the lone row is still a non-match for the others
+    assert pairs.weights[pairs.matches].sum() == pytest.approx(pairs.weights[~pairs.matches].sum())
+    with pytest.raises(ValueError, match="two concepts"):
+        concept_pairs(images[:3], texts[:3], np.zeros(3, int), 2, seed=0)
+    with pytest.raises(ValueError, match="as many"):
+        concept_pairs(images, texts, concepts[:-1], 2, seed=0)
+
+
+def test_the_world_knows_the_concept_of_each_test_sample() -> None:
+    """Samples of one concept look alike to the encoders; test_concepts says which those are."""
+    world = make_world(200, 200, 200, 400, d_img=32, d_txt=24, n_concepts=5, seed=4)
+    concepts = world.test_concepts
+    assert concepts.shape == (400,) and concepts.dtype == np.int64
+    assert set(np.unique(concepts)) == set(range(5))
+    cosines = world.test_images @ world.test_images.T
+    same = concepts[:, None] == concepts[None, :]
+    off_diagonal = ~np.eye(400, dtype=bool)
+    assert cosines[same & off_diagonal].mean() > cosines[~same].mean() + 0.2
+    again = make_world(200, 200, 200, 400, d_img=32, d_txt=24, n_concepts=5, seed=4)
+    np.testing.assert_array_equal(again.test_concepts, concepts)
+    np.testing.assert_array_equal(again.test_images, world.test_images)
+
+
 # -- the synthetic world: what the probability means, measured on real pairs -----------------
 
 D_IMG, D_TXT = 128, 96
@@ -152,8 +193,10 @@ def test_probabilities_match_the_observed_match_rate_of_real_pairs(
     weighing 1/NEGATIVES each). In every bin of predicted probability measured to ±0.02 the
     mean prediction is within 0.05 of the observed match rate, and that rate rises from bin
     to bin. Here those are the bins below 10 % and above 80 %, 96 % of the pairs: the 10-80 %
-    bins hold too few to be measured to ±0.02 at this size; measured on 50,000 pairs the
-    10-50 % ones are over-confident by 0.04-0.06 (trainer/calibration.py says why)."""
+    bins hold too few to be measured to ±0.02 at this size. Measured on 25,000 samples, the
+    middle bins are over-confident by 0.05-0.22 (benchmarks/calibration_reliability.py, 6
+    worlds; trainer/calibration.py says why): that is not asserted here, because it is not
+    within 0.05."""
     report = trained.calibration
     assert report is not None and report.calibration is not None, report
     assert report.held_out_rows == 200

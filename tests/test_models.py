@@ -435,6 +435,7 @@ def test_card_has_every_section_from_a_full_manifest(tmp_path):
         "## Calibration",
         "a = 12.5, b = -3.25",
         "Fitted on: 5,000 pairs",
+        "Reliable below 10 % and above 90 %; in between a rough guide",
         "## Held-out results",
         "| xtd10-ko | 0.41 | 0.72 | — |",
         "| cifar10 | — | — | 0.88 |",
@@ -450,6 +451,7 @@ def test_card_from_a_minimal_or_odd_manifest_does_not_fail(tmp_path):
     minimal = {"format": 1, "name": "x", "image_model": "a", "text_model": "b", "heads": None}
     card = render_card(minimal)
     assert "# x" in card and "Language: —" in card and "Not calibrated." in card
+    assert "Reliable below" not in card
     assert "## Held-out results\n\n—" in card and "none (image and text" in card
     odd = {
         "training": {"banks": "?", "seconds": 5, "loss": None, "held_out": [1, 2]},

@@ -194,6 +194,14 @@ def _run_section(training: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+# What the match probability is worth, measured on the synthetic world (trainer/calibration.py).
+RELIABILITY = (
+    "Reliable below 10 % and above 90 %; in between a rough guide (on the synthetic world "
+    "the middle is 0.05-0.22 too high for the photo a caption was written for, and too low "
+    "for photos of the same kind of thing: docs/training.md of hanclip)"
+)
+
+
 def _calibration_section(data: Mapping[str, Any]) -> list[str]:
     calibration = data.get("calibration")
     if calibration is None:
@@ -202,12 +210,15 @@ def _calibration_section(data: Mapping[str, Any]) -> list[str]:
         return ["## Calibration", "", _value(calibration), ""]
     rest = dict(calibration)
     lines = ["## Calibration", ""]
-    if "a" in rest and "b" in rest:
+    fitted = "a" in rest and "b" in rest
+    if fitted:
         a, b = rest.pop("a"), rest.pop("b")
         lines.append(f"- a = {_value(a)}, b = {_value(b)}")
     if "pairs" in rest:
         lines.append(f"- Fitted on: {_value(rest.pop('pairs'))} pairs")
     lines += _generic_items(rest)
+    if fitted:
+        lines.append(f"- {RELIABILITY}")
     return [*lines, ""]
 
 

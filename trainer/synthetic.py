@@ -14,7 +14,8 @@ turn a latent point into what the frozen encoders would output:
 
 The banks are unpaired, as in real life: English captions come with both of their views
 (e^I, e^K), while the image and Korean banks hold other samples of the same concepts. The
-held-out test set pairs the image view and the Korean view of the same new samples. CLIP
+held-out test set pairs the image view and the Korean view of the same new samples, and
+records each sample's concept (for measuring at the level of "shows the same kind of thing"). CLIP
 and the multilingual encoder share no coordinates, so untrained heads retrieve at chance
 (1 / n_test), while heads trained through the English pivot find the right pair.
 """
@@ -48,6 +49,7 @@ class SyntheticWorld:
     banks: TrainBanks
     test_images: np.ndarray  # [n_test, d_img] raw CLIP image embeddings
     test_korean: np.ndarray  # [n_test, d_txt] raw multilingual embeddings, same samples
+    test_concepts: np.ndarray  # int64 [n_test]: the concept each test sample was drawn from
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,17 @@ def _make_encoders(rng: np.random.Generator, d_img: int, d_txt: int) -> _Encoder
     )
 
 
-def _sample_latents(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
+def _sample_concepts(
+    rng: np.random.Generator, centres: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """n samples: the concept each is drawn from, and its latent point."""
     concepts = rng.integers(0, centres.shape[0], size=n)
     variation = rng.standard_normal((n, LATENT_DIM)) / np.sqrt(LATENT_DIM)
-    return l2_normalize(centres[concepts] + SAMPLE_VARIATION * variation)
+    return concepts, l2_normalize(centres[concepts] + SAMPLE_VARIATION * variation)
+
+
+def _sample_latents(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
+    return _sample_concepts(rng, centres, n)[1]
 
 
 def _perceive(rng: np.random.Generator, latents: np.ndarray) -> np.ndarray:
@@ -138,9 +147,10 @@ def make_world(
         image_bank=_clip_image(rng, encoders, _sample_latents(rng, centres, n_images)),
         korean_bank=_korean(rng, encoders, _sample_latents(rng, centres, n_korean)),
     )
-    test = _sample_latents(rng, centres, n_test)
+    test_concepts, test = _sample_concepts(rng, centres, n_test)
     return SyntheticWorld(
         banks=banks,
         test_images=_clip_image(rng, encoders, test),
         test_korean=_korean(rng, encoders, test),
+        test_concepts=test_concepts.astype(np.int64),
     )

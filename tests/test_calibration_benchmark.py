@@ -1,0 +1,96 @@
+"""benchmarks/calibration_reliability.py: its arithmetic, its report, and one small run.
+
+No figure of the calibration is asserted here beyond what the file itself computes: the
+measured misses live in the benchmark's output.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+# Tensors this small gain nothing from two threads (see conftest.py).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def _load_script() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "calibration_reliability", BENCHMARKS / "calibration_reliability.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["calibration_reliability"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_script()
+
+
+def _bin(low: float, predicted: float, observed: float, error: float) -> Any:
+    return bench.BinFigure(low, low + 0.1, predicted, observed, error)
+
+
+def test_the_worst_miss_counts_only_the_measured_bins() -> None:
+    fit = bench.FitFigure(
+        level="instance",
+        fitted_on=bench.SHIPPED,
+        a=100.0,
+        b=-30.0,
+        bins=[
+            _bin(0.0, 0.01, 0.012, 0.001),
+            _bin(0.3, 0.35, 0.10, 0.05),  # far off, but its rate is known only to ±0.05
+            _bin(0.9, 0.96, 0.92, 0.01),
+        ],
+    )
+    assert fit.worst == pytest.approx(0.04)
+    assert fit.within
+    assert fit.midpoint == pytest.approx(0.3)
+    # p = ½ moves by a/4 per unit of cosine: 0.05 of probability is 0.002 at a = 100.
+    assert fit.cosine_for_tolerance == pytest.approx(0.002)
+    missed = bench.FitFigure("concept", bench.BEST, 100.0, -30.0, [_bin(0.5, 0.6, 0.5, 0.02)])
+    assert missed.worst == pytest.approx(0.1) and not missed.within
+
+
+def test_a_small_run_reports_both_fits_at_both_levels(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "figures.json"
+    argv = ["--rows", "2000", "--seeds", "0", "--test", "4000", "--negatives", "5"]
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "world: 2,000 rows per bank, seed 0, 4,000 test samples" in report
+    assert "within 0.05 in every measured bin, over 1 worlds:" in report
+    for level in bench.LEVELS:
+        for fitted_on in (bench.SHIPPED, bench.BEST):
+            assert f"{level:9} {fitted_on:33}" in report
+
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["tolerance"] == 0.05 and data["measured"] == 0.02
+    (world,) = data["worlds"]
+    assert (world["rows"], world["seed"], world["test"]) == (2000, 0, 4000)
+    assert 0 < world["recall_image_to_korean"] <= 1
+    fits = {(f["level"], f["fitted_on"]): f for f in world["fits"]}
+    assert set(fits) == {(lv, on) for lv in bench.LEVELS for on in (bench.SHIPPED, bench.BEST)}
+    # The shipped calibration is one curve, measured at both levels.
+    shipped = [fits[(lv, bench.SHIPPED)] for lv in bench.LEVELS]
+    assert shipped[0]["a"] == shipped[1]["a"] > 0 and shipped[0]["b"] == shipped[1]["b"]
+    for fit in fits.values():
+        measured = [b for b in fit["bins"] if b["calibrated_error"] <= 0.02]
+        assert measured, fit  # the outer bins always hold enough pairs
+        worst = max(abs(b["predicted"] - b["observed"]) for b in measured)
+        assert fit["worst"] == pytest.approx(worst)
+        assert fit["within"] == (worst <= 0.05)
+        predicted = [b["predicted"] for b in fit["bins"]]
+        assert predicted == sorted(predicted)
+
+
+def test_arguments_out_of_range_are_refused(capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(["--rows", "500"])
+    assert stopped.value.code == 2
+    assert "--rows 1000" in capsys.readouterr().err
