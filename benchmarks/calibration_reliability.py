@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from train_synthetic import project, recall_at_1
 
 from hanclip_model.bundle import Calibration
 from trainer.calibration import (
@@ -45,8 +46,8 @@ from trainer.calibration import (
     reliability,
     sample_pairs,
 )
-from trainer.synthetic import SyntheticWorld, make_world
-from trainer.train import TrainConfig, TrainResult, train_heads
+from trainer.synthetic import make_world
+from trainer.train import TrainConfig, train_heads
 
 DIMS = (128, 96)
 EPOCHS, BATCH_SIZE = 4, 128
@@ -108,21 +109,6 @@ class WorldFigure:
     fits: list[FitFigure]
 
 
-def project(result: TrainResult, world: SyntheticWorld) -> tuple[np.ndarray, np.ndarray]:
-    with torch.no_grad():
-        images = result.heads.project_image(torch.from_numpy(world.test_images)).numpy()
-        korean = result.heads.project_text(torch.from_numpy(world.test_korean)).numpy()
-    return images, korean
-
-
-def recall_at_1(query: np.ndarray, gallery: np.ndarray, chunk: int = 4096) -> float:
-    hits = 0
-    for start in range(0, len(query), chunk):
-        best = np.argmax(query[start : start + chunk] @ gallery.T, axis=1)
-        hits += int(np.sum(best == np.arange(start, start + len(best))))
-    return hits / len(query)
-
-
 def labelled_pairs(
     level: str, images: np.ndarray, korean: np.ndarray, concepts: np.ndarray, negatives: int
 ) -> LabelledScores:
@@ -152,7 +138,7 @@ def measure_world(rows: int, seed: int, test: int, negatives: int) -> WorldFigur
     report = result.calibration
     if report is None or report.calibration is None:
         raise SystemExit(f"error: the {rows}-row world was left uncalibrated: {report}")
-    images, korean = project(result, world)
+    images, korean = project(result.heads, world.test_images, world.test_korean)
     half = test // 2
     fits = []
     for level in LEVELS:

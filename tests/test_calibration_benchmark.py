@@ -6,31 +6,18 @@ measured misses live in the benchmark's output.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchscripts import load_script
 
 # Tensors this small gain nothing from two threads (see conftest.py).
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-def _load_script() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "calibration_reliability", BENCHMARKS / "calibration_reliability.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["calibration_reliability"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
+bench = load_script("calibration_reliability.py", "calibration_reliability")
 
 
 def _bin(low: float, predicted: float, observed: float, error: float) -> Any:

@@ -7,27 +7,13 @@ the reported figures, and that the exported bundle indexes without importing tor
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/index_onnx.py` has it
-
-from speedbench import onnx_index  # noqa: E402
-
-
-def _load_script() -> Any:
-    spec = importlib.util.spec_from_file_location("index_onnx", BENCHMARKS / "index_onnx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchscripts import load_script
+from speedbench import onnx_index
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +72,7 @@ def test_report_and_targets_follow_the_figures(results: onnx_index.Results) -> N
 def test_main_exits_nonzero_only_when_a_measurement_fails(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, results: onnx_index.Results
 ) -> None:
-    script = _load_script()
+    script = load_script("index_onnx.py", "index_onnx")
     monkeypatch.setattr(onnx_index, "run_benchmark", lambda *a, **k: results)
     out = tmp_path / "figures.json"
     assert script.main(["--quick", "--work", str(tmp_path), "--json", str(out)]) == 0

@@ -5,35 +5,20 @@ targets. The benchmark itself fabricates 100k and 1M photos; nothing here assert
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import sqlite3
-import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
+from benchscripts import load_script
 from conftest import EMBED_DIM, TinyModels
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/scale.py` has it
-
-from speedbench import scale  # noqa: E402
-from speedbench.workspace import isolated_env  # noqa: E402
+from speedbench import scale
+from speedbench.workspace import isolated_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_script() -> Any:
-    spec = importlib.util.spec_from_file_location("scale_script", BENCHMARKS / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scale_script"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-script = _load_script()
+script = load_script("scale.py", "scale_script")
 
 
 def test_real_files_are_distinct_valid_jpegs_with_their_stat_and_hash(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ search` imports the whole model stack).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,27 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
+from benchscripts import load_script
 from served import serve_env
+from speedbench.processes import BenchmarkError, ProcessRun
+from speedbench.results import LoadSummary
 
 from hanclip_cli.thumbnails import THUMBNAILS_DIR
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/serve_latency.py` has it
-
-from speedbench.processes import BenchmarkError, ProcessRun  # noqa: E402
-from speedbench.results import LoadSummary  # noqa: E402
-
-
-def _load_script() -> Any:
-    spec = importlib.util.spec_from_file_location("serve_latency", BENCHMARKS / "serve_latency.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serve_latency"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
+bench = load_script("serve_latency.py", "serve_latency")
 HANGUL = range(0xAC00, 0xD7A4)
 
 

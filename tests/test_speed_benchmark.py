@@ -10,7 +10,6 @@ commands; `run_process` and the naive search are tested on their own.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -20,15 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from hanclip_model.bundle import read_bundle
-from hanclip_model.device import usable_cores
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/speed.py` has it
-
-from speedbench import (  # noqa: E402
+from benchscripts import load_script
+from speedbench import (
     accuracy,
     ceiling,
     hnsw,
@@ -43,7 +35,7 @@ from speedbench import (  # noqa: E402
     targets,
     workspace,
 )
-from speedbench.results import (  # noqa: E402
+from speedbench.results import (
     BenchmarkResults,
     BundleInfo,
     Int8Accuracy,
@@ -51,6 +43,9 @@ from speedbench.results import (  # noqa: E402
     OneTime,
     figures_json,
 )
+
+from hanclip_model.bundle import read_bundle
+from hanclip_model.device import usable_cores
 
 SECTIONS = (
     "hanclip speed benchmark",
@@ -244,9 +239,7 @@ def test_naive_search_prints_ten_hits(tiny, tmp_path: Path, capsys) -> None:
 
 
 def test_entry_script_keeps_its_options() -> None:
-    spec = importlib.util.spec_from_file_location("speed_entry", BENCHMARKS / "speed.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("speed.py", "speed_entry")
     args = script.parse_args(["--quick", "--runs", "2", "--photos", "0", "--json", "f.json"])
     assert script.sizes_from(args) == replace(settings.QUICK, runs=2, photos=1)
     assert args.json_path == Path("f.json") and args.work is None and args.bundle is None

@@ -7,15 +7,14 @@ No speed is asserted here: the figures live in the benchmark.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from benchscripts import load_script
 
 from hanclip_eval.tiny_models import write_photo_folder
 from hanclip_model.encoders import ClipEncoder, default_batch_size, is_cuda
@@ -28,22 +27,7 @@ from trainer.banks import (
     loader_workers,
 )
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/train_throughput.py` has it
-
-
-def _load_script() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "train_throughput", BENCHMARKS / "train_throughput.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_throughput"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
+bench = load_script("train_throughput.py", "train_throughput")
 
 
 # -- the benchmark's arithmetic and report -------------------------------------------------
