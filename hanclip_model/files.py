@@ -56,6 +56,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_dir(path: str | Path, *, saving: str, what: str = "folder") -> Iterator[Path]:
+    """Yield a fresh, empty staging folder beside the folder `path` (`.{name}.tmp-{pid}`);
+    when the block ends without an error it replaces `path` whole (`replace_dir`), and either
+    way it is gone afterwards. For writers that may lose the errno of a full disk (ONNX
+    Runtime, numpy): a failure is explained by the state of the disk, asked while the staging
+    folder still holds the space it took, and raised as `StorageError` (its role `what`, the
+    consequence `saving`) when it is a storage failure."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        yield staging
+        replace_dir(staging, path)
+    except Exception as exc:
+        error = storage_error(exc, path.parent, what=what, unexplained_write=True)
+        if error is None:
+            raise
+        raise error.saving(saving) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

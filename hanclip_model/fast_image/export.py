@@ -15,8 +15,6 @@ An export that fails either raises `BundleError` with the reason and leaves noth
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -41,7 +39,7 @@ from hanclip_model.fast_image.runtime import (
     preprocess_images,
 )
 from hanclip_model.fast_text.runtime import inference_session
-from hanclip_model.files import replace_dir
+from hanclip_model.files import atomic_dir
 from hanclip_model.heads import l2_normalize
 from hanclip_model.storage import storage_error
 
@@ -97,35 +95,27 @@ def export_image_encoder(
     """
     out_dir = Path(out_dir)
     preprocess = preprocess_config(encoder.preprocess)
-    staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     model = encoder.model
     device = next(model.parameters()).device
+    saving = f"the fast image encoder of {encoder.spec} was not cached"
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        model.to("cpu")
-        config = FastImageConfig(
-            format=FAST_IMAGE_FORMAT,
-            spec=encoder.spec,
-            fingerprint=fingerprint,
-            dim=encoder.dim,
-            preprocess=preprocess,
-            opset=ONNX_OPSET,
-        )
-        _export_graph(staging / ENCODER_NAME, model, preprocess.crop_size)
-        inference_session(staging / ENCODER_NAME, save_optimized=staging / OPTIMIZED_ENCODER_NAME)
-        config.write(staging)
-        verify_export(staging, model, encoder.preprocess).write(staging)
-        replace_dir(staging, out_dir)
-    except Exception as exc:
-        error = storage_error(exc, out_dir.parent, what="cache folder", unexplained_write=True)
-        if error is None:
-            raise
-        raise error.saving(f"the fast image encoder of {encoder.spec} was not cached") from exc
+        with atomic_dir(out_dir, saving=saving, what="cache folder") as staging:
+            model.to("cpu")
+            config = FastImageConfig(
+                format=FAST_IMAGE_FORMAT,
+                spec=encoder.spec,
+                fingerprint=fingerprint,
+                dim=encoder.dim,
+                preprocess=preprocess,
+                opset=ONNX_OPSET,
+            )
+            _export_graph(staging / ENCODER_NAME, model, preprocess.crop_size)
+            optimized = staging / OPTIMIZED_ENCODER_NAME
+            inference_session(staging / ENCODER_NAME, save_optimized=optimized)
+            config.write(staging)
+            verify_export(staging, model, encoder.preprocess).write(staging)
     finally:
         model.to(device)
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 

@@ -9,8 +9,6 @@ leaves nothing behind.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import unicodedata
 import warnings
 from collections.abc import Iterator
@@ -43,9 +41,8 @@ from hanclip_model.fast_text.runtime import (
     piece_table_tokenizer,
     tokenize,
 )
-from hanclip_model.files import replace_dir
+from hanclip_model.files import atomic_dir
 from hanclip_model.sources import source_fingerprint
-from hanclip_model.storage import storage_error
 from hanclip_model.texts import nfc_texts
 
 ONNX_OPSET = 17
@@ -81,27 +78,15 @@ def export_text_encoder(
     out_dir = Path(out_dir)
     model = _load_sentence_transformer(spec, device)
     parts = _pipeline_parts(model, spec)
-    staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+    # ONNX Runtime and numpy lose the errno of a full disk: atomic_dir asks the disk.
+    saving = f"the fast text encoder of {spec} was not cached"
+    with atomic_dir(out_dir, saving=saving, what="cache folder") as staging:
         reference = _reference(model)
         model.to("cpu")  # trace on CPU: the graph must not depend on where the model ran
         config = _write_export(staging, model, parts, spec)
         _verify(staging, config, reference)
         if quantize:
-            config = _quantize(staging, config)
-        replace_dir(staging, out_dir)
-    except Exception as exc:
-        # ONNX Runtime and numpy lose the errno of a full disk: the disk is asked, before the
-        # staging folder's removal frees what it took.
-        error = storage_error(exc, out_dir.parent, what="cache folder", unexplained_write=True)
-        if error is None:
-            raise
-        raise error.saving(f"the fast text encoder of {spec} was not cached") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            _quantize(staging, config)
     return out_dir
 
 
