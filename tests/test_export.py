@@ -9,6 +9,7 @@ where torch is missing too, the command fails in one line naming what to install
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -25,10 +26,10 @@ from hanclip_eval.tiny_models import (
 )
 from hanclip_model import device as device_module
 from hanclip_model import model as model_module
-from hanclip_model.bundle import BundleError, read_bundle, resolve_bundle
+from hanclip_model.bundle import IMAGE_ENCODER_DIR, BundleError, read_bundle, resolve_bundle
 from hanclip_model.encoders import ClipEncoder
 from hanclip_model.fast_image import runtime as fast_image_runtime
-from hanclip_model.fast_image.export import MIN_COSINE, MIN_INT8_COSINE
+from hanclip_model.fast_image.export import MIN_COSINE, MIN_INT8_COSINE, quantize_image_encoder
 from hanclip_model.model import load_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -260,6 +261,22 @@ def test_int8_images_are_kept_only_when_accurate_and_are_their_own_space(
     assert mixed.exit_code != 0 and "--reembed" in mixed.stderr
     moved = cli("index", photos, "--library", library, "--model", exported, "--reembed", "--json")
     assert moved.exit_code == 0 and moved.json()["added"] == 8
+
+
+def test_quantizing_leaves_the_root_logger_as_it_was(exported: Path) -> None:
+    """ONNX Runtime's quantizer advises through `logging.warning`: that must neither reach the
+    user nor leave the root logger a stderr handler for the rest of the process."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    root.handlers.clear()  # as in a process that configured no logging
+    try:
+        try:
+            quantize_image_encoder(exported / IMAGE_ENCODER_DIR)
+        except BundleError as exc:  # the tiny random model may stray: still quiet
+            assert "strays too far from fp32" in str(exc)
+        assert root.handlers == []
+    finally:
+        root.handlers[:] = before
 
 
 @pytest.mark.parametrize(

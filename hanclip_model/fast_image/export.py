@@ -14,7 +14,6 @@ An export that fails either raises `BundleError` with the reason and leaves noth
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +37,7 @@ from hanclip_model.fast_image.runtime import (
     PreprocessConfig,
     preprocess_images,
 )
+from hanclip_model.fast_text.export import root_logger_muted
 from hanclip_model.fast_text.runtime import inference_session
 from hanclip_model.files import atomic_dir
 from hanclip_model.heads import l2_normalize
@@ -272,16 +272,10 @@ def quantize_image_encoder(directory: str | Path) -> FastImageConfig:
     fp32 = FastImageEncoder.load(directory)
     target = directory / QUANTIZED_ENCODER_NAME
     try:
-        root = logging.getLogger()
-        level = root.level
         # The quantiser advises pre-processing the graph, through warnings and the root logger.
-        root.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quantize_dynamic(directory / ENCODER_NAME, target, weight_type=QuantType.QInt8)
-        finally:
-            root.setLevel(level)
+        with root_logger_muted(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(directory / ENCODER_NAME, target, weight_type=QuantType.QInt8)
         int8 = FastImageEncoder(fp32.config, inference_session(target))
         images = verify_images()
         worst = float(_row_cosines(int8.embed(images), fp32.embed(images)).min())

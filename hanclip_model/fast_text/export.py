@@ -343,7 +343,7 @@ def _quantize(directory: Path, config: FastTextConfig) -> FastTextConfig:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     int8_path = directory / QUANTIZED_ENCODER_NAME
-    with _root_logger_muted():
+    with root_logger_muted():
         quantize_dynamic(
             str(directory / ENCODER_NAME),
             str(int8_path),
@@ -362,9 +362,10 @@ def _quantize(directory: Path, config: FastTextConfig) -> FastTextConfig:
 
 
 @contextmanager
-def _root_logger_muted() -> Iterator[None]:
-    """The quantizer advises through `logging.warning`, which would also give the root logger
-    a stderr handler for the rest of the process; a temporary NullHandler takes the advice."""
+def root_logger_muted() -> Iterator[None]:
+    """ONNX Runtime's quantizer advises through `logging.warning`, which would also give the
+    root logger a stderr handler for the rest of the process (whatever its level); a temporary
+    NullHandler takes the advice."""
     root = logging.getLogger()
     absorb = logging.NullHandler()
     root.addHandler(absorb)
