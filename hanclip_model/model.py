@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +30,26 @@ if TYPE_CHECKING:
     from hanclip_model.fast_text.runtime import FastTextEncoder
 
 FAST_IMAGE_ENV = "HANCLIP_FAST_IMAGE"
+
+
+def _export_folder(
+    own: Path | None,
+    side: str,
+    spec: str,
+    cached: Callable[[str, Path], Path | None],
+    ensure: Callable[[str, Path], Path],
+) -> Path:
+    """An encoder's ONNX export: the bundle's own (`own`), else the user cache's, exported now
+    (`ensure`) where torch is installed; without torch only a cached one (`cached`) will do,
+    and none is a one-line `BundleError` naming what to install."""
+    if own is not None:
+        return own
+    if torch_available():
+        return ensure(spec, cache_root())
+    found = cached(spec, cache_root())
+    if found is None:
+        require_torch(f"{side} model {spec!r} without an ONNX export")
+    return found
 
 
 class HanclipModel:
@@ -177,19 +197,13 @@ class HanclipModel:
         return "cpu"
 
     def _image_export(self) -> Path:
-        """The verified export folder: the bundle's own, else the user cache's (exported now
-        where torch is installed)."""
+        """The verified export folder of the image tower (see `_export_folder`)."""
         from hanclip_model.fast_image.cache import cached_fast_image, ensure_fast_image
 
-        if self.spec.image_export is not None:
-            return self.spec.image_export
-        spec = self.spec.image_model
-        if not torch_available():
-            cached = cached_fast_image(spec, cache_root())
-            if cached is not None:
-                return cached
-            require_torch(f"image model {spec!r} without an ONNX export")
-        return ensure_fast_image(spec, cache_root())
+        spec = self.spec
+        return _export_folder(
+            spec.image_export, "image", spec.image_model, cached_fast_image, ensure_fast_image
+        )
 
     def _image_backend(self) -> ClipEncoder | FastImageEncoder:
         fast = self._fast_image_encoder
@@ -203,16 +217,11 @@ class HanclipModel:
         from hanclip_model.fast_text.cache import cached_fast_text, ensure_fast_text
         from hanclip_model.fast_text.runtime import FastTextEncoder
 
-        spec = self.spec.text_model
+        spec = self.spec
         try:
-            if self.spec.text_export is not None:
-                export = self.spec.text_export
-            elif torch_available():
-                export = ensure_fast_text(spec, cache_root())
-            else:
-                export = cached_fast_text(spec, cache_root())
-                if export is None:
-                    require_torch(f"text model {spec!r} without an ONNX export")
+            export = _export_folder(
+                spec.text_export, "text", spec.text_model, cached_fast_text, ensure_fast_text
+            )
             return FastTextEncoder.load(export, prepack=not self.few_texts)
         except BundleError as exc:
             if not torch_available():
