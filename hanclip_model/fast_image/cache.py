@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hanclip_model.cache import remove_other_exports
 from hanclip_model.encoders import parse_image_model
 from hanclip_model.errors import BundleError
 from hanclip_model.fast_image.export import MAX_PIXEL_DIFF, MIN_COSINE, export_image_encoder
@@ -83,7 +83,11 @@ def ensure_fast_image(
         _record_refusal(fast_image_dir(cache_root, spec), spec, str(exc))
         raise
     _refusal_path(settled).unlink(missing_ok=True)
-    _remove_other_exports(settled, spec)
+    removed = remove_other_exports(
+        settled, spec, CONFIG_NAME, lambda folder: FastImageConfig.read(folder).spec
+    )
+    for stale in removed:
+        _refusal_path(stale).unlink(missing_ok=True)
     return settled
 
 
@@ -132,18 +136,3 @@ def _record_refusal(directory: Path, spec: str, reason: str) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     record = {"format": FAST_IMAGE_FORMAT, "spec": spec, "reason": reason}
     atomic_write_text(_refusal_path(directory), json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def _remove_other_exports(keep: Path, spec: str) -> None:
-    """Drop stale exports of the same model (a ViT-B/32 tower is ~350 MB each)."""
-    for other in keep.parent.iterdir():
-        # Dot-folders are other processes' exports still being built or swapped in.
-        if other == keep or other.name.startswith(".") or not (other / CONFIG_NAME).is_file():
-            continue
-        try:
-            stale = FastImageConfig.read(other).spec == spec
-        except BundleError:
-            continue
-        if stale:
-            shutil.rmtree(other, ignore_errors=True)
-            _refusal_path(other).unlink(missing_ok=True)

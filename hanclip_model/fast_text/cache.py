@@ -7,9 +7,9 @@ a changed model is exported again, and an export that is current is used as it i
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
+from hanclip_model.cache import remove_other_exports
 from hanclip_model.errors import BundleError
 from hanclip_model.fast_text.export import export_text_encoder
 from hanclip_model.fast_text.runtime import CONFIG_NAME, FAST_TEXT_FORMAT, FastTextConfig
@@ -36,7 +36,7 @@ def ensure_fast_text(
     settled = fast_text_dir(cache_root, spec)
     if settled != target:
         replace_dir(target, settled)
-    _remove_other_exports(settled, spec)
+    remove_other_exports(settled, spec, CONFIG_NAME, lambda d: FastTextConfig.read(d).spec)
     return settled
 
 
@@ -58,17 +58,3 @@ def _is_current(directory: Path, spec: str, quantize: bool) -> bool:
         and config.fingerprint == source_fingerprint(spec)
         and (config.int8_cosine is not None or not quantize)
     )
-
-
-def _remove_other_exports(keep: Path, spec: str) -> None:
-    """Drop stale exports of the same model: the MiniLM table alone is ~384 MB each."""
-    for other in keep.parent.iterdir():
-        # Dot-folders are other processes' exports still being built or swapped in.
-        if other == keep or other.name.startswith(".") or not (other / CONFIG_NAME).is_file():
-            continue
-        try:
-            stale = FastTextConfig.read(other).spec == spec
-        except BundleError:
-            continue
-        if stale:
-            shutil.rmtree(other, ignore_errors=True)
