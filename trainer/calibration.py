@@ -142,17 +142,7 @@ def sample_pairs(
     rng = np.random.default_rng(stream(seed, NEGATIVES_STREAM))
     others = rng.integers(0, n - 1, size=(n, negatives_per_positive))
     others += others >= np.arange(n)[:, None]  # skip the row itself
-    positives = np.einsum("ij,ij->i", image_vectors, text_vectors)
-    negatives = np.empty((n, negatives_per_positive), dtype=np.float32)
-    chunk = max(1, _CHUNK_FLOATS // (negatives_per_positive * text_vectors.shape[1]))
-    for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        negatives[rows] = np.einsum("ij,ikj->ik", image_vectors[rows], text_vectors[others[rows]])
-    return LabelledScores(
-        cosines=np.concatenate([positives, negatives.ravel()]).astype(np.float64),
-        matches=np.concatenate([np.ones(n, bool), np.zeros(negatives.size, bool)]),
-        weights=np.concatenate([np.ones(n), np.full(negatives.size, 1.0 / negatives_per_positive)]),
-    )
+    return _scored_pairs(image_vectors, text_vectors, np.arange(n), others)
 
 
 def concept_pairs(
@@ -195,20 +185,26 @@ def concept_pairs(
         if not same.any():
             break
         negatives[same] = rng.integers(0, n, size=int(same.sum()))
-    positives = np.einsum("ij,ij->i", image_vectors[rows], text_vectors[partners])
-    scores = np.empty(negatives.shape, dtype=np.float32)
-    chunk = max(1, _CHUNK_FLOATS // (negatives_per_positive * text_vectors.shape[1]))
-    for start in range(0, rows.size, chunk):
-        part = slice(start, start + chunk)
-        scores[part] = np.einsum(
-            "ij,ikj->ik", image_vectors[rows[part]], text_vectors[negatives[part]]
-        )
+    return _scored_pairs(image_vectors[rows], text_vectors, partners, negatives)
+
+
+def _scored_pairs(
+    images: np.ndarray, texts: np.ndarray, partners: np.ndarray, others: np.ndarray
+) -> LabelledScores:
+    """images[i] against texts[partners[i]] (a match) and against the R texts others[i]
+    (non-matches, each weighing 1/R, so both classes weigh the same), scored a chunk of rows
+    at a time (the gathered text vectors of a chunk hold `_CHUNK_FLOATS` floats)."""
+    n, per_row = others.shape
+    positives = np.einsum("ij,ij->i", images, texts[partners])
+    negatives = np.empty((n, per_row), dtype=np.float32)
+    chunk = max(1, _CHUNK_FLOATS // (per_row * texts.shape[1]))
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        negatives[rows] = np.einsum("ij,ikj->ik", images[rows], texts[others[rows]])
     return LabelledScores(
-        cosines=np.concatenate([positives, scores.ravel()]).astype(np.float64),
-        matches=np.concatenate([np.ones(rows.size, bool), np.zeros(scores.size, bool)]),
-        weights=np.concatenate(
-            [np.ones(rows.size), np.full(scores.size, 1.0 / negatives_per_positive)]
-        ),
+        cosines=np.concatenate([positives, negatives.ravel()]).astype(np.float64),
+        matches=np.concatenate([np.ones(n, bool), np.zeros(negatives.size, bool)]),
+        weights=np.concatenate([np.ones(n), np.full(negatives.size, 1.0 / per_row)]),
     )
 
 
