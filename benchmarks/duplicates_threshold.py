@@ -11,7 +11,7 @@ search space (through the bundle's heads, or seeded random heads offline). The t
 printed is the midpoint of the gap between the lowest copy score and the highest
 different-photo score, in the raw space, which is what `hanclip duplicates` compares.
 
-`hanclip_cli.duplicates.DEFAULT_THRESHOLD` is this script's figure for the random-weight
+`hanclip_library.duplicates.DEFAULT_THRESHOLD` is this script's figure for the random-weight
 ViT-B/32 (real CLIP weights cannot be fetched where it was run): a random network's gap is not
 CLIP's, so the default is a measured starting point, and `--threshold` overrides it.
 

@@ -350,7 +350,7 @@ class Library:
 
 
 def read_library(path: Path, photos_folder: Path) -> Library:
-    from hanclip_cli.store import PhotoStore
+    from hanclip_library.store import PhotoStore
 
     store = PhotoStore(path, create=False)
     try:
@@ -362,7 +362,7 @@ def read_library(path: Path, photos_folder: Path) -> Library:
 
 
 def library_count(path: Path) -> int:
-    from hanclip_cli.store import DB_NAME, PhotoStore
+    from hanclip_library.store import DB_NAME, PhotoStore
 
     if not (path / DB_NAME).is_file():
         return 0
@@ -497,7 +497,7 @@ def run_benchmark(work: Path, photos: int, queries: int) -> Results:
     from speedbench.settings import FULL
     from speedbench.workspace import ISOLATED_KEYS, isolated_env
 
-    from hanclip_cli.thumbnails import THUMBNAILS_DIR
+    from hanclip_library.thumbnails import THUMBNAILS_DIR
     from hanclip_model.device import usable_cores
 
     started = time.perf_counter()

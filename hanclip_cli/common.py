@@ -7,6 +7,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import wraps
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -96,3 +97,28 @@ def make_progress(*, disable: bool = False) -> Progress:
         disable=disable,
         transient=False,
     )
+
+
+OFFLINE_REASONS = {
+    "missing": "is missing",
+    "empty": "is empty (a drive not mounted?)",
+    "unreadable": "cannot be read",
+}
+
+
+def offline_text(path: str, reason: str) -> str:
+    """An offline folder and why, as `index` and `info` say it."""
+    return f"{path} {OFFLINE_REASONS.get(reason, reason)}"
+
+
+class ConsoleNotices:
+    """A library's notices on stderr: the line, and a spinner while a wait lasts."""
+
+    def notice(self, message: str) -> None:
+        notice(message)
+
+    def waiting(self, message: str) -> AbstractContextManager[object]:
+        return err_console.status(message)
+
+
+CONSOLE_NOTICES = ConsoleNotices()

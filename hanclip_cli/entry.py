@@ -19,7 +19,7 @@ def main() -> None:
         code = fast_search(args[1:])
         if code is not None:
             sys.exit(code)
-    from hanclip_cli.app import main as typer_main
+    from hanclip_cli.cli import main as typer_main
 
     typer_main()
 

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from hanclip_cli.searcher import SearchHit
-from hanclip_cli.store import PhotoRecord
-from hanclip_cli.thumbnails import GRID_SIZE, ThumbnailCache, ThumbnailUnavailable
+from hanclip_library.searcher import SearchHit
+from hanclip_library.store import PhotoRecord
+from hanclip_library.thumbnails import GRID_SIZE, ThumbnailCache, ThumbnailUnavailable
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.files import atomic_write_text
 

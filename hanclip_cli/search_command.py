@@ -19,10 +19,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hanclip_cli.common import console, err_console, fail, handle_errors, notice, print_json
+from hanclip_cli.common import (
+    CONSOLE_NOTICES,
+    console,
+    err_console,
+    fail,
+    handle_errors,
+    notice,
+    print_json,
+)
 
 if TYPE_CHECKING:
-    from hanclip_cli.searcher import SearchResult
+    from hanclip_library.searcher import SearchResult
 
 
 @dataclass(frozen=True)
@@ -135,9 +143,9 @@ def run_search(args: SearchArgs) -> None:
     """Search the library and print the hits (a table, JSON with `json_output`, or one path a
     line with `paths`, NUL-separated with `null`); with `html`, also write them as an HTML
     page of thumbnails there (and open it with `open_page`)."""
-    from hanclip_cli.library import open_library
-    from hanclip_cli.query import parse_query
-    from hanclip_cli.searcher import (
+    from hanclip_library.library import open_library
+    from hanclip_library.query import parse_query
+    from hanclip_library.searcher import (
         MAX_QUERY_CHARS,
         SearchFilters,
         check_min_prob,
@@ -178,7 +186,9 @@ def run_search(args: SearchArgs) -> None:
     if served is not None:
         _print_hits(args, served)
         return
-    opened = open_library(args.library, args.model, for_writing=False, device=args.device)
+    opened = open_library(
+        args.library, args.model, for_writing=False, device=args.device, notices=CONSOLE_NOTICES
+    )
     with opened:
         result = search_library(
             opened,
@@ -227,16 +237,16 @@ def run_search(args: SearchArgs) -> None:
 def _through_server(args: SearchArgs, terms, filters) -> SearchResult | None:
     """The answer of a `hanclip serve` running on this library with the same model, when
     one is up and the search is one its API says exactly (`serve/discovery.py`); else None."""
-    from hanclip_cli.library import library_dir
     from hanclip_cli.serve.discovery import running_server
+    from hanclip_library.library import library_dir
 
     directory = library_dir(args.library)
     server = running_server(directory)
     if server is None:
         return None
-    from hanclip_cli.query import parse_query
     from hanclip_cli.serve.discovery import ask_server
     from hanclip_cli.serve.service import MAX_PAGE
+    from hanclip_library.query import parse_query
 
     words = " ".join(args.query or ())
     if (
@@ -267,7 +277,7 @@ def _through_server(args: SearchArgs, terms, filters) -> SearchResult | None:
     answer = ask_server(server, params)
     if answer is None:
         return None
-    from hanclip_cli.searcher import SearchResult, hit_from_fields
+    from hanclip_library.searcher import SearchResult, hit_from_fields
 
     try:
         hits = [hit_from_fields(row) for row in answer["results"]]
@@ -280,7 +290,7 @@ def _start_resident(opened) -> None:
     """After the hits are out: a background server for the searches that follow, on a large
     library (`serve/discovery.py`); the photo count comes from the index's pointer file."""
     from hanclip_cli.serve.discovery import start_resident_server
-    from hanclip_cli.vector_index import read_pointer
+    from hanclip_library.vector_index import read_pointer
 
     pointer = read_pointer(opened.directory) or {}
     try:
@@ -292,8 +302,8 @@ def _start_resident(opened) -> None:
 
 def _model_fingerprint(args: SearchArgs, directory: Path) -> str | None:
     """The fingerprint of the model a search of its own would use here (no encoder loads)."""
-    from hanclip_cli.library import Library, choose_model
-    from hanclip_cli.store import DB_NAME
+    from hanclip_library.library import Library, choose_model
+    from hanclip_library.store import DB_NAME
     from hanclip_model.bundle import resolve_bundle
     from hanclip_model.errors import HanclipError
 
@@ -317,7 +327,7 @@ def _print_hits(args: SearchArgs, result: SearchResult) -> None:
         sys.stdout.buffer.flush()
         return
     if args.json_output:
-        from hanclip_cli.searcher import hit_fields
+        from hanclip_library.searcher import hit_fields
 
         print_json([hit_fields(h) for h in hits])
         return

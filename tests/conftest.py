@@ -116,7 +116,7 @@ class CliResultRunner:
     """Runs `hanclip ...` in-process through Typer's CliRunner, stdout and stderr apart."""
 
     def __call__(self, *args: str | os.PathLike) -> CliResult:
-        from hanclip_cli.app import app
+        from hanclip_cli.cli import app
 
         result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
         return CliResult(result.exit_code, result.stdout, result.stderr)

@@ -61,7 +61,7 @@ def test_imports_run_one_way(package: str) -> None:
 
 def test_the_layer_check_sees_a_wrong_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from hanclip_cli.app import app\n", encoding="utf-8")
+    bad.write_text("def f():\n    from hanclip_cli.cli import app\n", encoding="utf-8")
     assert _imported_packages(bad) == {"hanclip_cli"}
 
 

@@ -190,7 +190,7 @@ def test_missing_folder_is_an_error(cli, tiny, library, tmp_path):
 
 
 def test_bundle_with_heads_indexes_and_searches(cli, tiny, photos, library):
-    from hanclip_cli.vector_index import load_index
+    from hanclip_library.vector_index import load_index
 
     _index(cli, photos, library, tiny.heads_bundle)
     hits = _search(cli, library, tiny.heads_bundle, "--image", photos / "dog.jpeg")
@@ -201,7 +201,7 @@ def test_bundle_with_heads_indexes_and_searches(cli, tiny, photos, library):
 def test_search_with_another_bundle_reprojects_without_reindexing(
     cli, tiny, photos, library, monkeypatch
 ):
-    from hanclip_cli.vector_index import load_index
+    from hanclip_library.vector_index import load_index
     from hanclip_model import resolve_bundle
 
     _index(cli, photos, library, tiny.plain_bundle)
@@ -278,6 +278,6 @@ def test_index_without_model_uses_env_then_installed_bundle(
     shutil.copytree(tiny.heads_bundle, other / "models" / "default")
     result = cli("index", photos, "--library", other, "--json")
     assert result.exit_code == 0, result.stderr
-    from hanclip_cli.vector_index import load_index
+    from hanclip_library.vector_index import load_index
 
     assert load_index(other).dim == 16  # the installed heads bundle was used

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hanclip_cli.library import writer_lock
-from hanclip_cli.repair import (
+from hanclip_eval.tiny_models import write_photo_folder
+from hanclip_library.library import writer_lock
+from hanclip_library.repair import (
     NOT_COPIED,
     PHOTO_IDS,
     TABLES,
@@ -30,9 +31,8 @@ from hanclip_cli.repair import (
     next_readable,
     usable_embedding,
 )
-from hanclip_cli.store import DB_NAME, LibraryDamaged, PhotoStore, damage_error, is_damage
-from hanclip_cli.vector_index import load_index
-from hanclip_eval.tiny_models import write_photo_folder
+from hanclip_library.store import DB_NAME, LibraryDamaged, PhotoStore, damage_error, is_damage
+from hanclip_library.vector_index import load_index
 from hanclip_model.errors import StorageError
 
 # Enough photos for the photos table to span several pages (a root and three leaves or more).
@@ -78,7 +78,7 @@ def _photo_leaves(database: Path) -> tuple[int, list[int], dict[int, int]]:
 
 @pytest.fixture(scope="module")
 def pristine(tiny, tmp_path_factory: pytest.TempPathFactory, _cache_dir: Path) -> Pristine:
-    from hanclip_cli.app import app
+    from hanclip_cli.cli import app
 
     root = tmp_path_factory.mktemp("damaged")
     photos, library = root / "사진", root / "library"

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from hanclip_cli import duplicates
-from hanclip_cli.duplicates import (
+from hanclip_library import duplicates
+from hanclip_library.duplicates import (
     DEFAULT_THRESHOLD,
     RawVectors,
     ScoredPair,
     candidate_pairs,
     group_duplicates,
 )
-from hanclip_cli.store import PhotoStore
-from hanclip_cli.vector_index import build_index
+from hanclip_library.store import PhotoStore
+from hanclip_library.vector_index import build_index
 
 ROOT = Path(__file__).resolve().parents[1]
 

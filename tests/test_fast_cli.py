@@ -11,8 +11,8 @@ import pytest
 from entrypoint import run_entry as _run_entry
 from typer.main import get_command
 
-from hanclip_cli.app import app
-from hanclip_cli.app import search as typer_search
+from hanclip_cli.cli import app
+from hanclip_cli.commands.search import search as typer_search
 from hanclip_cli.search_command import (
     SEARCH_OPTIONS,
     SearchArgs,

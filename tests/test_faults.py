@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hanclip_cli.library import Library
-from hanclip_cli.store import NewPhoto
-from hanclip_cli.vector_index import POINTER_NAME, load_index
 from hanclip_eval.tiny_models import write_photo_folder
+from hanclip_library.library import Library
+from hanclip_library.store import NewPhoto
+from hanclip_library.vector_index import POINTER_NAME, load_index
 
 REPO = Path(__file__).resolve().parent.parent
 DROP_DAC = [

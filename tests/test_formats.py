@@ -303,7 +303,7 @@ def test_without_the_extras_they_fail_once_and_are_retried_once_installed(
         assert recorded == reasons
 
         tried = []
-        missing.setattr("hanclip_cli.indexer.load_image", lambda *a: tried.append(a))
+        missing.setattr("hanclip_library.indexer.load_image", lambda *a: tried.append(a))
         again = _index(cli, formats, library, tiny.plain_bundle)
         assert tried == [] and again["unchanged"] == 8 and again["failed"] == 2
     report = _index(cli, formats, library, tiny.plain_bundle)

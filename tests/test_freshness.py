@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hanclip_cli import vector_index
-from hanclip_cli.library import Library
-from hanclip_cli.store import DB_NAME, NewPhoto, PhotoStore
-from hanclip_cli.vector_index import (
+from hanclip_library import vector_index
+from hanclip_library.library import Library
+from hanclip_library.store import DB_NAME, NewPhoto, PhotoStore
+from hanclip_library.vector_index import (
     POINTER_NAME,
     index_is_current,
     load_index,
@@ -232,7 +232,7 @@ def test_a_library_nothing_touched_since_its_last_clean_check_is_not_read_whole_
 ) -> None:
     """quick_check reads every page: after a clean one, a re-index of a library.db that
     nothing else has written since skips it; anything that wrote to it brings it back."""
-    from hanclip_cli import store as store_module
+    from hanclip_library import store as store_module
 
     assert (indexed / store_module.CHECKED_NAME).is_file()
     checks = []

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from hanclip_cli.app import app
+from hanclip_cli.cli import app
 from hanclip_cli.gallery import render_gallery
 from hanclip_cli.search_command import SearchArgs, parse_search_args
-from hanclip_cli.searcher import SearchHit
-from hanclip_cli.thumbnails import GRID_SIZE
 from hanclip_eval.tiny_models import write_photo_folder
+from hanclip_library.searcher import SearchHit
+from hanclip_library.thumbnails import GRID_SIZE
 
 ROTATED = "세로 #1 100%.jpg"  # landscape pixels, EXIF orientation 6: upright it is portrait
 HOSTILE = '<script>alert(1)<\\script> & "q".jpg'

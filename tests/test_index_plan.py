@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hanclip_cli.index_plan import (
+from hanclip_library.index_plan import (
     Candidate,
     FileInfo,
     HashError,
@@ -15,7 +15,7 @@ from hanclip_cli.index_plan import (
     plan_hashes,
     plan_index,
 )
-from hanclip_cli.store import OfflineFolder, PhotoRecord
+from hanclip_library.store import OfflineFolder, PhotoRecord
 
 
 def _row(photo_id: int, path: str, sha256: str, size: int = 100, mtime_ns: int = 1) -> PhotoRecord:

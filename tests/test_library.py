@@ -7,9 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hanclip_cli.library import Library, LibraryBusy, choose_model, installed_bundle, library_dir
-from hanclip_cli.store import NewPhoto
-from hanclip_cli.vector_index import POINTER_NAME, load_index, sync_index
+from hanclip_library.library import (
+    Library,
+    LibraryBusy,
+    choose_model,
+    installed_bundle,
+    library_dir,
+)
+from hanclip_library.store import NewPhoto
+from hanclip_library.vector_index import POINTER_NAME, load_index, sync_index
 from hanclip_model.heads import l2_normalize
 
 

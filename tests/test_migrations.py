@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from fixtures.make_library_v1 import PHOTO_COUNT, PLACEHOLDER_ROOT
 
-from hanclip_cli import migrations
-from hanclip_cli.migrations import (
+from hanclip_library import migrations
+from hanclip_library.migrations import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Migration,
@@ -25,7 +25,7 @@ from hanclip_cli.migrations import (
     migration,
     stored_version,
 )
-from hanclip_cli.store import DB_NAME, PhotoStore
+from hanclip_library.store import DB_NAME, PhotoStore
 from hanclip_model.errors import HanclipError
 from hanclip_model.model import HanclipModel
 

@@ -180,7 +180,7 @@ def test_name_option_and_a_second_install_of_the_same_bundle(cli, library, train
 
 
 def test_default_makes_search_use_it(cli, tiny, photos, library, trained):
-    from hanclip_cli.vector_index import load_index
+    from hanclip_library.vector_index import load_index
 
     # Indexed with the plain bundle, which shares the trained bundle's image model.
     _index(cli, photos, library, tiny.plain_bundle)
@@ -204,7 +204,7 @@ def test_default_makes_search_use_it(cli, tiny, photos, library, trained):
 
 
 def test_default_without_a_library_is_what_index_then_uses(cli, tiny, photos, library, trained):
-    from hanclip_cli.vector_index import load_index
+    from hanclip_library.vector_index import load_index
 
     _install(cli, library, tiny.plain_bundle, "--name", "plain")
     _install(cli, library, trained, "--default")
@@ -261,7 +261,7 @@ def test_a_library_that_followed_the_default_link_keeps_its_bundle(
 
 
 def test_default_waits_for_no_index(cli, tiny, photos, library, trained):
-    from hanclip_cli.library import writer_lock
+    from hanclip_library.library import writer_lock
 
     _index(cli, photos, library, tiny.plain_bundle)
     with writer_lock(library):
@@ -379,7 +379,7 @@ def test_a_built_in_name_is_not_installed(cli, library):
 
 
 def test_a_bundle_name_is_made_a_folder_name():
-    from hanclip_cli.models import folder_name
+    from hanclip_library.installed import folder_name
 
     assert folder_name("hanclip ko/v2", "x") == "hanclip-ko-v2"
     assert folder_name("../..", "학습결과") == "학습결과"

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hanclip_cli.store import DB_NAME
-from hanclip_cli.vector_index import load_index
 from hanclip_eval.tiny_models import write_photo_folder
+from hanclip_library.store import DB_NAME
+from hanclip_library.vector_index import load_index
 from hanclip_model.model import HanclipModel
 
 DROP_DAC = [

@@ -56,7 +56,7 @@ def _columns_and_indexes(conn: sqlite3.Connection) -> dict[str, object]:
 
 
 def test_the_fabricated_library_has_schema_4_of_the_migrations(tmp_path: Path) -> None:
-    from hanclip_cli.migrations import MIGRATIONS
+    from hanclip_library.migrations import MIGRATIONS
 
     _, files = scale.ensure_real_files(tmp_path, 10)
     library = tmp_path / "library"
@@ -78,7 +78,7 @@ def test_the_fabricated_library_has_schema_4_of_the_migrations(tmp_path: Path) -
 def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) -> None:
     """Fabricate, migrate and index with this checkout: the re-index finds every real file
     unchanged, searches return hits, and every figure has its runs."""
-    from hanclip_cli.store import PhotoStore
+    from hanclip_library.store import PhotoStore
 
     checkout = scale.Checkout.at(REPO)
     runner = scale.Runner(checkout, tiny.heads_bundle, checkout.env(isolated_env(tmp_path)))

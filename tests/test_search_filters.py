@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hanclip_cli import vector_index
-from hanclip_cli.searcher import SearchHit, date_bound, order_hits
-from hanclip_cli.store import DateBound
-from hanclip_cli.vector_index import StoredVectors, build_index, load_index, save_index
+from hanclip_library import vector_index
+from hanclip_library.searcher import SearchHit, date_bound, order_hits
+from hanclip_library.store import DateBound
+from hanclip_library.vector_index import StoredVectors, build_index, load_index, save_index
 from hanclip_model.errors import HanclipError
 from hanclip_model.heads import l2_normalize
 

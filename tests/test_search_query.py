@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hanclip_cli.library import open_library
-from hanclip_cli.query import QueryTerm, combine, parse_query
-from hanclip_cli.searcher import query_vector, terms_vector
+from hanclip_library.library import open_library
+from hanclip_library.query import QueryTerm, combine, parse_query
+from hanclip_library.searcher import query_vector, terms_vector
 from hanclip_model.errors import HanclipError
 
 

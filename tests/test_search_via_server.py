@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from served import running_server
 
-from hanclip_cli import searcher
 from hanclip_cli.serve.discovery import SERVER_FILE, STARTING_FILE, read_server_file
 from hanclip_eval.tiny_models import write_photo_folder
+from hanclip_library import searcher
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from served import serve_env
 from speedbench.processes import BenchmarkError, ProcessRun
 from speedbench.results import LoadSummary
 
-from hanclip_cli.thumbnails import THUMBNAILS_DIR
+from hanclip_library.thumbnails import THUMBNAILS_DIR
 
 bench = load_script("serve_latency.py", "serve_latency")
 HANGUL = range(0xAC00, 0xD7A4)

@@ -167,7 +167,7 @@ def _measure(bundle: Path, work: Path) -> Measured:
 
 def _seed_library(library: Path, bundle: Path, photo: Path) -> None:
     """A library with one really embedded photo, as the first `hanclip index` leaves it."""
-    from hanclip_cli.store import NewPhoto, PhotoStore
+    from hanclip_library.store import NewPhoto, PhotoStore
     from hanclip_model import load_bundle
 
     library.mkdir(parents=True)
@@ -286,7 +286,7 @@ def test_run_process_measures_the_child_alone() -> None:
 
 
 def test_index_watch_times_the_embedding_phase(tmp_path: Path) -> None:
-    from hanclip_cli.store import PhotoStore
+    from hanclip_library.store import PhotoStore
 
     watch = workspace.IndexWatch(tmp_path / "library.db")
     pid = os.getpid()
@@ -314,7 +314,7 @@ def test_steady_state_starts_after_the_first_full_batch() -> None:
 
 
 def _photo(i: int) -> Any:
-    from hanclip_cli.store import NewPhoto
+    from hanclip_library.store import NewPhoto
 
     return NewPhoto(f"/p/{i}.jpg", 1, 1, f"{i:064x}", 1, 1, None, np.zeros(4, np.float32))
 

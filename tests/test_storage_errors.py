@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 
 from hanclip_cli.common import handle_errors
-from hanclip_cli.store import PhotoStore
-from hanclip_cli.vector_index import POINTER_NAME
 from hanclip_eval.tiny_models import write_photo_folder
+from hanclip_library.store import PhotoStore
+from hanclip_library.vector_index import POINTER_NAME
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.files import atomic_path
 from hanclip_model.storage import NEARLY_FULL_BYTES, storage_error
@@ -265,7 +265,7 @@ def test_library_folder_gone_mid_run(cli, tiny, photos, library, tmp_path, monke
 def test_search_index_written_short_keeps_the_old_one(cli, tiny, photos, library, monkeypatch):
     """hnswlib writes a short file without a word when the disk fills up: it is never pointed
     at, the old index stays in use, and the run says so like any other full disk."""
-    import hanclip_cli.vector_index as vector_index
+    import hanclip_library.vector_index as vector_index
 
     common = ["--library", library, "--model", tiny.plain_bundle]
     assert cli("index", photos, *common).exit_code == 0

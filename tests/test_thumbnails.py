@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hanclip_cli import thumbnails as thumbs
-from hanclip_cli.store import PhotoRecord
-from hanclip_cli.thumbnails import (
+from hanclip_library import thumbnails as thumbs
+from hanclip_library.store import PhotoRecord
+from hanclip_library.thumbnails import (
     GRID_SIZE,
     ThumbnailCache,
     ThumbnailUnavailable,

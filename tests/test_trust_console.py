@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from hanclip_cli.vector_index import load_index
 from hanclip_eval.tiny_models import write_photo_folder
+from hanclip_library.vector_index import load_index
 
 
 def _hanclip(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess:

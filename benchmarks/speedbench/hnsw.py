@@ -52,7 +52,7 @@ def recall_at_k(found: Sequence[Sequence[int]], exact: np.ndarray) -> float:
 
 def timed_build(vectors: np.ndarray) -> tuple[object, float]:
     """The index with the product's settings, labels = row numbers, and its build time."""
-    from hanclip_cli.vector_index import build_index
+    from hanclip_library.vector_index import build_index
 
     start = time.perf_counter()
     vindex = build_index(np.arange(len(vectors)), vectors, "speed-benchmark", vectors.shape[1])
@@ -93,7 +93,7 @@ def dated_store(directory: Path, raw: np.ndarray):
     `i % FILTER_MONTHS`, the even ones dated by EXIF, the odd ones by file time only."""
     from datetime import datetime
 
-    from hanclip_cli.store import NewPhoto, PhotoStore
+    from hanclip_library.store import NewPhoto, PhotoStore
 
     store = PhotoStore(directory)
     photos = []
@@ -119,8 +119,8 @@ def dated_store(directory: Path, raw: np.ndarray):
 def filtered_run(vindex, raw: np.ndarray, queries: np.ndarray) -> FilteredRun:
     """A date filter keeping 1/FILTER_MONTHS of the photos, timed per query as `search` runs
     it: the candidates from SQLite, then `search_among`."""
-    from hanclip_cli import vector_index
-    from hanclip_cli.searcher import date_bound
+    from hanclip_library import vector_index
+    from hanclip_library.searcher import date_bound
 
     after, before = date_bound(FILTER_AFTER, "--after"), date_bound(FILTER_BEFORE, "--before")
     with tempfile.TemporaryDirectory(prefix="speedbench-filtered-") as tmp:
@@ -156,7 +156,7 @@ def filtered_run(vindex, raw: np.ndarray, queries: np.ndarray) -> FilteredRun:
 
 
 def measure_hnsw(sizes: Sizes, seed: int = 0) -> HnswResult:
-    from hanclip_cli import vector_index
+    from hanclip_library import vector_index
 
     n, q = sizes.hnsw_vectors, sizes.hnsw_queries
     rng = np.random.default_rng(seed)

@@ -124,7 +124,7 @@ def fill_library(library: Path, total: int, seed: int = 0) -> int:
     """Add synthetic rows (random raw embeddings, fake paths) until `total` photos; returns
     how many were added. Search never reads the photos themselves, and the ViT's cost per
     photo is what the index measurement is for already."""
-    from hanclip_cli.store import NewPhoto, PhotoStore
+    from hanclip_library.store import NewPhoto, PhotoStore
 
     store = PhotoStore(library, create=False)
     try:

@@ -217,7 +217,7 @@ def _write_bundle(directory: Path, models: Models, name: str) -> None:
 def prepare_bundles(work: Path, models: Models) -> Bundles:
     """The plain bundle, and the exported one (`hanclip export`, run in this process with the
     work directory's cache: its fast text export is what the plain bundle's runs use too)."""
-    from hanclip_cli.export_command import export_bundle
+    from hanclip_model.bundle_export import export_bundle
 
     plain, exported = work / "bundles" / "plain", work / "bundles" / "exported"
     shutil.rmtree(plain, ignore_errors=True)

@@ -66,7 +66,7 @@ COLD_TARGETS_S = ((100_000, 0.5), (1_000_000, 1.0))
 REINDEX_TARGET_FILES = 100_000
 REINDEX_TARGET_S = 2.0
 
-# Schema 4 of `hanclip_cli/migrations.py`, in plain SQL (the indexes are created after the
+# Schema 4 of `hanclip_library/migrations.py`, in plain SQL (the indexes are created after the
 # rows, which is faster and gives the same schema).
 SCHEMA_VERSION = 4
 _TABLES = (
@@ -330,14 +330,14 @@ import json, sys, time
 from pathlib import Path
 what, directory, bundle = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 import hnswlib, numpy
-from hanclip_cli import vector_index
+from hanclip_library import vector_index
 out = {}
 if what == "load":
     start = time.perf_counter()
     vindex = vector_index.load_index(directory)
     out["load_s"] = time.perf_counter() - start
 else:
-    from hanclip_cli.store import PhotoStore
+    from hanclip_library.store import PhotoStore
     from hanclip_model import load_bundle
     model = load_bundle(bundle, device="cpu", few_texts=True)
     model.fingerprint

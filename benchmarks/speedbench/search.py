@@ -16,7 +16,7 @@ from speedbench.workspace import Workspace
 
 def export_search_vectors(library: Path, bundle: Path, out_dir: Path) -> tuple[Path, Path]:
     """The library's search vectors and paths as .npy files, for the naive search."""
-    from hanclip_cli.store import PhotoStore
+    from hanclip_library.store import PhotoStore
     from hanclip_model import load_bundle
 
     store = PhotoStore(library, create=False)

@@ -101,7 +101,7 @@ def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
     from hanclip_cli.serve.guard import allowed_hosts, is_loopback
     from hanclip_cli.serve.service import LibraryService
     from hanclip_cli.serve.web import build_app
-    from hanclip_cli.thumbnails import ThumbnailCache
+    from hanclip_library.thumbnails import ThumbnailCache
 
     if not 0 <= options.port <= 65535:
         raise HanclipError(f"--port {options.port}: give 0 to 65535 (0: any free port)")

@@ -17,16 +17,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from hanclip_cli.library import OpenLibrary, open_library
-from hanclip_cli.query import QueryTerm
-from hanclip_cli.searcher import (
+from hanclip_cli.common import CONSOLE_NOTICES
+from hanclip_library.library import OpenLibrary, open_library
+from hanclip_library.query import QueryTerm
+from hanclip_library.searcher import (
     SearchFilters,
     SearchHit,
     offline_photo_ids,
     search_library,
 )
-from hanclip_cli.store import PhotoRecord
-from hanclip_cli.vector_index import VectorIndex, sync_index
+from hanclip_library.store import PhotoRecord
+from hanclip_library.vector_index import VectorIndex, sync_index
 
 T = TypeVar("T")
 
@@ -67,7 +68,14 @@ class LibraryService:
         self.opened: OpenLibrary = self._thread.submit(self._open, library, model, device).result()
 
     def _open(self, library: Path | None, model: str | None, device: str | None) -> OpenLibrary:
-        opened = open_library(library, model, for_writing=False, device=device, few_texts=False)
+        opened = open_library(
+            library,
+            model,
+            for_writing=False,
+            device=device,
+            few_texts=False,
+            notices=CONSOLE_NOTICES,
+        )
         try:
             # The text model and the search index load now, before the URL is shown, so the
             # first query is as quick as the next.

@@ -30,18 +30,18 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from hanclip_cli.common import to_json
-from hanclip_cli.query import QueryTerm, parse_query
-from hanclip_cli.searcher import (
+from hanclip_cli.serve.guard import LocalOnly
+from hanclip_cli.serve.service import MAX_DEPTH, MAX_PAGE, LibraryService, Page
+from hanclip_library.query import QueryTerm, parse_query
+from hanclip_library.searcher import (
     SORT_ORDERS,
     SearchFilters,
     SearchHit,
     check_min_prob,
     hit_fields,
 )
-from hanclip_cli.serve.guard import LocalOnly
-from hanclip_cli.serve.service import MAX_DEPTH, MAX_PAGE, LibraryService, Page
-from hanclip_cli.store import INT64_MAX, LibraryDamaged, PhotoRecord
-from hanclip_cli.thumbnails import (
+from hanclip_library.store import INT64_MAX, LibraryDamaged, PhotoRecord
+from hanclip_library.thumbnails import (
     GRID_SIZE,
     LARGE_SIZE,
     ThumbnailCache,

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hanclip_cli.library import MODELS_DIR, Library, choose_model, writer_lock
-from hanclip_cli.store import DB_NAME
+from hanclip_library.library import MODELS_DIR, Library, choose_model, writer_lock
+from hanclip_library.store import DB_NAME
 from hanclip_model.bundle import (
     BUILTIN_BUNDLES,
     LOCAL_DIR_PREFIX,

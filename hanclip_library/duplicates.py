@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hanclip_cli.library import OpenLibrary
-from hanclip_cli.searcher import current_index, offline_photo_ids
-from hanclip_cli.vector_index import EF_SEARCH, VectorIndex
+from hanclip_library.library import OpenLibrary
+from hanclip_library.searcher import current_index, offline_photo_ids
+from hanclip_library.vector_index import EF_SEARCH, VectorIndex
 from hanclip_model.errors import HanclipError
 from hanclip_model.heads import l2_normalize
 

@@ -24,8 +24,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from hanclip_cli.folders import FolderState
-from hanclip_cli.store import OfflineFolder, PhotoRecord, at_or_below
+from hanclip_library.folders import FolderState
+from hanclip_library.store import OfflineFolder, PhotoRecord, at_or_below
 from hanclip_model.images import is_excluded
 
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from typing import Literal
 
-from hanclip_cli.store import OfflineFolder
+from hanclip_library.store import OfflineFolder
 
 FolderState = Literal["present", "missing", "empty", "unreadable"]
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanclip_cli.store import PhotoRecord
+from hanclip_library.store import PhotoRecord
 from hanclip_model.errors import ImageLoadError, StorageError
 from hanclip_model.files import TMP_SUFFIX, atomic_write_bytes
 from hanclip_model.images import load_image

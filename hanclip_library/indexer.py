@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from hanclip_cli.folders import probe_folder
-from hanclip_cli.index_plan import (
+from hanclip_library.folders import probe_folder
+from hanclip_library.index_plan import (
     Candidate,
     FileInfo,
     HashError,
@@ -34,9 +34,9 @@ from hanclip_cli.index_plan import (
     plan_hashes,
     plan_index,
 )
-from hanclip_cli.library import Library, OpenLibrary
-from hanclip_cli.store import NewPhoto, OfflineFolder, PhotoStore
-from hanclip_cli.vector_index import index_is_current, sync_index
+from hanclip_library.library import Library, OpenLibrary
+from hanclip_library.store import NewPhoto, OfflineFolder, PhotoStore
+from hanclip_library.vector_index import index_is_current, sync_index
 from hanclip_model.device import usable_cores
 from hanclip_model.errors import HanclipError, ImageLoadError
 from hanclip_model.files import file_sha256

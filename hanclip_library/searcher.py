@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hanclip_cli.folders import still_offline
-from hanclip_cli.library import LibraryBusy, OpenLibrary
-from hanclip_cli.query import QueryTerm, combine
-from hanclip_cli.store import DateBound
-from hanclip_cli.vector_index import VectorIndex, sync_index
+from hanclip_library.folders import still_offline
+from hanclip_library.library import LibraryBusy, OpenLibrary
+from hanclip_library.query import QueryTerm, combine
+from hanclip_library.store import DateBound
+from hanclip_library.vector_index import VectorIndex, sync_index
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.storage import storage_error
 from hanclip_model.texts import clean_text

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanclip_cli.store import PhotoStore
+from hanclip_library.store import PhotoStore
 from hanclip_model.files import TMP_SUFFIX, atomic_write_text, fsync_file
 from hanclip_model.storage import disk_state
 

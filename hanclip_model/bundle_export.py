@@ -1,5 +1,5 @@
-"""`hanclip export`: a bundle that carries its own ONNX encoders, so it indexes and searches
-without torch on whatever machine it is copied to.
+"""A bundle that carries its own ONNX encoders (`hanclip export`), so it indexes and
+searches without torch on whatever machine it is copied to.
 
 The encoders are the verified exports of the user cache (`fast_image`, `fast_text`: made
 now when missing, with torch; an export that fails its verification is refused with the

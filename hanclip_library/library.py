@@ -7,12 +7,12 @@ import fcntl
 import os
 import shlex
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from hanclip_cli.store import DB_NAME, LibraryDamaged, LibraryMeta, PhotoStore
+from hanclip_library.store import DB_NAME, LibraryDamaged, LibraryMeta, PhotoStore
 from hanclip_model.bundle import BUILTIN_BUNDLES, MANIFEST_NAME
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.sources import resolve_local
@@ -205,6 +205,28 @@ class OpenLibrary:
         )
 
 
+class Notices(Protocol):
+    """How opening a library tells the user something: a one-line notice (the model chosen
+    by default), and a wait that is worth saying (the first check of a model)."""
+
+    def notice(self, message: str) -> None: ...
+
+    def waiting(self, message: str) -> AbstractContextManager[object]: ...
+
+
+class Silent:
+    """Notices nobody reads (tests, benchmarks, library code used on its own)."""
+
+    def notice(self, message: str) -> None:
+        pass
+
+    def waiting(self, message: str) -> AbstractContextManager[object]:
+        return nullcontext()
+
+
+SILENT = Silent()
+
+
 def open_library(
     library: Path | None,
     model: str | None,
@@ -212,8 +234,9 @@ def open_library(
     for_writing: bool,
     device: str | None = None,
     few_texts: bool | None = None,
+    notices: Notices = SILENT,
 ) -> OpenLibrary:
-    """The library and its model, with the notice for a default model shown.
+    """The library and its model, with the notice for a default model given to `notices`.
 
     `few_texts` (default: when reading) tunes the text encoder for a process that embeds a
     query or two and exits; a server answering many queries passes False.
@@ -222,7 +245,6 @@ def open_library(
     fit the heads) before anything is created or changed on disk, so a bad bundle leaves no
     trace.
     """
-    from hanclip_cli.common import notice
     from hanclip_model import load_bundle
 
     directory = library_dir(library)
@@ -236,7 +258,7 @@ def open_library(
         raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
     choice = choose_model(model, directory, existing)
     if choice.notice:
-        notice(choice.notice)
+        notices.notice(choice.notice)
     # Reading is a search: one query, then the process exits.
     few = not for_writing if few_texts is None else few_texts
     bundle = load_bundle(choice.model, device=device, few_texts=few)
@@ -246,11 +268,9 @@ def open_library(
     # heads bytes) had it checked then: a re-index need not import torch and load the image
     # model just to learn that nothing changed. It loads when a photo needs it.
     if existing is None or existing.meta.checked_fingerprint != bundle.fingerprint:
-        from hanclip_cli.common import err_console
-
         # The first time a model is used, its encoders are exported to ONNX and verified
         # against torch: up to a minute for a ViT-B/32, so the wait says what it is.
-        with err_console.status("checking the model (the first time: exporting it to ONNX)"):
+        with notices.waiting("checking the model (the first time: exporting it to ONNX)"):
             bundle.check_encoders()
     if existing is not None:
         existing.close()
@@ -279,8 +299,8 @@ def _database_status(problem: str | None) -> dict[str, str | None]:
 
 
 def _readable_summary(directory: Path, *, with_errors: bool) -> dict[str, object]:
-    from hanclip_cli.folders import still_offline
-    from hanclip_cli.vector_index import index_health
+    from hanclip_library.folders import still_offline
+    from hanclip_library.vector_index import index_health
 
     with Library(directory, create=False) as lib:
         store, meta = lib.store, lib.meta

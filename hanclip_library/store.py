@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from hanclip_cli.migrations import check_version, migrate
+from hanclip_library.migrations import check_version, migrate
 from hanclip_model.errors import HanclipError
 from hanclip_model.storage import storage_error
 

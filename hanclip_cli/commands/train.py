@@ -12,10 +12,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
+from rich.text import Text
 
-from hanclip_cli.common import console, fail, make_progress, print_json
+from hanclip_cli.common import (
+    console,
+    fail,
+    handle_errors,
+    make_progress,
+    print_json,
+)
+from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption
 from hanclip_model.errors import HanclipError
 
 DEFAULT_LANGUAGE = "ko"
@@ -62,8 +72,8 @@ class TrainArgs:
 def stored_image_bank(library: Path | None, base_model: str) -> tuple[np.ndarray, dict]:
     """The raw CLIP embeddings a library holds (no photo is opened), after checking that
     they come from the base model's image encoder; with what the card says of them."""
-    from hanclip_cli.library import Library, library_dir
-    from hanclip_cli.store import DB_NAME
+    from hanclip_library.library import Library, library_dir
+    from hanclip_library.store import DB_NAME
     from hanclip_model.bundle import resolve_bundle
 
     directory = library_dir(library)
@@ -178,7 +188,6 @@ def print_recipes(json_output: bool) -> None:
     if json_output:
         print_json(recipes)
         return
-    from rich.text import Text
 
     for recipe in recipes:
         console.print(Text(f"{recipe['name']}  ({recipe['language']})", style="bold"))
@@ -265,7 +274,7 @@ def run_train(args: TrainArgs, progress_bar) -> None:
     if args.export:
         from dataclasses import asdict
 
-        from hanclip_cli.export_command import export_bundle
+        from hanclip_model.bundle_export import export_bundle
 
         exported = asdict(export_bundle(str(manifest.parent), force=True))
     summary = {
@@ -306,3 +315,137 @@ def run_train(args: TrainArgs, progress_bar) -> None:
             "it indexes and searches without torch",
             highlight=False,
         )
+
+
+EPILOG = (
+    "Examples:\n\n"
+    "  hanclip train --english en.txt --target ko.txt --images ~/unlabeled --out ./hanclip-ko\n\n"
+    "  hanclip train --english en.txt --target ko.txt --images-from-library --out ./my-ko"
+    "   # your own photos as the image bank\n\n"
+    "  hanclip train --list-recipes\n\n"
+    "  hanclip train --recipe coyo-mscoco-ko --images-from-library --out ./hanclip-ko\n\n"
+    "  hanclip train --english en.txt --target vi.txt --language vi --images ~/사진 --out ./vi\n\n"
+    "  hanclip train --english-clip-emb eI.npy --english-text-emb eK.npy --korean-emb k.npy "
+    "--image-emb v.npy --out ./hanclip-ko --epochs 10\n\n"
+    "  hanclip index ~/Pictures --model ./hanclip-ko && hanclip search '바다 위 노을'"
+)
+
+
+@handle_errors
+def train(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Bundle directory to write.")
+    ] = None,
+    english: Annotated[
+        Path | None, typer.Option(help="English captions (.txt line each, .jsonl, .csv).")
+    ] = None,
+    target: Annotated[
+        Path | None,
+        typer.Option(
+            "--target",
+            "--korean",
+            help="Target-language captions: Korean, or any language (--language).",
+        ),
+    ] = None,
+    language: Annotated[
+        str | None,
+        typer.Option(help="Language code of the target captions, recorded in the bundle (ko)."),
+    ] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of unlabeled photos.")] = None,
+    images_from_library: Annotated[
+        bool,
+        typer.Option(
+            "--images-from-library",
+            help="Use the photos of the library (--library) as the image bank: their stored "
+            "embeddings, no photo is opened.",
+        ),
+    ] = False,
+    library: LibraryOption = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Fetch the caption corpora of this recipe (see --list-recipes)."),
+    ] = None,
+    list_recipes: Annotated[
+        bool, typer.Option("--list-recipes", help="Show the recipes: sources, licences, sizes.")
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Read the recipe's files from this folder instead of the hub."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use at most N captions of each corpus.")
+    ] = None,
+    base_model: Annotated[
+        str, typer.Option(help="Bundle or built-in name whose frozen encoders to use.")
+    ] = "hanclip-base",
+    english_clip_emb: Annotated[
+        Path | None, typer.Option(help="Precomputed e^I: English captions, CLIP text [N, D].")
+    ] = None,
+    english_text_emb: Annotated[
+        Path | None, typer.Option(help="Precomputed e^K: the same captions, text encoder.")
+    ] = None,
+    korean_emb: Annotated[
+        Path | None, typer.Option(help="Precomputed target-language (Korean) bank.")
+    ] = None,
+    image_emb: Annotated[Path | None, typer.Option(help="Precomputed image bank.")] = None,
+    image_model: Annotated[
+        str, typer.Option(help="Image model recorded in the bundle (embeddings mode).")
+    ] = "ViT-B-32:openai",
+    text_model: Annotated[
+        str, typer.Option(help="Text model recorded in the bundle (embeddings mode).")
+    ] = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+    name: Annotated[str | None, typer.Option(help="Bundle name (default: folder name).")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 36,
+    batch_size: Annotated[int, typer.Option(min=2)] = 2048,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    tau_retrieval: Annotated[float, typer.Option(min=1e-6, help="τ1, soft retrieval.")] = 0.01,
+    tau_inter: Annotated[float, typer.Option(min=1e-6, help="τ2, caption InfoNCE.")] = 0.01,
+    tau_image_text: Annotated[
+        float, typer.Option(min=1e-6, help="τ3, pseudo-pair InfoNCE.")
+    ] = 0.01,
+    noise_std: Annotated[float, typer.Option(min=0.0, help="σ, embedding noise.")] = 0.025,
+    intra_weight: Annotated[float, typer.Option(min=0.0, help="λ, intra loss weight.")] = 0.1,
+    seed: int = 0,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where encoded banks are cached (default: user cache).")
+    ] = None,
+    device: DeviceOption = None,
+    export: Annotated[
+        bool,
+        typer.Option(
+            "--export",
+            help="Also write the ONNX encoders into the bundle (as hanclip export does), so "
+            "it indexes and searches without torch wherever it is copied.",
+        ),
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Train the HanCLIP projection heads and write a model bundle.
+
+    Give corpora (--english and --target files, or --recipe NAME; photos with --images DIR or
+    --images-from-library) or precomputed embeddings (--english-clip-emb, --english-text-emb,
+    --korean-emb, --image-emb). No target-language–image pairs are needed. Ctrl-C stops
+    after saving; running the same command again resumes.
+    """
+    given = dict(locals())  # the parameters, named as TrainArgs names them
+
+    run_train(TrainArgs(**given), _train_bar)
+
+
+def _train_bar(progress):
+    """A callback that draws pseudo-pair and training progress on `progress`."""
+    tasks: dict[str, object] = {}
+
+    def update(event) -> None:
+        if event.stage not in tasks:
+            tasks[event.stage] = progress.add_task(event.stage.replace("_", " "), total=None)
+        task = tasks[event.stage]
+        if event.stage == "training":
+            total = event.steps * event.epochs
+            done = (event.epoch - 1) * event.steps + event.step
+            description = f"training, epoch {event.epoch}/{event.epochs}, loss {event.loss:.4f}"
+            progress.update(task, total=total, completed=done, description=description)
+        else:
+            progress.update(task, total=event.steps, completed=event.step)
+
+    return update

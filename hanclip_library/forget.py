@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanclip_cli.library import Library, library_dir
-from hanclip_cli.store import DB_NAME, at_or_below
-from hanclip_cli.vector_index import drop_removed_photos
+from hanclip_library.library import Library, library_dir
+from hanclip_library.store import DB_NAME, at_or_below
+from hanclip_library.vector_index import drop_removed_photos
 from hanclip_model.errors import HanclipError
 
 

@@ -34,10 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-from hanclip_cli.library import library_dir, writer_lock
-from hanclip_cli.migrations import VERSION_KEY, NewerLibrary, check_version
-from hanclip_cli.store import DB_NAME, INT64_MAX, INT64_MIN, LibraryDamaged, PhotoStore, is_damage
-from hanclip_cli.vector_index import load_index
+from hanclip_library.library import library_dir, writer_lock
+from hanclip_library.migrations import VERSION_KEY, NewerLibrary, check_version
+from hanclip_library.store import (
+    DB_NAME,
+    INT64_MAX,
+    INT64_MIN,
+    LibraryDamaged,
+    PhotoStore,
+    is_damage,
+)
+from hanclip_library.vector_index import load_index
 from hanclip_model.errors import HanclipError
 
 # Where the fresh database is built; what an interrupted repair left there is thrown away.

@@ -6,13 +6,21 @@ import platform
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from hanclip_cli.common import console, make_progress, print_json
+from hanclip_cli.common import (
+    console,
+    handle_errors,
+    make_progress,
+    print_json,
+)
+from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption
 from hanclip_eval.runner import BenchRow
 from hanclip_model.errors import HanclipError
 
@@ -53,8 +61,8 @@ class BenchResult:
 
 def default_models(library: Path | None) -> list[str]:
     """The user's HanCLIP bundle (one with heads) if one is configured, then the baselines."""
-    from hanclip_cli.library import Library, choose_model, library_dir
-    from hanclip_cli.store import DB_NAME
+    from hanclip_library.library import Library, choose_model, library_dir
+    from hanclip_library.store import DB_NAME
     from hanclip_model import resolve_bundle
 
     directory = library_dir(library)
@@ -218,3 +226,68 @@ def render_bench(result: BenchResult, *, json_output: bool, markdown: bool) -> N
     for row in result.rows:
         if row.error:
             console.print(Text(f"{_display_name(row.model)} unavailable: {row.error}", "dim"))
+
+
+EPILOG = (
+    "Examples:\n\n"
+    "  hanclip bench --dataset xtd10-ko --data-dir ~/data/xtd10 --model ./hanclip-ko\n\n"
+    "  hanclip bench --dataset cifar10 --data-dir ~/data --template '{}의 사진' --markdown\n\n"
+    "  hanclip bench --dataset latency --random-weights"
+)
+
+
+@handle_errors
+def bench(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="mscoco-ko, xtd10-ko, crossmodal3600, kocc3m, jsonl (retrieval); cifar10, "
+            "cifar100, stl10, caltech101 (zero-shot); latency (speed)."
+        ),
+    ],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder holding the dataset's files.")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model to compare (repeatable): a bundle, mclip, clip-translate, koclip. "
+            "Default: your HanCLIP bundle (if any), mclip, clip-translate, koclip.",
+            show_default=False,
+        ),
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="mscoco-ko: karpathy-test or val.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use the first N images.")] = None,
+    template: Annotated[
+        list[str] | None,
+        typer.Option(help="Zero-shot prompt, e.g. '{}의 사진' (repeatable; averaged)."),
+    ] = None,
+    random_weights: Annotated[
+        bool,
+        typer.Option(
+            "--random-weights", help="latency: real architectures, random weights (offline)."
+        ),
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    library: LibraryOption = None,
+    device: DeviceOption = None,
+    json_output: JsonOption = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
+) -> None:
+    """Recall@K, zero-shot accuracy / macro-F1 and latency, every model in one run."""
+
+    result = run_bench(
+        dataset=dataset,
+        data_dir=data_dir,
+        models=model or [],
+        split=split,
+        limit=limit,
+        templates=template or [],
+        random_weights=random_weights,
+        batch_size=batch_size,
+        library=library,
+        device=device,
+    )
+    render_bench(result, json_output=json_output, markdown=markdown)

@@ -1,0 +1,1 @@
+"""One module per command: its options, the one library call, and how its answer is shown."""

@@ -1,0 +1,134 @@
+"""`hanclip index`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from hanclip_cli.common import (
+    CONSOLE_NOTICES,
+    console,
+    err_console,
+    handle_errors,
+    make_progress,
+    notice,
+    offline_text,
+    print_json,
+)
+from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption, ModelOption
+
+EPILOG = (
+    "Examples:\n\n"
+    "  hanclip index ~/Pictures\n\n"
+    "  hanclip index ~/Pictures/여행 ~/Pictures/가족 --json\n\n"
+    "  hanclip index ~/Pictures --model ./my-bundle\n\n"
+    "  hanclip index /media/usb/사진 --exclude 임시 --exclude '*.tmp.jpg'\n\n"
+    "  hanclip index /media/usb/사진 --prune-offline   # the drive is gone for good"
+)
+
+
+@handle_errors
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders (or single photos) to index.")],
+    library: LibraryOption = None,
+    model: ModelOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Photos per model batch.")] = 32,
+    reembed: Annotated[
+        bool, typer.Option("--reembed", help="Embed every photo again (new image model).")
+    ] = False,
+    include_hidden: Annotated[
+        bool, typer.Option("--include-hidden", help="Also walk hidden folders and files.")
+    ] = False,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            help="Skip folders and files with this name or glob (repeatable; remembered for "
+            "later runs). NAS and trash folders (@eaDir, #recycle, .Trash-*, ...) always are.",
+            show_default=False,
+        ),
+    ] = None,
+    reset_excludes: Annotated[
+        bool,
+        typer.Option("--reset-excludes", help="Forget the remembered --exclude patterns."),
+    ] = False,
+    prune_offline: Annotated[
+        bool,
+        typer.Option(
+            "--prune-offline",
+            help="Remove the photos of folders that are missing, empty or unreadable "
+            "(kept by default: a drive may be unplugged). Your files are never touched.",
+        ),
+    ] = False,
+    device: DeviceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Index photos: embed new or changed files, prune deleted ones, recognise moves.
+
+    Runs again in seconds: unchanged photos are skipped, renamed or moved ones are found by
+    their content hash, so nothing is embedded twice. The photos of a folder that is missing,
+    empty or unreadable (an unplugged drive) are kept, left out of search until it is back.
+    """
+    import os
+
+    from hanclip_library.indexer import IndexOptions, RichProgress, index_library
+    from hanclip_library.library import open_library
+
+    # Before torch loads: the model's idle OpenMP threads sleep instead of spinning, leaving
+    # the cores to the decoding threads. The user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    opened = open_library(library, model, for_writing=True, device=device, notices=CONSOLE_NOTICES)
+    roots = [Path(os.path.abspath(os.path.expanduser(p))) for p in paths]
+    with opened, opened.library.writer_lock(), make_progress() as progress:
+        options = IndexOptions(
+            batch_size=batch_size,
+            reembed=reembed,
+            include_hidden=include_hidden,
+            exclude=tuple(exclude or ()),
+            reset_excludes=reset_excludes,
+            prune_offline=prune_offline,
+        )
+        report = index_library(opened, roots, options, RichProgress(progress))
+    if json_output:
+        failures = [{"path": p, "error": e} for p, e in report.failures]
+        offline = [
+            {"path": f.path, "reason": f.reason, "photos": f.photos} for f in report.offline_folders
+        ]
+        print_json(
+            {
+                **report.counts(),
+                "failures": failures,
+                "offline_folders": offline,
+                "library": str(opened.directory),
+            }
+        )
+    else:
+        counts = ", ".join(f"{v} {k}" for k, v in report.counts().items())
+        console.print(f"{opened.directory}: {counts}", highlight=False, soft_wrap=True)
+        for path, error in report.failures[:20]:
+            err_console.print(Text(f"  could not read {path}: {error}"))
+    for folder in report.offline_folders:
+        fate = (
+            "removed from the library (--prune-offline)"
+            if prune_offline
+            else "kept, left out of search until it is back"
+        )
+        what = offline_text(folder.path, folder.reason)
+        line = f"offline: {what}: its {folder.photos} photo(s) {fate}"
+        err_console.print(Text(line, style="yellow"), soft_wrap=True)
+    if opened.model.fast_image_error:
+        reason = opened.model.fast_image_error
+        notice(f"note: photos went through torch, not ONNX Runtime: {reason}")
+    if report.offline:
+        notice("if a folder is gone for good: hanclip forget PATH")
+    if report.failed:
+        more = f" ({len(report.failures) - 20} not listed)" if len(report.failures) > 20 else ""
+        notice(
+            f"warning: {report.failed} file(s) could not be indexed{more}; "
+            "see hanclip info --errors"
+        )
+        if report.failed == report.scanned:
+            raise typer.Exit(1)  # nothing at all could be read: a script should notice

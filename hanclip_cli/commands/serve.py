@@ -1,0 +1,90 @@
+"""`hanclip serve`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from hanclip_cli.common import (
+    console,
+    err_console,
+    handle_errors,
+)
+from hanclip_cli.options import DeviceOption, LibraryOption, ModelOption
+
+EPILOG = (
+    "Examples:\n\n"
+    "  hanclip serve   # then open http://127.0.0.1:8765/?q=바다+위+노을\n\n"
+    "  hanclip serve --library ~/사진/.hanclip --port 9000 --open\n\n"
+    "  hanclip serve --host 0.0.0.0 --allow-host nas.local   # other machines too (a warning)"
+)
+
+
+@handle_errors
+def serve(
+    library: LibraryOption = None,
+    model: ModelOption = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on. Anything but 127.0.0.1 / localhost makes your photos "
+            "visible to the network."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also answer requests for this host name (repeatable), e.g. a name other "
+            "machines use for this one. Others are refused (DNS-rebinding guard).",
+            show_default=False,
+        ),
+    ] = None,
+    thumbnail_cache_mb: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Most space the thumbnails kept in the library folder may take (MB)."
+        ),
+    ] = 512,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the page in the default browser.")
+    ] = False,
+    device: DeviceOption = None,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(
+            "--idle-exit",
+            min=1,
+            help="Stop after this many seconds without a request (default: run until Ctrl-C).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Look at your photos in a browser: search, thumbnails, similar photos.
+
+    A local web app on http://127.0.0.1:8765/ (only this machine can reach it unless --host
+    says otherwise). It only reads the library: an `index` may run meanwhile, and new photos
+    show once it commits. Thumbnails are made once and kept in the library folder.
+    """
+    from hanclip_cli.serve.server import ServeOptions
+    from hanclip_cli.serve.server import serve as run_server
+
+    options = ServeOptions(
+        library=library,
+        model=model,
+        host=host,
+        port=port,
+        device=device,
+        allow_hosts=tuple(allow_host or ()),
+        thumbnail_cache_mb=thumbnail_cache_mb,
+        open_browser=open_browser,
+        idle_exit=idle_exit,
+    )
+    run_server(
+        options,
+        announce=lambda line: console.print(Text(line), soft_wrap=True),
+        warn=lambda line: err_console.print(Text(line, style="yellow"), soft_wrap=True),
+    )
