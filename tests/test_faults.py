@@ -421,7 +421,9 @@ def test_unwritable_library_is_refused_before_anything_happens(tiny, photos, tmp
 
 def _package_sources() -> list[Path]:
     return [
-        p for d in ("hanclip_model", "trainer", "hanclip_cli") for p in (REPO / d).rglob("*.py")
+        p
+        for d in ("hanclip_model", "trainer", "hanclip_library", "hanclip_cli")
+        for p in (REPO / d).rglob("*.py")
     ]
 
 
