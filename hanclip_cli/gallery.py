@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 
 from hanclip_library.searcher import SearchHit
-from hanclip_library.store import PhotoRecord
 from hanclip_library.thumbnails import GRID_SIZE, ThumbnailCache, ThumbnailUnavailable
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.files import atomic_write_text
@@ -78,17 +77,19 @@ def _photos(count: int) -> str:
 
 
 def make_thumbnails(
-    library_dir: Path, records: Mapping[int, PhotoRecord], size: int = GRID_SIZE
+    library_dir: Path, hits: Iterable[SearchHit], size: int = GRID_SIZE
 ) -> dict[int, bytes | None]:
-    """Grid thumbnails (JPEG bytes) of `records` by photo id, from the library's thumbnail
-    cache or made now; None for a photo that cannot be shown."""
+    """Grid thumbnails (JPEG bytes) of the hits' photos by photo id, from the library's
+    thumbnail cache or made now; None for a photo that cannot be shown."""
     cache = ThumbnailCache.for_library(library_dir)
     thumbnails: dict[int, bytes | None] = {}
-    for photo_id, record in records.items():
+    for hit in hits:
+        if hit.record is None:
+            continue
         try:
-            thumbnails[photo_id] = cache.get(record, size).data
+            thumbnails[hit.record.id] = cache.get(hit.record, size).data
         except (ThumbnailUnavailable, OSError):
-            thumbnails[photo_id] = None
+            thumbnails[hit.record.id] = None
     return thumbnails
 
 

@@ -17,9 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from hanclip_model.errors import HanclipError
+from hanclip_model.texts import clean_text
 
 # Below this length the terms cancelled out: the direction left is numerical noise.
 MIN_SUM_NORM = 1e-6
+
+# Text encoders read at most a few hundred tokens; beyond this the rest is never seen.
+MAX_QUERY_CHARS = 1000
+NO_TERMS = "give a query or --image PATH, e.g. hanclip search '바다 위 노을'"
 
 _WEIGHTED = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.*)$", re.DOTALL)
 
@@ -60,8 +65,10 @@ def parse_query(
     sub: Sequence[str] = (),
     images: Sequence[Path] = (),
     sub_images: Sequence[Path] = (),
+    photo_ids: Sequence[int] = (),
 ) -> tuple[QueryTerm, ...]:
-    """The terms of a search, in the order given: the words, then --add, --sub, the photos."""
+    """The terms of a search, in the order given: the words, then --add, --sub, the photo
+    files, then the indexed photos (by id)."""
     terms: list[QueryTerm] = []
     sign: float | None = None
     current: list[str] = []
@@ -89,9 +96,21 @@ def parse_query(
     terms += [_text_term(-1.0, text) for text in sub]
     terms += [QueryTerm(weight=1.0, image=Path(path)) for path in images]
     terms += [QueryTerm(weight=-1.0, image=Path(path)) for path in sub_images]
+    terms += [QueryTerm(weight=1.0, photo_id=photo_id) for photo_id in photo_ids]
     if not terms:
-        raise HanclipError("give a query or --image PATH, e.g. hanclip search '바다 위 노을'")
+        raise HanclipError(NO_TERMS)
     return tuple(terms)
+
+
+def normalise_query(text: str) -> str:
+    """NFC (macOS and some IMEs send decomposed Hangul), trimmed, at most MAX_QUERY_CHARS;
+    empty is an error."""
+    query = clean_text(text)
+    if query is None:
+        raise HanclipError(
+            "the search query is empty: give some words, e.g. hanclip search '바다 위 노을'"
+        )
+    return query[:MAX_QUERY_CHARS].rstrip()
 
 
 def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:

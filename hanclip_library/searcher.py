@@ -5,6 +5,9 @@ A score is the cosine of the query and photo vectors. A calibrated model (a trai
 with a `calibration` block) also gives each hit a match probability, sigmoid(a·score + b), the
 chance that the photo matches the query at even prior odds (trainer/calibration.py says what
 that means); `min_prob` filters on it by the score it stands for.
+
+What to search for comes as one `SearchRequest` (`request.py`), checked by the front end that
+built it; the searcher checks it again against the model (`min_prob` needs a calibrated one).
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ import numpy as np
 
 from hanclip_library.folders import still_offline
 from hanclip_library.library import LibraryBusy, OpenLibrary
-from hanclip_library.query import QueryTerm, combine
-from hanclip_library.store import DateBound
+from hanclip_library.query import QueryTerm, combine, normalise_query
+from hanclip_library.request import CLI, SearchRequest
+from hanclip_library.store import DateBound, PhotoRecord
 from hanclip_library.vector_index import VectorIndex, sync_index
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.storage import storage_error
-from hanclip_model.texts import clean_text
 
 if TYPE_CHECKING:
     from hanclip_model.model import HanclipModel
@@ -44,6 +47,8 @@ class SearchHit:
     date_source: str = "exif"  # where taken_at comes from: "exif" or "mtime"
     photo_id: int | None = None  # the photo's id in the library (the server's URLs use it)
     match_probability: float | None = None  # None: the model is not calibrated
+    # The photo's row, for the pages that show it; None in a hit a running server sent.
+    record: PhotoRecord | None = None
 
 
 def hit_fields(hit: SearchHit) -> dict[str, object]:
@@ -90,44 +95,13 @@ class SearchResult:
     offline_left_out: int  # photos of offline folders the search did not look at
 
 
-SORT_ORDERS = ("score", "date", "date-asc")
-
-
-@dataclass(frozen=True)
-class SearchFilters:
-    """What a photo must pass to be found; applied inside the search, so `limit` photos come
-    back whenever that many pass. Dates are as given (`2023-07-14`, `2023-07`, `2023`)."""
-
-    after: str | None = None  # dated on or after the start of this day, month or year
-    before: str | None = None  # dated before the start of this one
-    folders: tuple[Path, ...] = ()  # at or below one of these
-    min_score: float | None = None
-    min_prob: float | None = None  # a match probability (0 to 1): calibrated models only
-
-    @property
-    def narrows(self) -> bool:
-        return bool(self.after or self.before or self.folders)
-
-
-def check_min_prob(value: float, option: str = "--min-prob") -> None:
-    """A minimum match probability must lie strictly between 0 and 1."""
-    if not 0 < value < 1:  # NaN fails too
-        raise HanclipError(f"{option} {value}: give a match probability between 0 and 1, e.g. 0.9")
-
-
-def score_threshold(filters: SearchFilters, model: HanclipModel) -> float | None:
+def score_threshold(request: SearchRequest, model: HanclipModel) -> float | None:
     """The lowest score a hit may have: `min_score`, or the score at which the match
     probability reaches `min_prob` (a > 0, so the probability rises with the score and
     passing it is passing that score), whichever is higher; None when neither is given."""
-    thresholds = [] if filters.min_score is None else [filters.min_score]
-    if filters.min_prob is not None:
-        check_min_prob(filters.min_prob)
-        if model.calibration is None:
-            raise HanclipError(
-                f"--min-prob needs a calibrated model, and {model.name!r} is not calibrated "
-                "(it gives scores only): use --min-score instead"
-            )
-        thresholds.append(model.calibration.score_at(filters.min_prob))
+    thresholds = [] if request.min_score is None else [request.min_score]
+    if request.min_prob is not None and model.calibration is not None:
+        thresholds.append(model.calibration.score_at(request.min_prob))
     return max(thresholds) if thresholds else None
 
 
@@ -151,33 +125,12 @@ def date_bound(text: str, option: str) -> DateBound:
     return DateBound(text=start.date().isoformat(), mtime_ns=mtime_ns)
 
 
-def check_sort(sort: str) -> None:
-    if sort not in SORT_ORDERS:
-        raise HanclipError(f"--sort {sort!r}: choose one of {', '.join(SORT_ORDERS)}")
-
-
 def order_hits(hits: list[SearchHit], sort: str) -> list[SearchHit]:
     """`hits` (best first) in the order asked for, ranked 1.. in that order."""
-    check_sort(sort)
     if sort != "score":
         # sorted() is stable, reversed too: photos of the same date stay best first.
         hits = sorted(hits, key=lambda hit: hit.taken_at or "", reverse=sort == "date")
     return [replace(hit, rank=rank) for rank, hit in enumerate(hits, start=1)]
-
-
-# Text encoders read at most a few hundred tokens; beyond this the rest is never seen.
-MAX_QUERY_CHARS = 1000
-
-
-def normalise_query(text: str) -> str:
-    """NFC (macOS and some IMEs send decomposed Hangul), trimmed, at most MAX_QUERY_CHARS;
-    empty is an error."""
-    query = clean_text(text)
-    if query is None:
-        raise HanclipError(
-            "the search query is empty: give some words, e.g. hanclip search '바다 위 노을'"
-        )
-    return query[:MAX_QUERY_CHARS].rstrip()
 
 
 def current_index(opened: OpenLibrary) -> VectorIndex:
@@ -230,8 +183,9 @@ def offline_photo_ids(opened: OpenLibrary) -> set[int]:
 
 
 def terms_vector(opened: OpenLibrary, terms: Sequence[QueryTerm]) -> np.ndarray:
-    """normalize(Σ w_i · q_i): the texts embedded in one batch, each photo as with --image."""
-    texts = [normalise_query(term.text) for term in terms if term.text is not None]
+    """normalize(Σ w_i · q_i): the texts (normalised already, `SearchRequest.terms`) embedded
+    in one batch, each photo as with --image."""
+    texts = [term.text for term in terms if term.text is not None]
     text_vectors = iter(opened.model.embed_texts(texts) if texts else [])
     vectors = [
         next(text_vectors)
@@ -242,43 +196,38 @@ def terms_vector(opened: OpenLibrary, terms: Sequence[QueryTerm]) -> np.ndarray:
     return combine(np.stack(vectors), [term.weight for term in terms])
 
 
-def allowed_photo_ids(opened: OpenLibrary, filters: SearchFilters) -> set[int]:
+def allowed_photo_ids(opened: OpenLibrary, request: SearchRequest) -> set[int]:
     """Ids of the photos the date and folder filters let through (one SQLite query)."""
     return opened.store.ids_passing(
-        after=date_bound(filters.after, "--after") if filters.after else None,
-        before=date_bound(filters.before, "--before") if filters.before else None,
-        folders=[os.path.abspath(os.path.expanduser(f)) for f in filters.folders],
+        after=date_bound(request.after, "--after") if request.after else None,
+        before=date_bound(request.before, "--before") if request.before else None,
+        folders=[os.path.abspath(os.path.expanduser(f)) for f in request.folders],
     )
 
 
 def search_library(
     opened: OpenLibrary,
-    terms: Sequence[QueryTerm],
+    request: SearchRequest,
     *,
-    limit: int = 10,
-    include_offline: bool = False,
-    filters: SearchFilters = SearchFilters(),
-    sort: str = "score",
+    terms: Sequence[QueryTerm] | None = None,
     vector_index: Callable[[OpenLibrary], VectorIndex] | None = None,
 ) -> SearchResult:
-    """The `limit` nearest photos to the terms' sum that pass `filters`, leaving out photos
-    of offline folders unless `include_offline` (then they are marked): exactly `limit`
-    whenever that many pass, in the `sort` order.
+    """The `request.limit` nearest photos to the sum of `terms` (default: the request's)
+    that pass its filters, leaving out photos of offline folders unless `include_offline`
+    (then they are marked): exactly `limit` whenever that many pass, in its `sort` order.
 
     `vector_index` gives the HNSW index in line with SQLite (default `current_index`, which
     reads it from disk: a long-lived server keeps its own)."""
-    if limit < 1:
-        raise HanclipError("-n must be at least 1")
-    check_sort(sort)
+    request.check(CLI, opened.model)
     library, model = opened.library, opened.model
-    threshold = score_threshold(filters, model)
+    threshold = score_threshold(request, model)
     if library.store.count() == 0:
         raise HanclipError(
             f"no photos indexed in {library.directory} yet: run `hanclip index PATH` first"
         )
-    allowed = allowed_photo_ids(opened, filters) if filters.narrows else None
+    allowed = allowed_photo_ids(opened, request) if request.narrows else None
     opened.check_image_space()
-    vector = terms_vector(opened, terms)
+    vector = terms_vector(opened, request.terms if terms is None else terms)
     vindex = (vector_index or current_index)(opened)
     if vector.shape[0] != vindex.dim:
         raise HanclipError(
@@ -286,6 +235,7 @@ def search_library(
             f"vectors are {vindex.dim}-d: its text and image encoders do not share a space"
         )
     offline = offline_photo_ids(opened)
+    limit, include_offline = request.limit, request.include_offline
     if allowed is None:
         found = vindex.search(vector, limit, exclude=frozenset() if include_offline else offline)
     else:
@@ -312,7 +262,8 @@ def search_library(
                 date_source=record.date_source,
                 photo_id=photo_id,
                 match_probability=None if probabilities is None else float(probabilities[index]),
+                record=record,
             )
         )
     left_out = 0 if include_offline else len(offline)
-    return SearchResult(order_hits(hits, sort), left_out)
+    return SearchResult(order_hits(hits, request.sort), left_out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -12,12 +11,18 @@ from entrypoint import run_entry as _run_entry
 from typer.main import get_command
 
 from hanclip_cli.cli import app
-from hanclip_cli.commands.search import search as typer_search
-from hanclip_cli.search_command import (
-    SEARCH_OPTIONS,
+from hanclip_cli.commands.search import (
+    WHERE,
     SearchArgs,
+    command_flags,
     parse_search_args,
 )
+from hanclip_cli.commands.search import search as typer_search
+from hanclip_library.request import SearchRequest, request_fields
+
+
+def _args(where: dict | None = None, **request) -> SearchArgs:
+    return SearchArgs(SearchRequest(**request), **(where or {}))
 
 
 def _typer_search_params() -> dict[str, object]:
@@ -33,44 +38,52 @@ def test_fast_parser_knows_exactly_the_typer_commands_options() -> None:
         for name, param in params.items()
         if param.param_type_name == "option"
     }
-    assert options == {name: tuple(sorted(opts)) for name, opts in SEARCH_OPTIONS.items()}
+    assert options == {name: tuple(sorted(opts)) for name, opts in command_flags().items()}
     arguments = [name for name, param in params.items() if param.param_type_name == "argument"]
     assert arguments == ["query"]
-    # Same parameters, same defaults, as the Typer function's signature.
+    # Same parameters, same defaults, as the Typer function's signature (there a repeated
+    # option not given is None; in the request, an empty tuple).
     signature = inspect.signature(typer_search).parameters
-    fields = {f.name: f.default for f in dataclasses.fields(SearchArgs)}
-    assert fields == {name: p.default for name, p in signature.items()}
+    expected = {
+        f.name: None if f.declared.repeat or f.declared.argument else f.default
+        for f in request_fields()
+        if f.on_command_line
+    }
+    expected.update(dict.fromkeys(WHERE))
+    assert {name: p.default for name, p in signature.items()} == expected
 
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["바다 위 노을"], SearchArgs(query=("바다 위 노을",))),
+        (["바다 위 노을"], _args(query=("바다 위 노을",))),
         (
             ["고양이", "-n", "3", "--json", "--library", "L", "--model", "B"],
-            SearchArgs(("고양이",), None, 3, Path("L"), "B", None, True),
+            _args(
+                {"library": Path("L"), "model": "B"}, query=("고양이",), limit=3, json_output=True
+            ),
         ),
         (
             ["--limit=7", "고양이", "-lL", "-mB"],
-            SearchArgs(("고양이",), None, 7, Path("L"), "B"),
+            _args({"library": Path("L"), "model": "B"}, query=("고양이",), limit=7),
         ),
         (
             ["--image", "a.jpg", "--device", "cpu"],
-            SearchArgs(image=(Path("a.jpg"),), device="cpu"),
+            _args({"device": "cpu"}, image=(Path("a.jpg"),)),
         ),
-        (["-i", "a.jpg", "-n", "2"], SearchArgs(image=(Path("a.jpg"),), limit=2)),
-        (["고양이", "--include-offline"], SearchArgs(("고양이",), include_offline=True)),
-        (["--", "-바다"], SearchArgs(query=("-바다",))),
-        ([], SearchArgs()),
+        (["-i", "a.jpg", "-n", "2"], _args(image=(Path("a.jpg"),), limit=2)),
+        (["고양이", "--include-offline"], _args(query=("고양이",), include_offline=True)),
+        (["--", "-바다"], _args(query=("-바다",))),
+        ([], _args()),
         (
             ["바다", "+", "노을", "-", "2:사람"],
-            SearchArgs(query=("바다", "+", "노을", "-", "2:사람")),
+            _args(query=("바다", "+", "노을", "-", "2:사람")),
         ),
-        (["바다", "노을"], SearchArgs(query=("바다", "노을"))),
+        (["바다", "노을"], _args(query=("바다", "노을"))),
         (
             ["바다", "--add", "노을", "--add", "하늘", "--sub", "사람", "-i", "a", "-i", "b"],
-            SearchArgs(
-                ("바다",),
+            _args(
+                query=("바다",),
                 image=(Path("a"), Path("b")),
                 add=("노을", "하늘"),
                 sub=("사람",),
@@ -78,13 +91,11 @@ def test_fast_parser_knows_exactly_the_typer_commands_options() -> None:
         ),
         (
             ["--sub-image", "c.jpg", "--after", "2023-07", "--before", "2024", "--in", "A"],
-            SearchArgs(
-                sub_image=(Path("c.jpg"),), after="2023-07", before="2024", folders=(Path("A"),)
-            ),
+            _args(sub_image=(Path("c.jpg"),), after="2023-07", before="2024", folders=(Path("A"),)),
         ),
         (
             ["고양이", "--min-score", "0.3", "--sort", "date", "--paths", "-0"],
-            SearchArgs(("고양이",), min_score=0.3, sort="date", paths=True, null=True),
+            _args(query=("고양이",), min_score=0.3, sort="date", paths=True, null=True),
         ),
     ],
 )

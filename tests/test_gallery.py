@@ -17,9 +17,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hanclip_cli.cli import app
+from hanclip_cli.commands.search import SearchArgs, parse_search_args
 from hanclip_cli.gallery import render_gallery
-from hanclip_cli.search_command import SearchArgs, parse_search_args
 from hanclip_eval.tiny_models import write_photo_folder
+from hanclip_library.request import SearchRequest
 from hanclip_library.searcher import SearchHit
 from hanclip_library.thumbnails import GRID_SIZE
 
@@ -384,10 +385,10 @@ def test_the_fast_path_writes_the_same_page(cli, fast_search, indexed, tmp_path,
 
 def test_the_fast_parser_reads_html_and_open() -> None:
     assert parse_search_args(["바다", "--html", "노을.html", "--open"]) == SearchArgs(
-        query=("바다",), html=Path("노을.html"), open_page=True
+        SearchRequest(query=("바다",), html=Path("노을.html"), open_page=True)
     )
     assert parse_search_args(["바다", "--html=x.html"]) == SearchArgs(
-        query=("바다",), html=Path("x.html")
+        SearchRequest(query=("바다",), html=Path("x.html"))
     )
 
 

@@ -9,8 +9,9 @@ URL, process id, library and model fingerprint), and `search` asks it first:
 * only when the file is there (no file: nothing else is done, not even a stat more), its
   process is alive, and it serves this library with the very model `search` would use
   (the fingerprint: encoders and the heads' bytes);
-* only for what the server's API can say exactly: words (no photos as queries, no --add or
-  --sub), at most `MAX_PAGE` hits, filters with absolute folders, no --html, no --device;
+* only for what the server's API can say exactly (`SearchRequest.said_by_params`): words
+  (no photos as queries, no --add or --sub), at most `MAX_PAGE` hits, filters with absolute
+  folders; and no --html, no --device;
 * the answer must name the same library and fingerprint; anything else (no answer within
   the timeouts, an error, another server on that port) and `search` runs on its own, as it
   always did. The server never takes the writer lock, so an `index` is never held up.
@@ -35,13 +36,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hanclip_model import settings
 from hanclip_model.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from hanclip_library.request import Params
 
 SERVER_FILE = "serve.json"
 STARTING_FILE = "serve.starting"
-VIA_SERVER_ENV = "HANCLIP_VIA_SERVER"
-RESIDENT_ENV = "HANCLIP_RESIDENT"
 # Below this many photos a cold search loads its index in a tenth of a second: no server.
 RESIDENT_MIN_PHOTOS = 50_000
 RESIDENT_IDLE_S = 600.0
@@ -102,7 +106,7 @@ def read_server_file(directory: Path) -> RunningServer | None:
 def running_server(directory: Path) -> RunningServer | None:
     """The server announced in `directory` while its process lives; None otherwise, and
     None when asking servers is turned off (`HANCLIP_VIA_SERVER=0`)."""
-    if os.environ.get(VIA_SERVER_ENV, "1") == "0":
+    if not settings.VIA_SERVER.enabled():
         return None
     return _live_server(directory)
 
@@ -121,7 +125,7 @@ def _live_server(directory: Path) -> RunningServer | None:
     return found
 
 
-def ask_server(server: RunningServer, params: dict[str, object]) -> dict | None:
+def ask_server(server: RunningServer, params: Params) -> dict | None:
     """The server's `/api/search` answer to `params`, when it is an answer for this library
     and model; None for anything else (the caller then searches on its own)."""
     # Imported here: a search with no server announced pays nothing for them.
@@ -131,9 +135,7 @@ def ask_server(server: RunningServer, params: dict[str, object]) -> dict | None:
     parts = urlsplit(server.url)
     if parts.scheme != "http" or not parts.hostname:
         return None
-    query = urlencode(
-        [(k, v) for k, vs in params.items() for v in (vs if isinstance(vs, list) else [vs])]
-    )
+    query = urlencode(params)
     connection = http.client.HTTPConnection(
         parts.hostname, parts.port or 80, timeout=CONNECT_TIMEOUT_S
     )
@@ -156,19 +158,12 @@ def ask_server(server: RunningServer, params: dict[str, object]) -> dict | None:
     return answer
 
 
-def _resident_setting(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(f"{RESIDENT_ENV}_{name}", default))
-    except ValueError:
-        return default
-
-
 def start_resident_server(directory: Path, model: str, photos: int) -> bool:
     """Start a background `hanclip serve` for the searches that follow, when the library is
     large enough and none runs or is starting (see the module docstring); True if started."""
-    if os.environ.get(RESIDENT_ENV, "1") == "0" or not hasattr(os, "posix_spawn"):
+    if not settings.RESIDENT.enabled() or not hasattr(os, "posix_spawn"):
         return False
-    if photos < _resident_setting("MIN_PHOTOS", RESIDENT_MIN_PHOTOS):
+    if photos < settings.RESIDENT_MIN_PHOTOS.number(RESIDENT_MIN_PHOTOS):
         return False
     if _live_server(directory) is not None:
         return False
@@ -176,11 +171,11 @@ def start_resident_server(directory: Path, model: str, photos: int) -> bool:
         return False
     import sys
 
-    idle = _resident_setting("IDLE_S", RESIDENT_IDLE_S)
+    idle = settings.RESIDENT_IDLE_S.number(RESIDENT_IDLE_S)
     argv = [sys.executable, "-m", "hanclip_cli", "serve", "--library", str(directory)]
     argv += ["--model", model, "--host", "127.0.0.1", "--port", "0", "--idle-exit", str(idle)]
     quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-    env = {**os.environ, RESIDENT_ENV: "0"}
+    env = {**os.environ, settings.RESIDENT.name: "0"}
     try:
         os.posix_spawn(sys.executable, argv, env, file_actions=quiet, setsid=True)
     except OSError:

@@ -11,7 +11,7 @@ while it runs is never turned away.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,21 +19,12 @@ from typing import TypeVar
 
 from hanclip_cli.common import CONSOLE_NOTICES
 from hanclip_library.library import OpenLibrary, open_library
-from hanclip_library.query import QueryTerm
-from hanclip_library.searcher import (
-    SearchFilters,
-    SearchHit,
-    offline_photo_ids,
-    search_library,
-)
+from hanclip_library.request import MAX_DEPTH, SearchRequest
+from hanclip_library.searcher import SearchHit, offline_photo_ids, search_library
 from hanclip_library.store import PhotoRecord
 from hanclip_library.vector_index import VectorIndex, sync_index
 
 T = TypeVar("T")
-
-MAX_PAGE = 200  # photos in one answer
-MAX_DEPTH = 2000  # how far down the ranking paging reaches
-NO_FILTERS = SearchFilters()
 
 
 @dataclass(frozen=True)
@@ -117,31 +108,16 @@ class LibraryService:
     def photo_count(self) -> int:
         return self.opened.store.count()
 
-    def search(
-        self,
-        terms: Sequence[QueryTerm],
-        *,
-        limit: int,
-        offset: int = 0,
-        include_offline: bool = False,
-        filters: SearchFilters = NO_FILTERS,
-        sort: str = "score",
-        leave_out: int | None = None,
-    ) -> Page:
-        """Hits `offset+1 .. offset+limit` of the search, `leave_out` (a photo id) not among
-        them. Each page is cut from one ranking of the best `offset + limit` photos (one more
-        is asked for, to know whether a next page holds any), ranked 1.. ."""
-        end = offset + limit
-        by_score = sort == "score"
-        result = search_library(
-            self.opened,
-            terms,
-            limit=end + by_score + (leave_out is not None),
-            include_offline=include_offline,
-            filters=filters,
-            sort=sort,
-            vector_index=self._index,
-        )
+    def search(self, request: SearchRequest) -> Page:
+        """Hits `offset+1 .. offset+limit` of the request's search, the photo it asks for
+        photos `like` not among them. Each page is cut from one ranking of the best
+        `offset + limit` photos (one more is asked for, to know whether a next page holds
+        any), ranked 1.. ."""
+        offset, leave_out = request.offset, request.like
+        end = offset + request.limit
+        by_score = request.sort == "score"
+        deeper = replace(request, limit=end + by_score + (leave_out is not None))
+        result = search_library(self.opened, deeper, terms=request.terms, vector_index=self._index)
         hits = [hit for hit in result.hits if hit.photo_id != leave_out]
         more = len(hits) > end
         if more:  # the best `end` by score, in the order asked for

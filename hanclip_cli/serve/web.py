@@ -3,7 +3,8 @@
     GET /                               the page (a search is a URL: /?q=바다+위+노을)
     GET /api/info                       the library: photos, model
     GET /api/search?q=...&n=&offset=    a ranking, paged; filters as `search` has them
-                                        (min_prob only with a calibrated model)
+                                        (min_prob only with a calibrated model): the
+                                        parameters of a SearchRequest (`to_params`)
     GET /api/photos/{id}                one photo's record
     GET /api/photos/{id}/thumbnail      JPEG, ?size=grid|large
     GET /api/photos/{id}/original       the photo's own file
@@ -17,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
-from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,9 @@ from starlette.routing import Route
 
 from hanclip_cli.common import to_json
 from hanclip_cli.serve.guard import LocalOnly
-from hanclip_cli.serve.service import MAX_DEPTH, MAX_PAGE, LibraryService, Page
-from hanclip_library.query import QueryTerm, parse_query
-from hanclip_library.searcher import (
-    SORT_ORDERS,
-    SearchFilters,
-    SearchHit,
-    check_min_prob,
-    hit_fields,
-)
+from hanclip_cli.serve.service import LibraryService, Page
+from hanclip_library.request import HTTP, MAX_DEPTH, MAX_PAGE, SearchRequest
+from hanclip_library.searcher import SearchHit, hit_fields
 from hanclip_library.store import INT64_MAX, LibraryDamaged, PhotoRecord
 from hanclip_library.thumbnails import (
     GRID_SIZE,
@@ -56,8 +50,6 @@ log = logging.getLogger("hanclip.serve")
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 THUMBNAIL_SIZES = {"grid": GRID_SIZE, "large": LARGE_SIZE}
-DEFAULT_PAGE = 30
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 class BadRequest(Exception):
@@ -74,91 +66,6 @@ def error(status: int, message: str) -> Json:
 
 
 # -- parameters -------------------------------------------------------------------------
-
-
-def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    text = params.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"{name}={text!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name}={value}: give {low} to {high}")
-    return value
-
-
-def _bool(params: Mapping[str, str], name: str) -> bool:
-    text = params.get(name, "").lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise BadRequest(f"{name}={text!r}: give 1 or 0")
-
-
-def _number(params: Mapping[str, str], name: str) -> float | None:
-    text = params.get(name) or None
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadRequest(f"{name}={text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise BadRequest(f"{name}={text!r} is not a number")
-    return value
-
-
-def _min_prob(params: Mapping[str, str], calibrated: bool) -> float | None:
-    value = _number(params, "min_prob")
-    if value is None:
-        return None
-    if not calibrated:
-        raise BadRequest(
-            "min_prob needs a calibrated model and this one is not calibrated (it gives "
-            "scores only): use min_score instead"
-        )
-    try:
-        check_min_prob(value, "min_prob")
-    except HanclipError as exc:
-        raise BadRequest(str(exc)) from None
-    return value
-
-
-def _filters(request: Request, calibrated: bool) -> SearchFilters:
-    params = request.query_params
-    folders = []
-    for folder in params.getlist("in"):
-        if not folder:
-            continue
-        if not (os.path.isabs(folder) or folder.startswith("~")):
-            raise BadRequest(f"in={folder!r}: give a folder's full path, e.g. /home/me/사진/2024")
-        folders.append(Path(folder))
-    return SearchFilters(
-        after=params.get("after") or None,
-        before=params.get("before") or None,
-        folders=tuple(folders),
-        min_score=_number(params, "min_score"),
-        min_prob=_min_prob(params, calibrated),
-    )
-
-
-def _paging(request: Request) -> tuple[int, int]:
-    """(n, offset); a page that would reach past MAX_DEPTH is cut there, so the page a `more`
-    announced can always be asked for with the same n."""
-    params = request.query_params
-    n = _int(params, "n", DEFAULT_PAGE, 1, MAX_PAGE)
-    offset = _int(params, "offset", 0, 0, MAX_DEPTH - 1)
-    return min(n, MAX_DEPTH - offset), offset
-
-
-def _sort(request: Request) -> str:
-    sort = request.query_params.get("sort") or "score"
-    if sort not in SORT_ORDERS:
-        raise BadRequest(f"sort={sort!r}: choose one of {', '.join(SORT_ORDERS)}")
-    return sort
 
 
 def _photo_id(request: Request) -> int:
@@ -229,40 +136,36 @@ class WebApp:
         )
 
     async def _page_json(self, page: Page, query: dict[str, object]) -> Response:
-        records = await self.library(
-            self.service.opened.store.records_by_ids, [hit.photo_id for hit in page.hits]
-        )
         return Json(
             {
                 **query,
                 "offset": page.offset,
-                "results": [hit_json(hit, records.get(hit.photo_id)) for hit in page.hits],
+                "results": [hit_json(hit, hit.record) for hit in page.hits],
                 "more": page.more,
                 "offline_left_out": page.offline_left_out,
             }
         )
 
-    def _search_options(self, request: Request) -> dict[str, object]:
-        n, offset = _paging(request)
-        return {
-            "limit": n,
-            "offset": offset,
-            "include_offline": _bool(request.query_params, "include_offline"),
-            "filters": _filters(request, self.service.opened.model.calibration is not None),
-            "sort": _sort(request),
-        }
+    def _search_request(self, request: Request, like: int | None = None) -> SearchRequest:
+        """The search the URL's parameters ask for, checked (`like`: the photo whose
+        similar photos are asked for, instead of words); a page that would reach past
+        MAX_DEPTH is cut there, so the page a `more` announced can always be asked for with
+        the same n."""
+        search = SearchRequest.from_params(request.query_params.multi_items())
+        search = replace(search, limit=min(search.limit, MAX_DEPTH - search.offset))
+        if like is not None:
+            search = replace(search, query=(), like=like)
+        search.check(HTTP, self.service.opened.model)
+        return search
 
     async def search(self, request: Request) -> Response:
-        q = request.query_params.get("q", "")
-        if not q.strip():
-            raise BadRequest("the search query is empty: give some words, e.g. q=바다 위 노을")
-        options = self._search_options(request)
-        terms = parse_query(q.split())
-        page = await self.library(lambda: self.service.search(terms, **options))
+        search = self._search_request(request)
+        page = await self.library(self.service.search, search)
         opened = self.service.opened
         # Which library and model answered: `hanclip search` checks both (serve/discovery.py).
         about = {"library": str(opened.directory), "fingerprint": opened.model.fingerprint}
-        return await self._page_json(page, {"query": q, "n": options["limit"], **about})
+        query = request.query_params.get("q", "")
+        return await self._page_json(page, {"query": query, "n": search.limit, **about})
 
     async def _record(self, request: Request) -> PhotoRecord:
         photo_id = _photo_id(request)
@@ -292,11 +195,10 @@ class WebApp:
 
     async def similar(self, request: Request) -> Response:
         photo_id = _photo_id(request)
-        options = self._search_options(request)
-        record = await self._record(request)
-        terms = (QueryTerm(weight=1.0, photo_id=record.id),)
-        page = await self.library(lambda: self.service.search(terms, leave_out=photo_id, **options))
-        return await self._page_json(page, {"photo": photo_id, "n": options["limit"]})
+        search = self._search_request(request, like=photo_id)
+        await self._record(request)  # an unknown photo is a 404, not a search error
+        page = await self.library(self.service.search, search)
+        return await self._page_json(page, {"photo": photo_id, "n": search.limit})
 
     async def thumbnail(self, request: Request) -> Response:
         size_name = request.query_params.get("size") or "grid"
