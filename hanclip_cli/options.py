@@ -1,33 +1,75 @@
-"""The options several commands share, declared once."""
+"""The options several commands share, declared once.
+
+Each is a `SharedOption` (flags, type, help, environment variable), read both by the Typer
+commands, which take it as `LibraryOption`, `ModelOption`, `DeviceOption` or `JsonOption`
+(Typer `Annotated` types, built on first use so that importing this module imports no Typer),
+and by `search`'s fast parser, which never imports Typer.
+
+An option whose default an environment variable gives names it (`envvar`), so `--help` shows
+it; the variable itself is declared in `hanclip_model.settings`. `--device` does not: `search`
+asks a running `serve` only when no device was given on its command line, which a value from
+`HANCLIP_DEVICE` would look like (the device rule reads the variable itself, `pick_device`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-import typer
+from hanclip_model import settings
 
-LibraryOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--library",
-        "-l",
-        help="Library directory (default: env HANCLIP_HOME, else the user data directory).",
-        show_default=False,
-    ),
-]
-ModelOption = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model bundle directory or built-in name (mclip). Default: env HANCLIP_MODEL, "
-        "else the library's model, else a bundle in the library's models/, else mclip.",
-        show_default=False,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-DeviceOption = Annotated[
-    str | None,
-    typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)."),
-]
+
+@dataclass(frozen=True)
+class SharedOption:
+    """One option as every parser of it needs it."""
+
+    flags: tuple[str, ...]
+    value_type: type  # of its value: Path, str or bool (a flag)
+    help: str
+    envvar: str | None = None
+
+    def typer(self) -> Any:
+        """The option as a Typer parameter type: `Annotated[T | None, typer.Option(...)]`
+        (`bool` for a flag, off by default)."""
+        from typing import Annotated
+
+        import typer
+
+        if self.value_type is bool:
+            return Annotated[bool, typer.Option(*self.flags, help=self.help)]
+        shown = {"envvar": self.envvar, "show_envvar": True} if self.envvar else {}
+        option = typer.Option(*self.flags, help=self.help, show_default=False, **shown)
+        return Annotated[self.value_type | None, option]  # type: ignore[operator]
+
+
+LIBRARY = SharedOption(
+    ("--library", "-l"),
+    Path,
+    "Library directory (default: the user data directory).",
+    envvar=settings.HOME.name,
+)
+MODEL = SharedOption(
+    ("--model", "-m"),
+    str,
+    "Model bundle directory or built-in name (mclip). Default: the library's model, "
+    "else a bundle in the library's models/, else mclip.",
+    envvar=settings.MODEL.name,
+)
+DEVICE = SharedOption(("--device",), str, "cpu, cuda, cuda:1 ... (default: CUDA when present).")
+JSON = SharedOption(("--json",), bool, "Print JSON for scripts.")
+
+_TYPER_NAMES = {
+    "LibraryOption": LIBRARY,
+    "ModelOption": MODEL,
+    "DeviceOption": DEVICE,
+    "JsonOption": JSON,
+}
+
+
+@cache
+def __getattr__(name: str) -> Any:
+    if name in _TYPER_NAMES:
+        return _TYPER_NAMES[name].typer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from hanclip_model import settings
 from hanclip_model.bundle import BUILTIN_BUNDLES
 from hanclip_model.device import pick_device
 from hanclip_model.encoders import ClipEncoder, first_line, quiet_transformers, stack_normalized
@@ -78,8 +79,8 @@ class Embedder(Protocol):
 class BaselineSources:
     """Where the baselines load from: hub ids for users, local directories for tests.
 
-    `from_env()` lets a user with local copies point at them: HANCLIP_CLIP_MODEL,
-    HANCLIP_TRANSLATOR_MODEL, HANCLIP_KOCLIP_MODEL.
+    `from_env()` lets a user with local copies point at them: `settings.CLIP_MODEL`,
+    `settings.TRANSLATOR_MODEL`, `settings.KOCLIP_MODEL`.
     """
 
     clip: str = CLIP_SPEC
@@ -89,9 +90,9 @@ class BaselineSources:
     @classmethod
     def from_env(cls) -> BaselineSources:
         return cls(
-            clip=os.environ.get("HANCLIP_CLIP_MODEL", CLIP_SPEC),
-            translator=os.environ.get("HANCLIP_TRANSLATOR_MODEL", NLLB_MODEL_ID),
-            koclip=os.environ.get("HANCLIP_KOCLIP_MODEL", KOCLIP_MODEL_ID),
+            clip=settings.CLIP_MODEL.get() or CLIP_SPEC,
+            translator=settings.TRANSLATOR_MODEL.get() or NLLB_MODEL_ID,
+            koclip=settings.KOCLIP_MODEL.get() or KOCLIP_MODEL_ID,
         )
 
 

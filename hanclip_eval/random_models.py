@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hanclip_eval.baselines import SOURCE_LANG, TARGET_LANG
-from hanclip_model.device import pick_device
+from hanclip_model.device import is_cuda, pick_device
 from hanclip_model.encoders import ClipEncoder
 
 if TYPE_CHECKING:
@@ -290,7 +290,7 @@ def random_nllb_600m(
         decoder_start_token_id=tokenizer.eos_token_id,  # NLLB starts decoding from </s>
     )
     target = torch.device(pick_device(device))
-    cuda_devices = [target.index or 0] if target.type == "cuda" else []
+    cuda_devices = [target.index or 0] if is_cuda(target) else []
     with torch.random.fork_rng(devices=cuda_devices), target:
         torch.manual_seed(seed)
         model = M2M100ForConditionalGeneration(config)

@@ -25,12 +25,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from hanclip_library.folders import FolderState
-from hanclip_library.store import OfflineFolder, PhotoRecord, at_or_below
+from hanclip_library.store import OfflineFolder, PhotoRecord, RecordedFailure, at_or_below
 from hanclip_model.images import is_excluded
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileInfo:
+    """A photo file the scan found (one per file: slots keep a scan of many cheap)."""
+
     path: str
     size: int
     mtime_ns: int
@@ -44,16 +46,6 @@ class ScanFailure:
     path: str
     reason: str
     folder: bool = False
-
-
-@dataclass(frozen=True)
-class RecordedFailure:
-    """A file that could not be indexed last time, with the size and mtime it had then."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    error: str
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ its stored embedding instead of being decoded and embedded again. What to do is 
 `index_plan` (pure); this module scans, probes the folders the plan asks about, hashes, decodes
 and embeds, and writes the outcome: photos of offline folders are kept (and the folders
 recorded) unless `prune_offline` says they are gone for good.
+
+A photo to embed takes four shapes on its way: a FileInfo from the scan, a Candidate of the
+plan (with the row at its path), a Pending once hashed, and the NewPhoto the store writes,
+made from it with what its decoding (or a stored photo of the same content) tells.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -28,14 +32,13 @@ from hanclip_library.index_plan import (
     HashError,
     HashPlan,
     Pending,
-    RecordedFailure,
     ScanFailure,
     folders_to_probe,
     plan_hashes,
     plan_index,
 )
 from hanclip_library.library import Library, OpenLibrary
-from hanclip_library.store import NewPhoto, OfflineFolder, PhotoStore
+from hanclip_library.store import NewPhoto, OfflineFolder, PhotoStore, RecordedFailure
 from hanclip_library.vector_index import index_is_current, sync_index
 from hanclip_model.device import usable_cores
 from hanclip_model.errors import HanclipError, ImageLoadError
@@ -51,13 +54,35 @@ from hanclip_model.images import (
 from hanclip_model.model import HanclipModel
 from hanclip_model.storage import storage_error
 
-if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
+
+@dataclass(frozen=True)
+class IndexFailure:
+    """A file this run could not index, and why."""
+
+    path: str
+    error: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"path": self.path, "error": self.error}
+
+
+COUNTS = (
+    "scanned",
+    "added",
+    "updated",
+    "moved",
+    "removed",
+    "unchanged",
+    "failed",
+    "offline",
+    "pruned",
+    "excluded",
+)
 
 
 @dataclass
 class IndexReport:
-    """Counts for the summary and `--json`; `failures` holds (path, reason).
+    """Counts for the summary and `--json`, in the order of COUNTS, and the failures.
 
     `offline` counts the photos kept under `offline_folders`, `pruned` those removed instead
     (`prune_offline`), `excluded` the indexed photos removed because a pattern excludes them.
@@ -73,27 +98,23 @@ class IndexReport:
     offline: int = 0
     pruned: int = 0
     excluded: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[IndexFailure] = field(default_factory=list)
     offline_folders: list[OfflineFolder] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        keys = (
-            "scanned",
-            "added",
-            "updated",
-            "moved",
-            "removed",
-            "unchanged",
-            "failed",
-            "offline",
-            "pruned",
-            "excluded",
-        )
-        return {k: getattr(self, k) for k in keys}
+        return {name: getattr(self, name) for name in COUNTS}
+
+    def as_json(self) -> dict[str, object]:
+        """As `hanclip index --json` prints it, before the library's path."""
+        offline = [
+            {"path": f.path, "reason": f.reason, "photos": f.photos} for f in self.offline_folders
+        ]
+        failures = [failure.as_json() for failure in self.failures]
+        return {**self.counts(), "failures": failures, "offline_folders": offline}
 
     def fail(self, path: str, reason: str) -> None:
         self.failed += 1
-        self.failures.append((path, reason))
+        self.failures.append(IndexFailure(path, reason))
 
     @property
     def saved(self) -> int:
@@ -193,25 +214,6 @@ class NoProgress:
 
     def advance(self, steps: int = 1) -> None:
         pass
-
-
-class RichProgress:
-    """One rich task whose description and bar follow the stages."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        # Hidden and not started until the first stage: a run that stops at its checks
-        # shows no bar.
-        self._task: TaskID = progress.add_task("", total=None, start=False, visible=False)
-
-    def stage(self, description: str, total: int | None = None) -> None:
-        self._progress.start_task(self._task)
-        self._progress.update(
-            self._task, description=description, total=total, completed=0, visible=True
-        )
-
-    def advance(self, steps: int = 1) -> None:
-        self._progress.update(self._task, advance=steps)
 
 
 _NO_PROGRESS = NoProgress()
@@ -328,7 +330,8 @@ def _index_into(
     meta.roots = [*known_roots, *roots]
     progress.stage("updating search index")
     # Nothing changed since the index was made (its generation is the library's): the index
-    # is not even opened, which at 100k photos would cost a quarter of a second.
+    # is not even opened, as loading it is a large share of a no-op re-index's time
+    # (benchmarks/scale.py measures both).
     if not index_is_current(library.directory, store, model.fingerprint):
         sync_index(library.directory, store, model)
     meta.checked_fingerprint = model.fingerprint
@@ -356,7 +359,8 @@ def _scan_all(
             unreadable[entry.path] = entry
             report.fail(entry.path, entry.reason)
         unreported += 1
-        # The bar moves every 256 files: a per-file update cost a tenth of a no-op `index`.
+        # The bar moves every 256 files: a per-file update would be a large share of a no-op
+        # re-index (benchmarks/scale.py).
         if unreported == _SCAN_PROGRESS_STEP:
             progress.advance(unreported)
             unreported = 0
@@ -368,9 +372,9 @@ def _scan_all(
 def _recorded_failures(store: PhotoStore, roots: list[Path]) -> list[RecordedFailure]:
     """The failures to keep: one for want of a package installed since is tried again."""
     return [
-        RecordedFailure(path, row["size"], row["mtime_ns"], row["error"])
-        for path, row in store.failures_under(roots).items()
-        if not extra_installed_since(row["error"])
+        failure
+        for failure in store.failures_under(roots).values()
+        if not extra_installed_since(failure.error)
     ]
 
 
@@ -417,22 +421,20 @@ def _embed_pending(
         if twin is None:
             to_embed.append(item)
             continue
-        meta = (twin.width, twin.height, twin.taken_at)
-        _store(library, [(item, meta, store.embedding(twin.id))], report)
+        _store(library, [_new_photo(item, twin, store.embedding(twin.id))], report)
     if not to_embed:
         return
     progress.stage("embedding photos", total=len(to_embed))
-    batch: list[tuple[Pending, LoadedImage]] = []
+    items: list[Pending] = []
+    images: list[LoadedImage] = []
 
     def flush() -> None:
-        raw = model.raw_image_embeddings([im.image for _, im in batch], batch_size=batch_size)
-        rows = [
-            (item, (loaded.width, loaded.height, loaded.taken_at), vector)
-            for (item, loaded), vector in zip(batch, raw, strict=True)
-        ]
-        _store(library, rows, report)
-        progress.advance(len(batch))
-        batch.clear()
+        raw = model.raw_image_embeddings([im.image for im in images], batch_size=batch_size)
+        batch = zip(items, images, raw, strict=True)
+        _store(library, [_new_photo(*photo) for photo in batch], report)
+        progress.advance(len(items))
+        items.clear()
+        images.clear()
 
     ahead = 2 * batch_size + workers
     for item, loaded in _prefetch(to_embed, model.image_size, workers, ahead):
@@ -441,31 +443,47 @@ def _embed_pending(
             report.fail(item.info.path, str(loaded))
             progress.advance()
             continue
-        batch.append((item, loaded))
-        if len(batch) >= batch_size:
+        items.append(item)
+        images.append(loaded)
+        if len(items) >= batch_size:
             flush()
-    if batch:
+    if items:
         flush()
 
 
-PhotoMeta = tuple[int | None, int | None, str | None]  # width, height, EXIF date taken
+class PhotoFacts(Protocol):
+    """What the library stores about a photo besides its file and embedding: a decoded
+    photo (LoadedImage) or a stored one of the same content (PhotoRecord) tells it."""
+
+    @property
+    def width(self) -> int | None: ...
+
+    @property
+    def height(self) -> int | None: ...
+
+    @property
+    def taken_at(self) -> str | None: ...
 
 
-def _store(
-    library: Library, rows: list[tuple[Pending, PhotoMeta, np.ndarray]], report: IndexReport
-) -> None:
+def _new_photo(item: Pending, facts: PhotoFacts, embedding: np.ndarray) -> NewPhoto:
+    info = item.info
+    return NewPhoto(
+        info.path,
+        info.size,
+        info.mtime_ns,
+        item.sha256,
+        facts.width,
+        facts.height,
+        facts.taken_at,
+        embedding,
+        replaces=None if item.replaces is None else item.replaces.id,
+    )
+
+
+def _store(library: Library, photos: list[NewPhoto], report: IndexReport) -> None:
     """Write one batch in one transaction; a changed file's old row goes in the same one.
     Counted once committed: a failure reports what was saved."""
-    photos, replaced = [], []
-    for item, (width, height, taken_at), vector in rows:
-        info = item.info
-        photos.append(
-            NewPhoto(
-                info.path, info.size, info.mtime_ns, item.sha256, width, height, taken_at, vector
-            )
-        )
-        if item.replaces is not None:
-            replaced.append(item.replaces.id)
-    library.store.add_photos(photos, replace_ids=replaced)
-    report.updated += len(replaced)
-    report.added += len(photos) - len(replaced)
+    library.store.add_photos(photos)
+    replaced = sum(photo.replaces is not None for photo in photos)
+    report.updated += replaced
+    report.added += len(photos) - replaced

@@ -1,7 +1,7 @@
 """`hanclip models`: the bundles a library can use, and installing a trained one into it.
 
 The list holds the built-in bundles, every bundle in `<library>/models/`, and the model the
-library records (or HANCLIP_MODEL names) when that is a bundle somewhere else; `in_use` marks
+library records (or `settings.MODEL` names) when that is a bundle somewhere else; `in_use` marks
 the one `choose_model` picks now, `default` the one `models/default` links to.
 
 `install_bundle` checks the source completely (its `hanclip.json`, its heads, every file
@@ -34,6 +34,7 @@ from typing import Any
 
 from hanclip_library.library import MODELS_DIR, Library, choose_model, writer_lock
 from hanclip_library.store import DB_NAME
+from hanclip_model import settings
 from hanclip_model.bundle import (
     BUILTIN_BUNDLES,
     LOCAL_DIR_PREFIX,
@@ -41,16 +42,15 @@ from hanclip_model.bundle import (
     BundleSpec,
     read_bundle,
 )
+from hanclip_model.card import CARD_NAME, NOT_TRAINED, TrainingCard
 from hanclip_model.errors import HanclipError
 from hanclip_model.files import TMP_SUFFIX, file_sha256, replace_dir
 from hanclip_model.heads import load_heads
 from hanclip_model.sources import is_local, resolve_local
 from hanclip_model.storage import storage_error
 from hanclip_model.texts import nfc
-from trainer.card import CARD_NAME, card_language
 
 DEFAULT_LINK = "default"
-NOT_TRAINED = "—"
 # Training's resume state and half-written files: never part of an installed bundle.
 _NOT_COPIED = (".train-state",)
 _BUILTIN_LANGUAGES = {name: "multilingual" for name in BUILTIN_BUNDLES}
@@ -62,7 +62,7 @@ class ModelEntry:
     """One model `hanclip models` shows.
 
     kind: "built-in", "installed" (in the library's models/), "library" (the library's
-    recorded model, a bundle elsewhere) or "env" (HANCLIP_MODEL, a bundle elsewhere).
+    recorded model, a bundle elsewhere) or "env" (`settings.MODEL`, a bundle elsewhere).
     """
 
     name: str
@@ -98,7 +98,7 @@ class InstallResult(ModelEntry):
 
 def list_models(library_dir: Path) -> list[ModelEntry]:
     """Built-ins, then the bundles in `<library>/models/`, then the library's recorded model
-    and HANCLIP_MODEL when either is a bundle elsewhere. Reads no weights."""
+    and `settings.MODEL` when either is a bundle elsewhere. Reads no weights."""
     models = library_dir / MODELS_DIR
     recorded, chosen = _model_choice(library_dir)
     default_target = _default_target(models)
@@ -106,7 +106,7 @@ def list_models(library_dir: Path) -> list[ModelEntry]:
     for folder in _bundle_folders(models):
         is_default = folder.name == DEFAULT_LINK or _same_path(folder, default_target)
         entries.append(_folder_entry(folder, "installed", default=is_default))
-    env = os.environ.get("HANCLIP_MODEL")
+    env = settings.MODEL.get()
     for model, kind in ((recorded, "library"), (env, "env")):
         if not model or model in BUILTIN_BUNDLES:
             continue
@@ -198,7 +198,7 @@ def _folder_entry(folder: Path, kind: str, *, default: bool) -> ModelEntry:
 def _spec_entry(spec: BundleSpec, folder: Path, kind: str, *, default: bool) -> ModelEntry:
     # An installed bundle goes by its folder's name (what `--name` chose); one elsewhere by
     # its own.
-    language = bundle_language(spec.extra)
+    training = TrainingCard.of(spec.extra)
     card = folder / CARD_NAME
     return ModelEntry(
         name=folder.name if kind == "installed" else spec.name,
@@ -206,69 +206,12 @@ def _spec_entry(spec: BundleSpec, folder: Path, kind: str, *, default: bool) -> 
         path=str(folder),
         image_model=spec.image_model,
         text_model=spec.text_model,
-        language=language,
-        trained_on=trained_on(spec.extra, language),
-        calibrated=is_calibrated(spec.extra),
+        language=training.language,
+        trained_on=training.trained_on,
+        calibrated=training.calibrated,
         default=default,
         card=str(card) if card.is_file() else None,
     )
-
-
-def bundle_language(extra: dict[str, Any]) -> str | None:
-    """The bundle's `language` key, else the language its training data recorded; None when
-    neither names one."""
-    return card_language(extra)
-
-
-def is_calibrated(extra: dict[str, Any]) -> bool:
-    """Whether the bundle carries a score calibration (`calibration` with numbers a and b)."""
-    calibration = extra.get("calibration")
-    if not isinstance(calibration, dict):
-        return False
-    return all(_is_number(calibration.get(key)) for key in ("a", "b"))
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def trained_on(extra: dict[str, Any], language: str | None = None) -> str:
-    """A short line from the training metadata: the sources and the row counts, or "—"."""
-    training = extra.get("training")
-    banks = training.get("banks") if isinstance(training, dict) else None
-    if not isinstance(banks, dict):
-        return NOT_TRAINED
-    captions = "Korean" if language in (None, "ko") else language
-    counts = [
-        f"{banks[key]:,} {label}"
-        for key, label in (
-            ("english_captions", "English captions"),
-            ("korean_captions", f"{captions} captions"),
-            ("images", "photos"),
-        )
-        if _is_number(banks.get(key))
-    ]
-    source = _source_label(banks)
-    text = ", ".join(counts)
-    if source and text:
-        return f"{source}: {text}"
-    return source or text or NOT_TRAINED
-
-
-def _source_label(banks: dict[str, Any]) -> str:
-    for key in ("recipe", "sources", "source"):
-        value = banks.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-        if isinstance(value, dict) and value:
-            return " + ".join(str(name) for name in value)
-        if isinstance(value, list) and value:
-            names = [
-                str(item.get("name", "?")) if isinstance(item, dict) else str(item)
-                for item in value
-            ]
-            return " + ".join(names)
-    return ""
 
 
 # -- installing ------------------------------------------------------------------------------
@@ -343,10 +286,10 @@ def install_bundle(
         result.default = True
     _, chosen = _model_choice(library_dir)
     result.in_use = _is_choice(result, chosen)
-    env = os.environ.get("HANCLIP_MODEL")
+    env = settings.MODEL.get()
     if default and env and not result.in_use:
         result.notes.append(
-            f"HANCLIP_MODEL is set ({env}): it still comes first; unset it to use {folder}"
+            f"{settings.MODEL.name} is set ({env}): it still comes first; unset it to use {folder}"
         )
     return result
 

@@ -12,13 +12,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from hanclip_library.store import DB_NAME, LibraryDamaged, LibraryMeta, PhotoStore
+from hanclip_library.store import (
+    DB_NAME,
+    LibraryDamaged,
+    LibraryMeta,
+    OfflineFolder,
+    PhotoStore,
+    RecordedFailure,
+)
+from hanclip_model import settings
 from hanclip_model.bundle import BUILTIN_BUNDLES, MANIFEST_NAME
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.sources import resolve_local
 from hanclip_model.storage import unwritable
 
 if TYPE_CHECKING:
+    from hanclip_library.vector_index import IndexHealth
     from hanclip_model.model import HanclipModel
 
 DEFAULT_MODEL = "mclip"
@@ -27,12 +36,10 @@ MODELS_DIR = "models"
 
 
 def library_dir(explicit: Path | None) -> Path:
-    """`--library`, else env HANCLIP_HOME, else the platform's user data directory."""
-    if explicit is not None:
-        return Path(os.path.abspath(os.path.expanduser(explicit)))
-    env = os.environ.get("HANCLIP_HOME")
-    if env:
-        return Path(os.path.abspath(os.path.expanduser(env)))
+    """`--library`, else `settings.HOME`, else the platform's user data directory."""
+    chosen = explicit if explicit is not None else settings.HOME.get()
+    if chosen:
+        return Path(os.path.abspath(os.path.expanduser(chosen)))
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("hanclip", appauthor=False))
@@ -121,14 +128,12 @@ def installed_bundle(models_dir: Path) -> Path | None:
 def choose_model(
     explicit: str | None, directory: Path, library: Library | None = None
 ) -> ModelChoice:
-    """`--model`, else env HANCLIP_MODEL, else the model the library (in `directory`, when
+    """`--model`, else `settings.MODEL`, else the model the library (in `directory`, when
     it exists) was indexed with, else the bundle installed in `directory/models/`, else the
     built-in `mclip`."""
-    if explicit:
-        return ModelChoice(_absolute_if_path(explicit))
-    env = os.environ.get("HANCLIP_MODEL")
-    if env:
-        return ModelChoice(_absolute_if_path(env))
+    chosen = explicit or settings.MODEL.get()
+    if chosen:
+        return ModelChoice(_absolute_if_path(chosen))
     recorded = library.meta.model if library is not None else None
     if recorded is not None and (recorded in BUILTIN_BUNDLES or Path(recorded).exists()):
         return ModelChoice(recorded)
@@ -138,7 +143,7 @@ def choose_model(
     return ModelChoice(
         DEFAULT_MODEL,
         notice="no model given: using the built-in 'mclip' (Multilingual-CLIP); "
-        "pass --model or set HANCLIP_MODEL to use another",
+        f"pass --model or set {settings.MODEL.name} to use another",
     )
 
 
@@ -269,7 +274,7 @@ def open_library(
     # model just to learn that nothing changed. It loads when a photo needs it.
     if existing is None or existing.meta.checked_fingerprint != bundle.fingerprint:
         # The first time a model is used, its encoders are exported to ONNX and verified
-        # against torch: up to a minute for a ViT-B/32, so the wait says what it is.
+        # against torch: a wait long enough to be worth saying what it is.
         with notices.waiting("checking the model (the first time: exporting it to ONNX)"):
             bundle.check_encoders()
     if existing is not None:
@@ -277,12 +282,69 @@ def open_library(
     return OpenLibrary(Library(directory, create=True), bundle, choice.model)
 
 
-def library_summary(library: Path | None, *, with_errors: bool = False) -> dict[str, object]:
+@dataclass(frozen=True)
+class DatabaseHealth:
+    """`info`'s "database": what SQLite's quick_check found wrong first; None when nothing."""
+
+    problem: str | None
+
+    @property
+    def status(self) -> str:
+        return "damaged" if self.problem else "ok"
+
+    def as_json(self) -> dict[str, str | None]:
+        return {"status": self.status, "detail": self.problem}
+
+
+@dataclass(frozen=True)
+class LibraryContents:
+    """What a library whose database reads holds, as `hanclip info` shows it."""
+
+    photos: int
+    failed: int
+    model: str | None
+    image_model: str | None
+    roots: tuple[str, ...]
+    index: IndexHealth
+    # Probed again, as search does: a folder back since the last `index` is online.
+    offline_folders: tuple[OfflineFolder, ...]
+    excludes: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "photos": self.photos,
+            "failed": self.failed,
+            "model": self.model,
+            "image_model": self.image_model,
+            "roots": list(self.roots),
+            "index": self.index.as_json(),
+            "offline_folders": [asdict(folder) for folder in self.offline_folders],
+            "excludes": list(self.excludes),
+        }
+
+
+@dataclass(frozen=True)
+class LibrarySummary:
+    """What `hanclip info` shows. `contents` is None when the damage leaves not even it
+    readable; `errors` is None unless asked for (and the contents read)."""
+
+    library: str
+    database: DatabaseHealth
+    contents: LibraryContents | None = None
+    errors: tuple[RecordedFailure, ...] | None = None
+
+    def as_json(self) -> dict[str, object]:
+        """As `hanclip info --json` prints it."""
+        contents = self.contents.as_json() if self.contents is not None else {}
+        errors = {} if self.errors is None else {"errors": [e.as_json() for e in self.errors]}
+        return {"library": self.library, **contents, "database": self.database.as_json(), **errors}
+
+
+def library_summary(library: Path | None, *, with_errors: bool = False) -> LibrarySummary:
     """What `hanclip info` shows; loads no model and changes nothing on disk.
 
     A damaged database is a finding here, not an error: `database` holds what SQLite's
-    quick_check found first. When the damage leaves not even the summary readable, it is
-    `library` and `database` alone.
+    quick_check found first.
     """
     directory = library_dir(library)
     if not (directory / DB_NAME).exists():
@@ -290,35 +352,27 @@ def library_summary(library: Path | None, *, with_errors: bool = False) -> dict[
     try:
         return _readable_summary(directory, with_errors=with_errors)
     except LibraryDamaged as exc:
-        return {"library": str(directory), "database": _database_status(exc.problem)}
+        return LibrarySummary(str(directory), DatabaseHealth(exc.problem))
 
 
-def _database_status(problem: str | None) -> dict[str, str | None]:
-    """`info`'s "database": "ok", or "damaged" with the first problem found."""
-    return {"status": "damaged" if problem else "ok", "detail": problem}
-
-
-def _readable_summary(directory: Path, *, with_errors: bool) -> dict[str, object]:
+def _readable_summary(directory: Path, *, with_errors: bool) -> LibrarySummary:
     from hanclip_library.folders import still_offline
     from hanclip_library.vector_index import index_health
 
     with Library(directory, create=False) as lib:
         store, meta = lib.store, lib.meta
         problem = store.quick_check()
-        failures = list(store.failures())
-        summary: dict[str, object] = {
-            "library": str(directory),
-            "photos": store.count(),
-            "failed": len(failures),
-            "model": meta.model,
-            "image_model": meta.image_model,
-            "roots": [str(root) for root in meta.roots],
-            "index": index_health(directory, store),
-            # Probed again, as search does: a folder back since the last `index` is online.
-            "offline_folders": [asdict(f) for f in still_offline(store.offline_folders())],
-            "excludes": meta.excludes,
-        }
-    summary["database"] = _database_status(problem)
-    if with_errors:
-        summary["errors"] = failures
-    return summary
+        failures = tuple(store.failures())
+        contents = LibraryContents(
+            photos=store.count(),
+            failed=len(failures),
+            model=meta.model,
+            image_model=meta.image_model,
+            roots=tuple(str(root) for root in meta.roots),
+            index=index_health(directory, store),
+            offline_folders=tuple(still_offline(store.offline_folders())),
+            excludes=tuple(meta.excludes),
+        )
+    return LibrarySummary(
+        str(directory), DatabaseHealth(problem), contents, failures if with_errors else None
+    )

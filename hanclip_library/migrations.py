@@ -139,8 +139,9 @@ def count_photo_changes(conn: sqlite3.Connection) -> None:
 @migration(6)
 def index_photo_files(conn: sqlite3.Connection) -> None:
     """What `index` compares with the files on disk (path, size, mtime, hash) in one covering
-    index: a re-index reads it instead of every photo's row with its 2 KB embedding (at 100k
-    photos 15 MB instead of 400). A library without it compares the same, only slower."""
+    index: a re-index reads it instead of every photo's row with its embedding, many times
+    its size (benchmarks/scale.py times that re-index). A library without it compares the
+    same, only slower."""
     conn.execute(
         "CREATE INDEX IF NOT EXISTS idx_photos_files ON photos (path, size, mtime_ns, sha256)"
     )

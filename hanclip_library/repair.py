@@ -10,8 +10,9 @@ Python's sqlite3 has no `.recover`: that reads raw pages and belongs to the sqli
 to the SQLite library the module wraps. So the salvage reads through SQL, row by row: each
 table in rowid order, and where a read fails, the next rowid SQLite can read from again is
 searched for (`next_readable`); the rows between are lost. The fresh database comes from the
-migrations, so it has this hanclip's schema; `TABLES` says how each of its tables is copied
-(a test holds it to that schema, so a new table or column is not left behind unnoticed).
+migrations, so it has this hanclip's schema, and the schema is read from it: every table and
+column it has is copied (`table_copies`), but for the few tables it makes its own
+(`NOT_COPIED`), so a new migration's table or column is never left behind.
 
 A photo row whose embedding is unusable (not whole float32s, not finite, or not the length of
 the others) is left out: the next `hanclip index` finds its file new and embeds it again.
@@ -68,52 +69,62 @@ class Table:
     name: str
     select: str
     insert: str
-    keep: Callable[[sqlite3.Row], bool] = lambda row: True
+    keep: Callable[[sqlite3.Row], bool]
 
 
-TABLES = (
-    Table(
-        "photos",
-        "SELECT rowid, id, path, size, mtime_ns, sha256, width, height, taken_at, embedding, "
-        "indexed_at FROM photos WHERE rowid >= ? ORDER BY rowid",
-        "INSERT INTO photos (id, path, size, mtime_ns, sha256, width, height, taken_at, "
-        "embedding, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        keep=lambda row: usable_embedding(row["embedding"]),
-    ),
-    Table(
-        "failures",
-        "SELECT rowid, path, size, mtime_ns, error, failed_at FROM failures "
-        "WHERE rowid >= ? ORDER BY rowid",
-        "INSERT INTO failures (path, size, mtime_ns, error, failed_at) VALUES (?, ?, ?, ?, ?)",
-    ),
-    Table(
-        "meta",
-        "SELECT rowid, key, value FROM meta WHERE rowid >= ? ORDER BY rowid",
-        "INSERT INTO meta (key, value) VALUES (?, ?)",
-        # The fresh database records its own schema version.
-        keep=lambda row: row["key"] != VERSION_KEY,
-    ),
-    Table(
-        "offline_folders",
-        "SELECT rowid, path, reason, photos, since FROM offline_folders "
-        "WHERE rowid >= ? ORDER BY rowid",
-        "INSERT INTO offline_folders (path, reason, photos, since) VALUES (?, ?, ?, ?)",
-    ),
-)
+def _every_row(row: sqlite3.Row) -> bool:
+    return True
+
+
+# Which rows of a table are worth keeping, where not all are.
+KEEP: dict[str, Callable[[sqlite3.Row], bool]] = {
+    "photos": lambda row: usable_embedding(row["embedding"]),
+    # The fresh database records its own schema version.
+    "meta": lambda row: row["key"] != VERSION_KEY,
+}
 # Tables the fresh database makes its own and nothing is copied into: the photos' generation
 # (migration 5) starts afresh, so the HNSW index of a repaired library, recorded with the old
 # one, is compared with it photo by photo.
 NOT_COPIED = ("photo_generation",)
-# Each index of the photos table holds every row's id: the first that reads whole counts the
-# photos the damaged database had. (An index an older schema lacks is skipped like a damaged
-# one.)
-PHOTO_IDS = (
-    "SELECT id FROM photos INDEXED BY idx_photos_sha256",
-    "SELECT id FROM photos INDEXED BY idx_photos_path",
-    "SELECT id FROM photos INDEXED BY idx_photos_taken_at",
-    "SELECT id FROM photos INDEXED BY idx_photos_date",
-    "SELECT id FROM photos INDEXED BY idx_photos_files",
-)
+
+
+def _quoted(name: str) -> str:
+    """An SQL identifier: a name read from the fresh database's own schema, quoted all the
+    same (a table or column name cannot be a parameter)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_copies(fresh: sqlite3.Connection) -> list[Table]:
+    """How each table of the fresh database (as the migrations made it) is copied into it,
+    in the order they were made: all of its columns, by name, as the damaged database may
+    hold them in another order."""
+    names = fresh.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY rowid"
+    ).fetchall()
+    copies = []
+    for (name,) in names:
+        if name in NOT_COPIED:
+            continue
+        columns = [row[0] for row in fresh.execute("SELECT name FROM pragma_table_info(?)", [name])]
+        listed = ", ".join(_quoted(column) for column in columns)
+        table = _quoted(name)
+        select = "SELECT rowid, " + listed + " FROM " + table + " WHERE rowid >= ? ORDER BY rowid"
+        marks = ", ".join("?" * len(columns))
+        insert = "INSERT INTO " + table + " (" + listed + ") VALUES (" + marks + ")"
+        copies.append(Table(name, select, insert, KEEP.get(name, _every_row)))
+    return copies
+
+
+def photo_id_queries(fresh: sqlite3.Connection) -> list[str]:
+    """One query per index of the photos table, each reading every photo's id through it
+    alone: the first that reads whole counts the photos the damaged database had. (An index
+    an older schema lacks fails like a damaged one, and is skipped.)"""
+    names = fresh.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'photos' "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+    ).fetchall()
+    return ["SELECT id FROM photos INDEXED BY " + _quoted(name) for (name,) in names]
 
 
 @dataclass(frozen=True)
@@ -292,10 +303,10 @@ def salvage_into(database: Path, work: Path) -> Salvage:
         fresh = PhotoStore(work, create=True)
         try:
             with fresh.conn as target:
-                for table in TABLES:
+                for table in table_copies(target):
                     _copy_table(source, target, table)
                 saved = _drop_odd_embeddings(target)
-                known = _indexed_photo_ids(source)
+                known = _indexed_photo_ids(source, photo_id_queries(target))
                 _keep_ids_unused(source, target, known, work.parent)
         finally:
             fresh.close()
@@ -349,9 +360,9 @@ def _drop_odd_embeddings(target: sqlite3.Connection) -> set[int]:
     return {int(row[0]) for row in target.execute("SELECT id FROM photos")}
 
 
-def _indexed_photo_ids(source: sqlite3.Connection) -> set[int] | None:
+def _indexed_photo_ids(source: sqlite3.Connection, queries: list[str]) -> set[int] | None:
     """Every photo id the damaged database held; None when no index of them reads whole."""
-    for query in PHOTO_IDS:
+    for query in queries:
         try:
             return {int(row[0]) for row in source.execute(query)}
         except sqlite3.DatabaseError:

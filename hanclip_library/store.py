@@ -13,7 +13,7 @@ import inspect
 import json
 import shlex
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import wraps
@@ -95,19 +95,8 @@ Class = TypeVar("Class", bound=type)
 def _reporting_damage(method: Method) -> Method:
     """`method`, with an error that says the database file is damaged as LibraryDamaged."""
     if inspect.isgeneratorfunction(method):
-
-        @wraps(method)
-        def rows(self: PhotoStore, *args: Any, **kwargs: Any) -> Iterator[Any]:
-            try:
-                yield from method(self, *args, **kwargs)
-            except sqlite3.DatabaseError as exc:
-                error = damage_error(self.path, exc)
-                if error is None:
-                    raise
-                self._clean = False  # met damage: the next writer checks in full
-                raise error from exc
-
-        return rows  # type: ignore[return-value]
+        # Its rows would be read after the wrapper returned, outside it.
+        raise TypeError(f"PhotoStore.{method.__name__} must return its rows whole")
 
     @wraps(method)
     def call(self: PhotoStore, *args: Any, **kwargs: Any) -> Any:
@@ -138,7 +127,8 @@ def _reports_damage(cls: Class) -> Class:
 
 @dataclass
 class PhotoRecord:
-    """What the library knows about one indexed photo."""
+    """What the library knows about one indexed photo: the columns of its `photos` row that
+    `records_by_ids` reads, in this order, so a row is a PhotoRecord(*row)."""
 
     id: int
     path: str
@@ -182,9 +172,10 @@ class DateBound:
     mtime_ns: int  # the same local moment, compared with a file's modification time
 
 
-@dataclass
+@dataclass(slots=True)
 class NewPhoto:
-    """A photo about to be stored, with its raw CLIP embedding."""
+    """A photo about to be stored, with its raw CLIP embedding; `replaces` is the id of the
+    row its file had before it changed, dropped in the same transaction."""
 
     path: str
     size: int
@@ -194,6 +185,7 @@ class NewPhoto:
     height: int | None
     taken_at: str | None
     embedding: np.ndarray
+    replaces: int | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +200,23 @@ class OfflineFolder:
     reason: str
     photos: int
     since: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedFailure:
+    """A file that could not be indexed: the size and mtime it had then (the same file is not
+    tried again), why, and when (UTC, ISO 8601; None only before it is recorded). The columns
+    of its `failures` row, in this order, so a row is a RecordedFailure(*row)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    error: str
+    failed_at: str | None = None
+
+    def as_json(self) -> dict[str, str | None]:
+        """As `hanclip info --errors --json` lists it."""
+        return {"path": self.path, "error": self.error, "failed_at": self.failed_at}
 
 
 @dataclass(frozen=True)
@@ -237,17 +246,8 @@ def _at_or_below(folder: str) -> list[str]:
     return [folder, prefix, prefix[:-1] + chr(ord("/") + 1)]
 
 
-def _record(row: dict) -> PhotoRecord:
-    return PhotoRecord(
-        id=row["id"],
-        path=row["path"],
-        size=row["size"],
-        mtime_ns=row["mtime_ns"],
-        sha256=row["sha256"],
-        width=row.get("width"),
-        height=row.get("height"),
-        taken_at=row.get("taken_at"),
-    )
+# A RecordedFailure's columns.
+_FAILURES = "SELECT path, size, mtime_ns, error, failed_at FROM failures"
 
 
 @_reports_damage
@@ -327,9 +327,9 @@ class PhotoStore:
     def _unchanged_since_checked(self) -> bool:
         """Whether nothing has written the database since this hanclip closed it after a clean
         quick_check: the file and its log are exactly as they were then (size, mtime, inode).
-        quick_check reads every page (2.8 s at a million photos), and a re-index that finds
-        nothing new should not pay for it each time; a file anything else has touched since
-        is checked in full, and `hanclip info` and `repair` always check."""
+        quick_check reads every page, and a re-index that finds nothing new should not pay
+        for it each time (benchmarks/scale.py times that re-index); a file anything else has
+        touched since is checked in full, and `hanclip info` and `repair` always check."""
         try:
             recorded = json.loads(self.path.with_name(CHECKED_NAME).read_text(encoding="utf-8"))
             return recorded == self._file_state()
@@ -353,15 +353,11 @@ class PhotoStore:
                 raise
             return str(exc)
 
-    def _query(self, sql: str, params: Iterable[object] = ()) -> Iterator[dict]:
-        for row in self.conn.execute(sql, list(params)):
-            yield dict(row)
-
     # -- metadata ---------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> object | None:
-        rows = list(self._query("SELECT value FROM meta WHERE key = ?", [key]))
-        return json.loads(rows[0]["value"]) if rows else None
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: object) -> None:
         with self.conn:
@@ -458,29 +454,32 @@ class PhotoStore:
         return found & self.ids_under(folders) if folders else found
 
     def record_for_path(self, path: str) -> PhotoRecord | None:
-        rows = list(self._query("SELECT * FROM photos WHERE path = ?", [path]))
-        return _record(rows[0]) if rows else None
+        row = self.conn.execute("SELECT id FROM photos WHERE path = ?", [path]).fetchone()
+        return None if row is None else self.record_by_id(row[0])
 
     def records_by_ids(self, ids: Iterable[int]) -> dict[int, PhotoRecord]:
+        """The one query that reads a PhotoRecord's columns (the others find ids, then ask)."""
         ids = [int(i) for i in ids]
         found: dict[int, PhotoRecord] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._query(
+            for row in self.conn.execute(
                 f"SELECT id, path, size, mtime_ns, sha256, width, height, taken_at "
                 f"FROM photos WHERE id IN ({marks})",
                 chunk,
             ):
-                found[row["id"]] = _record(row)
+                found[row[0]] = PhotoRecord(*row)
         return found
 
     def record_by_id(self, photo_id: int) -> PhotoRecord | None:
         return self.records_by_ids([photo_id]).get(int(photo_id))
 
     def find_by_hash(self, sha256: str) -> PhotoRecord | None:
-        rows = list(self._query("SELECT * FROM photos WHERE sha256 = ? LIMIT 1", [sha256]))
-        return _record(rows[0]) if rows else None
+        row = self.conn.execute(
+            "SELECT id FROM photos WHERE sha256 = ? LIMIT 1", [sha256]
+        ).fetchone()
+        return None if row is None else self.record_by_id(row[0])
 
     def data_version(self) -> int:
         """SQLite's count of commits made by other connections: equal on two reads of this
@@ -510,12 +509,13 @@ class PhotoStore:
         vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
         return out_ids, vectors
 
-    def add_photos(self, photos: list[NewPhoto], replace_ids: Iterable[int] = ()) -> list[int]:
+    def add_photos(self, photos: list[NewPhoto]) -> list[int]:
         """Insert photos in one transaction, dropping the rows they replace; returns new ids."""
         new_ids = []
         with self.conn:
-            for photo_id in replace_ids:
-                self.conn.execute("DELETE FROM photos WHERE id = ?", [int(photo_id)])
+            for photo in photos:
+                if photo.replaces is not None:
+                    self.conn.execute("DELETE FROM photos WHERE id = ?", [int(photo.replaces)])
             for photo in photos:
                 cursor = self.conn.execute(
                     "INSERT INTO photos (path, size, mtime_ns, sha256, width, height, taken_at, "
@@ -580,10 +580,10 @@ class PhotoStore:
         ).fetchall()
         if not has_table:
             return []
-        return [
-            OfflineFolder(row["path"], row["reason"], row["photos"], row["since"])
-            for row in self._query("SELECT * FROM offline_folders ORDER BY path")
-        ]
+        rows = self.conn.execute(
+            "SELECT path, reason, photos, since FROM offline_folders ORDER BY path"
+        )
+        return [OfflineFolder(*row) for row in rows]
 
     def record_offline(self, roots: Iterable[Path], folders: Iterable[OfflineFolder]) -> None:
         """Make `folders` the offline folders at or below `roots`: any other recorded there is
@@ -612,14 +612,15 @@ class PhotoStore:
                 [path, size, mtime_ns, error, _now()],
             )
 
-    def failures_under(self, roots: Iterable[Path]) -> dict[str, dict]:
+    def failures_under(self, roots: Iterable[Path]) -> dict[str, RecordedFailure]:
+        """The failures recorded at or below each of `roots`, by path."""
         found = {}
         for root in roots:
-            for row in self._query(
-                "SELECT * FROM failures WHERE path = ? OR (path >= ? AND path < ?)",
-                _at_or_below(str(root)),
-            ):
-                found[row["path"]] = row
+            rows = self.conn.execute(
+                _FAILURES + " WHERE path = ? OR (path >= ? AND path < ?)", _at_or_below(str(root))
+            )
+            for row in rows:
+                found[row[0]] = RecordedFailure(*row)
         return found
 
     def forget_failures(self, paths: Iterable[str]) -> None:
@@ -627,8 +628,9 @@ class PhotoStore:
             for path in paths:
                 self.conn.execute("DELETE FROM failures WHERE path = ?", [path])
 
-    def failures(self) -> Iterator[dict]:
-        yield from self._query("SELECT path, error, failed_at FROM failures ORDER BY path")
+    def failures(self) -> list[RecordedFailure]:
+        """Every recorded failure, by path."""
+        return [RecordedFailure(*row) for row in self.conn.execute(_FAILURES + " ORDER BY path")]
 
 
 class _MetaText:

@@ -24,8 +24,9 @@ import json
 import struct
 import uuid
 from collections.abc import Set
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -422,30 +423,42 @@ def drop_removed_photos(directory: Path, store: PhotoStore) -> None:
         save_index(directory, vindex)
 
 
-def index_health(directory: Path, store: PhotoStore) -> dict[str, object]:
-    """How the HNSW index on disk compares with SQLite, without changing either.
+IndexStatus = Literal["ok", "stale", "missing", "unreadable"]
+
+
+@dataclass(frozen=True)
+class IndexHealth:
+    """How the HNSW index on disk compares with SQLite.
 
     status: "ok" (same photos), "stale" (they differ: the next search or index updates it),
-    "missing" or "unreadable" (the next search or index rebuilds it from SQLite).
+    "missing" or "unreadable" (the next search or index rebuilds it from SQLite). `missing`
+    counts the library's photos the index lacks, `extra` the labels it holds beyond them.
     """
+
+    status: IndexStatus
+    vectors: int
+    fingerprint: str | None
+    missing: int
+    extra: int
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def index_health(directory: Path, store: PhotoStore) -> IndexHealth:
+    """How the HNSW index on disk compares with SQLite, without changing either."""
     db_ids = {int(i) for i in store.ids()}
     exists = (directory / POINTER_NAME).exists()
     vindex = load_index(directory)
     if vindex is None:
-        status = "unreadable" if exists else "missing"
-        return {
-            "status": status,
-            "vectors": 0,
-            "fingerprint": None,
-            "missing": len(db_ids),
-            "extra": 0,
-        }
+        status: IndexStatus = "unreadable" if exists else "missing"
+        return IndexHealth(status, vectors=0, fingerprint=None, missing=len(db_ids), extra=0)
     labels = vindex.labels
     missing, extra = len(db_ids - labels), len(labels - db_ids)
-    return {
-        "status": "ok" if not missing and not extra else "stale",
-        "vectors": len(labels),
-        "fingerprint": vindex.fingerprint,
-        "missing": missing,
-        "extra": extra,
-    }
+    return IndexHealth(
+        "ok" if not missing and not extra else "stale",
+        vectors=len(labels),
+        fingerprint=vindex.fingerprint,
+        missing=missing,
+        extra=extra,
+    )

@@ -1,6 +1,6 @@
 """Where work runs: one rule for the device and one for the number of cores.
 
-Device: the one asked for, else env HANCLIP_DEVICE, else CUDA when torch sees a GPU, else
+Device: the one asked for, else `settings.DEVICE`, else CUDA when torch sees a GPU, else
 the CPU; `index`, `search`, `train` and `bench` all ask here. Cores: the CPU affinity mask
 where there is one (a container or `taskset` may allow fewer cores than the machine has).
 
@@ -13,14 +13,17 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hanclip_model import settings
 from hanclip_model.errors import BundleError
 
-DEVICE_ENV = "HANCLIP_DEVICE"
+if TYPE_CHECKING:
+    import torch
 
 
 def pick_device(requested: str | None = None) -> str:
-    """`requested`, else env HANCLIP_DEVICE, else "cuda" when available, else "cpu"."""
+    """`requested`, else `settings.DEVICE`, else "cuda" when available, else "cpu"."""
     requested = requested_device(requested)
     if requested:
         return requested
@@ -32,12 +35,18 @@ def pick_device(requested: str | None = None) -> str:
 
 
 def requested_device(requested: str | None = None) -> str | None:
-    """The device asked for (argument, else env HANCLIP_DEVICE), or None: nothing imported."""
-    return requested or os.environ.get(DEVICE_ENV) or None
+    """The device asked for (argument, else `settings.DEVICE`), or None: nothing imported."""
+    return requested or settings.DEVICE.get()
+
+
+def is_cuda(device: str | torch.device) -> bool:
+    """Whether `device` ("cuda", "cuda:1", or a torch.device of those) is an NVIDIA GPU: the
+    devices that get autocast, pinned host memory and ONNX Runtime's CUDA provider."""
+    return str(device).split(":", 1)[0] == "cuda"
 
 
 def torch_available() -> bool:
-    """Whether torch is installed (found, not imported: importing it takes seconds)."""
+    """Whether torch is installed (found, not imported: importing it is slow)."""
     return importlib.util.find_spec("torch") is not None
 
 

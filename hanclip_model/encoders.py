@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hanclip_model.device import pick_device, require_torch
+from hanclip_model.device import is_cuda, pick_device, require_torch
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import l2_normalize
 from hanclip_model.sources import require_local_dir
@@ -29,11 +29,6 @@ if TYPE_CHECKING:
 # Rows per forward pass, (CPU, CUDA): a GPU needs large batches to be kept busy; on a CPU
 # larger batches gain little and only cost memory.
 _BATCH_SIZES = {"image": (32, 256), "clip_text": (256, 1024), "text": (64, 512)}
-
-
-def is_cuda(device: str) -> bool:
-    """True for "cuda" and "cuda:N": the devices that get autocast and pinned host memory."""
-    return device.split(":", 1)[0] == "cuda"
 
 
 def default_batch_size(kind: str, device: str) -> int:

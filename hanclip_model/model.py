@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -10,9 +9,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hanclip_model import settings
 from hanclip_model.bundle import BundleSpec, Calibration, resolve_bundle
 from hanclip_model.cache import cache_root
 from hanclip_model.device import (
+    is_cuda,
     nvidia_gpu_present,
     onnx_cuda_available,
     requested_device,
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 
     from hanclip_model.fast_image.runtime import FastImageEncoder
     from hanclip_model.fast_text.runtime import FastTextEncoder
-
-FAST_IMAGE_ENV = "HANCLIP_FAST_IMAGE"
 
 
 def _export_folder(
@@ -80,14 +79,14 @@ class HanclipModel:
         # Texts go through an ONNX export of the text encoder (no torch import; see
         # benchmarks/speed.py for the cold-start figures) unless disabled or the
         # architecture cannot be exported exactly.
-        self.fast_text = fast_text and os.environ.get("HANCLIP_FAST_TEXT", "1") != "0"
+        self.fast_text = fast_text and settings.FAST_TEXT.enabled()
         self.fast_text_error: str | None = None
         # A process that embeds a few texts and exits (a `search`): open the ONNX text
         # encoder without pre-packing its weights (ready sooner, each text slower).
         self.few_texts = few_texts
         # Photos go through an ONNX export of the image tower the same way (see
         # benchmarks/index_onnx.py for start-up and photos/s against torch).
-        self.fast_image = os.environ.get(FAST_IMAGE_ENV, "1") != "0"
+        self.fast_image = settings.FAST_IMAGE.enabled()
         self.fast_image_error: str | None = None
 
     @property
@@ -180,19 +179,17 @@ class HanclipModel:
         The CPU unless a GPU is asked for or present: ONNX Runtime's CUDA provider there
         (`onnxruntime-gpu`), else torch on the GPU as before."""
         if not self.fast_image and torch_available() and not self.spec.image_int8:
-            self.fast_image_error = f"turned off ({FAST_IMAGE_ENV}=0)"
+            self.fast_image_error = f"turned off ({settings.FAST_IMAGE.name}=0)"
             return None
         requested = requested_device(self.device)
-        present = "cuda" if nvidia_gpu_present() else "cpu"
-        gpu = requested.split(":", 1)[0] if requested else present
-        if gpu == "cpu":
+        if requested is None:
+            requested = "cuda" if nvidia_gpu_present() else "cpu"
+        if requested.partition(":")[0] == "cpu":
             return "cpu"
-        if gpu == "cuda" and onnx_cuda_available():
-            return requested or "cuda"
+        if is_cuda(requested) and onnx_cuda_available():
+            return requested
         if torch_available():
-            self.fast_image_error = (
-                f"device {requested or gpu}: ONNX Runtime has no provider for it here"
-            )
+            self.fast_image_error = f"device {requested}: ONNX Runtime has no provider for it here"
             return None
         return "cpu"
 

@@ -9,7 +9,6 @@ can still read into a fresh database, and the next `index` embeds exactly the ph
 from __future__ import annotations
 
 import errno
-import re
 import shutil
 import sqlite3
 import struct
@@ -25,13 +24,21 @@ from hanclip_eval.tiny_models import write_photo_folder
 from hanclip_library.library import writer_lock
 from hanclip_library.repair import (
     NOT_COPIED,
-    PHOTO_IDS,
-    TABLES,
     aside_moves,
     next_readable,
+    photo_id_queries,
+    salvage_into,
     usable_embedding,
 )
-from hanclip_library.store import DB_NAME, LibraryDamaged, PhotoStore, damage_error, is_damage
+from hanclip_library.store import (
+    DB_NAME,
+    LibraryDamaged,
+    NewPhoto,
+    OfflineFolder,
+    PhotoStore,
+    damage_error,
+    is_damage,
+)
 from hanclip_library.vector_index import load_index
 from hanclip_model.errors import StorageError
 
@@ -296,29 +303,34 @@ def test_the_kept_hnsw_labels_are_never_reused(pristine, indexed, tiny, cli):
 
 
 def test_repair_copies_every_table_and_column_the_migrations_make(tmp_path):
-    PhotoStore(tmp_path, create=True).close()
-    with closing(sqlite3.connect(tmp_path / DB_NAME)) as conn:
+    library, work = tmp_path / "library", tmp_path / "work"
+    library.mkdir()
+    work.mkdir()
+    store = PhotoStore(library, create=True)
+    vector = np.ones(4, dtype=np.float32)
+    store.add_photos([NewPhoto("/p/a.jpg", 10, 7, "a" * 64, 4, 3, "2023-07-14T09:30:00", vector)])
+    store.record_failure("/p/bad.jpg", 5, 6, "broken JPEG")
+    store.set_meta("model", "mclip")
+    store.record_offline([Path("/usb")], [OfflineFolder("/usb/사진", "missing", 1)])
+    store.close()
+    with closing(sqlite3.connect(library / DB_NAME)) as conn:
         names = conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         ).fetchall()
-        schema = {
-            name: [row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", [name])]
-            for (name,) in names
-        }
+        copied = [name for (name,) in names if name not in NOT_COPIED]
         indexes = conn.execute("SELECT name FROM pragma_index_list('photos')").fetchall()
-    copied = {}
-    for table in TABLES:
-        read = re.fullmatch(
-            r"SELECT rowid, (.*) FROM (\w+) WHERE rowid >= \? ORDER BY rowid", table.select
-        )
-        written = re.fullmatch(r"INSERT INTO (\w+) \((.*)\) VALUES \(([?, ]*)\)", table.insert)
-        assert read and written, table.name
-        assert read[2] == written[1] == table.name
-        assert read[1] == written[2] and written[3].count("?") == len(read[1].split(", "))
-        copied[table.name] = read[1].split(", ")
-    assert copied == {name: columns for name, columns in schema.items() if name not in NOT_COPIED}
-    assert set(NOT_COPIED) <= set(schema)
-    assert {query.split()[-1] for query in PHOTO_IDS} == {name for (name,) in indexes}
+        queries = photo_id_queries(conn)
+        before = {name: conn.execute(f'SELECT * FROM "{name}"').fetchall() for name in copied}
+    # Every column of every copied table holds a value, so one left behind would show.
+    for name, rows in before.items():
+        assert rows and all(value is not None for value in rows[0]), name
+    salvage = salvage_into(library / DB_NAME, work)
+    assert (salvage.saved, salvage.lost) == (1, 0)
+    with closing(sqlite3.connect(work / DB_NAME)) as conn:
+        after = {name: conn.execute(f'SELECT * FROM "{name}"').fetchall() for name in copied}
+    assert after == before
+    assert set(NOT_COPIED) <= {name for (name,) in names}
+    assert {query.split()[-1].strip('"') for query in queries} == {name for (name,) in indexes}
 
 
 # -- the pure parts ----------------------------------------------------------------------------

@@ -9,13 +9,12 @@ from hanclip_library.index_plan import (
     HashFailure,
     PathUpdate,
     Pending,
-    RecordedFailure,
     ScanFailure,
     folders_to_probe,
     plan_hashes,
     plan_index,
 )
-from hanclip_library.store import OfflineFolder, PhotoRecord
+from hanclip_library.store import OfflineFolder, PhotoRecord, RecordedFailure
 
 
 def _row(photo_id: int, path: str, sha256: str, size: int = 100, mtime_ns: int = 1) -> PhotoRecord:

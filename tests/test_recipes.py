@@ -180,9 +180,9 @@ def test_every_recipe_is_fully_specified() -> None:
             for held in source.held_out:
                 assert held.description and (held.ranges or (held.files and held.column))
     listed = list_recipes()
-    assert [entry["name"] for entry in listed] == list(RECIPES)
-    json.dumps(listed)  # JSON-ready for --list-recipes --json
-    first = listed[0]["sources"][0]
+    assert [entry.name for entry in listed] == list(RECIPES)
+    json.dumps([entry.as_json() for entry in listed])  # JSON-ready for --list-recipes --json
+    first = listed[0].as_json()["sources"][0]
     assert {"role", "repo_id", "size", "licence", "holds_out", "docs"} <= set(first)
 
 
@@ -416,6 +416,6 @@ def test_list_recipes_shows_sources_licences_and_holdouts(cli) -> None:
     assert table.exit_code == 0
     for recipe in RECIPES.values():
         assert recipe.name in table.stdout
-        for source in list_recipes()[list(RECIPES).index(recipe.name)]["sources"]:
-            assert source["repo_id"] in table.stdout
+        for listed in list_recipes()[list(RECIPES).index(recipe.name)].sources:
+            assert listed.source.files.repo_id in table.stdout
     assert "holds out" in table.stdout

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.main import get_command
 
+from hanclip_cli import options
 from hanclip_cli.cli import app
 from hanclip_cli.commands import search as search_command
 from hanclip_cli.commands.search import WHERE, command_flags, parse_search_args
-from hanclip_cli.options import DeviceOption, LibraryOption, ModelOption
 from hanclip_library.request import (
     CLI,
     HTTP,
@@ -57,15 +57,18 @@ def test_every_field_is_an_option_of_both_parsers_and_a_parameter_of_the_api() -
     assert set(fast) - request_names == set(WHERE)
 
 
-def test_where_options_agree_with_the_shared_ones() -> None:
-    """The fast parser's --library, --model and --device are options.py's."""
-    for name, option in {
-        "library": LibraryOption,
-        "model": ModelOption,
-        "device": DeviceOption,
+def test_where_options_are_the_shared_declarations() -> None:
+    """The fast parser's --library, --model and --device are options.py's own declarations,
+    the same ones every Typer command takes (no copy)."""
+    assert WHERE == {"library": options.LIBRARY, "model": options.MODEL, "device": options.DEVICE}
+    for name, alias in {
+        "library": options.LibraryOption,
+        "model": options.ModelOption,
+        "device": options.DeviceOption,
     }.items():
-        info = option.__metadata__[0]
+        info = alias.__metadata__[0]
         assert (info.default, *info.param_decls) == WHERE[name].flags
+        assert info.help == WHERE[name].help
 
 
 def test_help_lists_options_in_the_declared_order() -> None:

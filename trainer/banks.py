@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from hanclip_model.device import usable_cores
-from hanclip_model.encoders import ClipEncoder, is_cuda
+from hanclip_model.device import is_cuda, usable_cores
+from hanclip_model.encoders import ClipEncoder
 from hanclip_model.errors import ImageLoadError
 from hanclip_model.files import atomic_write_text, preallocate
 from hanclip_model.images import load_image
@@ -175,8 +175,8 @@ class PhotoDataset(Dataset):
 def loader_workers(device: str, cores: int | None = None) -> int:
     """DataLoader workers decoding photos: none on one core (decoding then runs between
     forward passes); beside a GPU every core but the one driving it, since decoding is
-    the slower half there; beside a CPU image tower, which takes the cores itself and costs
-    several times a decode, a quarter of them."""
+    the slower half there; beside a CPU image tower, which takes the cores itself and is the
+    slower half (benchmarks/train_throughput.py), a quarter of them."""
     cores = cores or usable_cores()
     if cores <= 1:
         return 0

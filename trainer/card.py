@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hanclip_model.bundle import MANIFEST_NAME
+from hanclip_model.card import CARD_NAME, TrainingCard
 from hanclip_model.files import atomic_write_text
 
-CARD_NAME = "MODEL_CARD.md"
 NONE = "—"
 
 # The keys a section of its own shows; the rest of `training` and of the manifest go under
@@ -104,15 +104,6 @@ def render_card(manifest: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def card_language(data: Mapping[str, Any]) -> str | None:
-    """The bundle's language: its `language` key, else the one its training data recorded."""
-    banks = _mapping(_mapping(data.get("training")).get("banks"))
-    for value in (data.get("language"), banks.get("language")):
-        if _text(value):
-            return _text(value)
-    return None
-
-
 # -- sections --------------------------------------------------------------------------------
 
 
@@ -122,7 +113,7 @@ def _model_section(data: Mapping[str, Any]) -> list[str]:
     lines = [
         "## Model",
         "",
-        f"- Language: {card_language(data) or NONE}",
+        f"- Language: {TrainingCard.of(data).language or NONE}",
         f"- Image encoder (frozen): {_code(data.get('image_model'))}",
         f"- Text encoder (frozen): {_code(data.get('text_model'))}",
         "- Heads: "

@@ -134,35 +134,66 @@ class Recipe:
     def holds_out(self) -> str:
         return "; ".join(f"{role}: {source.holds_out}" for role, source in self.sources())
 
-    def summary(self) -> dict[str, Any]:
-        """What `hanclip train --list-recipes` shows, as JSON-ready data."""
+    def summary(self) -> RecipeSummary:
+        """What `hanclip train --list-recipes` shows."""
+        return RecipeSummary(
+            name=self.name,
+            language=self.language,
+            description=self.description,
+            images="from the recipe" if self.images else "--images or --images-from-library",
+            holds_out=self.holds_out,
+            sources=[SourceSummary(role, source) for role, source in self.sources()],
+        )
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    """One corpus of a recipe as `--list-recipes` shows it."""
+
+    role: Role
+    source: Source
+
+    def as_json(self) -> dict[str, Any]:
+        source = self.source
+        return {
+            "role": self.role,
+            "name": source.name,
+            "repo_id": source.files.repo_id,
+            "repo_type": source.files.repo_type,
+            "revision": source.files.revision,
+            "allow_patterns": list(source.files.allow_patterns),
+            "format": source.file_format,
+            "column": source.column,
+            "id_column": source.id_column,
+            "licence": source.licence,
+            "size": source.size,
+            "default_rows": source.take,
+            "holds_out": source.holds_out,
+            "held_out_ids": [asdict(held) for held in source.held_out],
+            "docs": list(source.docs),
+            "note": source.note,
+        }
+
+
+@dataclass(frozen=True)
+class RecipeSummary:
+    """A recipe as `--list-recipes` shows it: name, language, sources, what it holds out."""
+
+    name: str
+    language: str
+    description: str
+    images: str  # where the images come from, in words
+    holds_out: str
+    sources: list[SourceSummary]
+
+    def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "language": self.language,
             "description": self.description,
-            "images": "from the recipe" if self.images else "--images or --images-from-library",
+            "images": self.images,
             "holds_out": self.holds_out,
-            "sources": [
-                {
-                    "role": role,
-                    "name": source.name,
-                    "repo_id": source.files.repo_id,
-                    "repo_type": source.files.repo_type,
-                    "revision": source.files.revision,
-                    "allow_patterns": list(source.files.allow_patterns),
-                    "format": source.file_format,
-                    "column": source.column,
-                    "id_column": source.id_column,
-                    "licence": source.licence,
-                    "size": source.size,
-                    "default_rows": source.take,
-                    "holds_out": source.holds_out,
-                    "held_out_ids": [asdict(held) for held in source.held_out],
-                    "docs": list(source.docs),
-                    "note": source.note,
-                }
-                for role, source in self.sources()
-            ],
+            "sources": [source.as_json() for source in self.sources],
         }
 
 
@@ -310,7 +341,7 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def list_recipes() -> list[dict[str, Any]]:
+def list_recipes() -> list[RecipeSummary]:
     """Every recipe's name, language, sources, licences, sizes and what it holds out."""
     return [recipe.summary() for recipe in RECIPES.values()]
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from hanclip_model.device import pick_device
+from hanclip_model.device import is_cuda, pick_device
 
 
 def _chunk_to_torch(rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -31,7 +31,7 @@ def _chunk_to_torch(rows: np.ndarray, device: torch.device) -> torch.Tensor:
 def fits_on_device(nbytes: int, device: torch.device) -> bool:
     """Whether `nbytes` more may live on `device`: a GPU with twice that free; never the CPU
     (host memory and memmaps already are where the CPU reads)."""
-    if device.type != "cuda":
+    if not is_cuda(device):
         return False
     free_bytes, _ = torch.cuda.mem_get_info(device)
     return nbytes <= free_bytes // 2

@@ -77,7 +77,7 @@ class TrainConfig:
     noise_std: float = 0.025  # σ
     intra_weight: float = 0.1  # λ
     seed: int = 0
-    device: str | None = None  # None: env HANCLIP_DEVICE, else CUDA when available, else CPU
+    device: str | None = None  # None: settings.DEVICE, else CUDA when available, else CPU
 
     def __post_init__(self) -> None:
         # These come from command-line flags: say which one is wrong, as a user error.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -19,6 +19,9 @@ from hanclip_cli.common import (
     print_json,
 )
 from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption, ModelOption
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 EPILOG = (
     "Examples:\n\n"
@@ -74,7 +77,7 @@ def index(
     """
     import os
 
-    from hanclip_library.indexer import IndexOptions, RichProgress, index_library
+    from hanclip_library.indexer import IndexOptions, index_library
     from hanclip_library.library import open_library
 
     # Before torch loads: the model's idle OpenMP threads sleep instead of spinning, leaving
@@ -93,23 +96,12 @@ def index(
         )
         report = index_library(opened, roots, options, RichProgress(progress))
     if json_output:
-        failures = [{"path": p, "error": e} for p, e in report.failures]
-        offline = [
-            {"path": f.path, "reason": f.reason, "photos": f.photos} for f in report.offline_folders
-        ]
-        print_json(
-            {
-                **report.counts(),
-                "failures": failures,
-                "offline_folders": offline,
-                "library": str(opened.directory),
-            }
-        )
+        print_json({**report.as_json(), "library": str(opened.directory)})
     else:
         counts = ", ".join(f"{v} {k}" for k, v in report.counts().items())
         console.print(f"{opened.directory}: {counts}", highlight=False, soft_wrap=True)
-        for path, error in report.failures[:20]:
-            err_console.print(Text(f"  could not read {path}: {error}"))
+        for failure in report.failures[:20]:
+            err_console.print(Text(f"  could not read {failure.path}: {failure.error}"))
     for folder in report.offline_folders:
         fate = (
             "removed from the library (--prune-offline)"
@@ -132,3 +124,22 @@ def index(
         )
         if report.failed == report.scanned:
             raise typer.Exit(1)  # nothing at all could be read: a script should notice
+
+
+class RichProgress:
+    """The indexer's stages as one rich task whose description and bar follow them."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        # Hidden and not started until the first stage: a run that stops at its checks
+        # shows no bar.
+        self._task: TaskID = progress.add_task("", total=None, start=False, visible=False)
+
+    def stage(self, description: str, total: int | None = None) -> None:
+        self._progress.start_task(self._task)
+        self._progress.update(
+            self._task, description=description, total=total, completed=0, visible=True
+        )
+
+    def advance(self, steps: int = 1) -> None:
+        self._progress.update(self._task, advance=steps)

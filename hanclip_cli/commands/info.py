@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -14,6 +14,9 @@ from hanclip_cli.common import (
     print_json,
 )
 from hanclip_cli.options import JsonOption, LibraryOption
+
+if TYPE_CHECKING:
+    from hanclip_library.library import LibrarySummary
 
 EPILOG = (
     "Examples:\n\n"
@@ -39,42 +42,42 @@ def info(
 
     summary = library_summary(library, with_errors=errors)
     if json_output:
-        print_json(summary)
+        print_json(summary.as_json())
         return
-    console.print(Text(f"library      {summary['library']}"))
+    console.print(Text(f"library      {summary.library}"))
     console.print(Text(_database_text(summary)), soft_wrap=True)  # a command to copy whole
-    if "photos" not in summary:
+    contents = summary.contents
+    if contents is None:
         return  # not even that could be read: the database line says why
-    health = summary["index"]
-    hint = " (--errors lists them)" if summary["failed"] and not errors else ""
+    health = contents.index
+    hint = " (--errors lists them)" if contents.failed and not errors else ""
     lines = [
-        f"photos       {summary['photos']}",
-        f"failed       {summary['failed']}{hint}",
-        f"model        {summary['model']}",
-        f"image model  {summary['image_model']}",
-        f"folders      {', '.join(summary['roots']) or '-'}",
+        f"photos       {contents.photos}",
+        f"failed       {contents.failed}{hint}",
+        f"model        {contents.model}",
+        f"image model  {contents.image_model}",
+        f"folders      {', '.join(contents.roots) or '-'}",
         *(
-            f"offline      {offline_text(f['path'], f['reason'])}: {f['photos']} photo(s) kept, "
-            f"since {f['since']}"
-            for f in summary["offline_folders"]
+            f"offline      {offline_text(f.path, f.reason)}: {f.photos} photo(s) kept, "
+            f"since {f.since}"
+            for f in contents.offline_folders
         ),
-        *([f"excludes     {', '.join(summary['excludes'])}"] if summary["excludes"] else []),
-        f"index        {health['status']}: {health['vectors']} vectors"
-        + (f", model fingerprint {health['fingerprint']}" if health["fingerprint"] else ""),
+        *([f"excludes     {', '.join(contents.excludes)}"] if contents.excludes else []),
+        f"index        {health.status}: {health.vectors} vectors"
+        + (f", model fingerprint {health.fingerprint}" if health.fingerprint else ""),
     ]
     for line in lines:
         console.print(Text(line))
-    for failure in summary.get("errors", []):
-        console.print(Text(f"  {failure['path']}: {failure['error']}"))
+    for failure in summary.errors or ():
+        console.print(Text(f"  {failure.path}: {failure.error}"))
 
 
-def _database_text(summary: dict) -> str:
+def _database_text(summary: LibrarySummary) -> str:
     from hanclip_library.store import repair_command
 
-    database = summary["database"]
-    if database["status"] == "ok":
+    if summary.database.status == "ok":
         return "database     ok"
     return (
-        f"database     damaged: {database['detail']} "
-        f"(`{repair_command(summary['library'])}` saves what can still be read)"
+        f"database     damaged: {summary.database.problem} "
+        f"(`{repair_command(summary.library)}` saves what can still be read)"
     )

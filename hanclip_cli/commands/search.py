@@ -30,6 +30,7 @@ from hanclip_cli.common import (
     notice,
     print_json,
 )
+from hanclip_cli.options import DEVICE, LIBRARY, MODEL
 from hanclip_library.request import CLI, Part, RequestField, SearchRequest, request_fields
 
 if TYPE_CHECKING:
@@ -68,20 +69,8 @@ class SearchArgs:
     device: str | None = None
 
 
-@dataclass(frozen=True)
-class WhereOption:
-    flags: tuple[str, ...]
-    value_type: type
-
-
-# Where a search runs, not what it asks: the Typer command takes these options from
-# hanclip_cli/options.py, which imports Typer; the fast parser cannot, so it knows their flags
-# from here (tests/test_search_request.py checks the two agree).
-WHERE = {
-    "library": WhereOption(("--library", "-l"), Path),
-    "model": WhereOption(("--model", "-m"), str),
-    "device": WhereOption(("--device",), str),
-}
+# Where a search runs, not what it asks: the options several commands share.
+WHERE = {"library": LIBRARY, "model": MODEL, "device": DEVICE}
 WHERE_AFTER = "limit"  # --help has always listed them after -n
 
 
@@ -102,9 +91,6 @@ def command_flags() -> dict[str, tuple[str, ...]]:
 def typer_command() -> Callable[..., None]:
     """`search` for Typer: `run_search` behind a signature generated from the request's
     declarations, with --library, --model and --device from hanclip_cli/options.py."""
-    from hanclip_cli.options import DeviceOption, LibraryOption, ModelOption
-
-    where = {"library": LibraryOption, "model": ModelOption, "device": DeviceOption}
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = []
     for spec in request_fields():
@@ -115,8 +101,8 @@ def typer_command() -> Callable[..., None]:
             )
         if spec.name == WHERE_AFTER:
             parameters += [
-                inspect.Parameter(name, keyword, default=None, annotation=option)
-                for name, option in where.items()
+                inspect.Parameter(name, keyword, default=None, annotation=option.typer())
+                for name, option in WHERE.items()
             ]
 
     def search(**given: Any) -> None:

@@ -186,21 +186,22 @@ def print_recipes(json_output: bool) -> None:
 
     recipes = list_recipes()
     if json_output:
-        print_json(recipes)
+        print_json([recipe.as_json() for recipe in recipes])
         return
 
     for recipe in recipes:
-        console.print(Text(f"{recipe['name']}  ({recipe['language']})", style="bold"))
-        console.print(Text(f"  {recipe['description']}"), soft_wrap=True)
-        for source in recipe["sources"]:
+        console.print(Text(f"{recipe.name}  ({recipe.language})", style="bold"))
+        console.print(Text(f"  {recipe.description}"), soft_wrap=True)
+        for listed in recipe.sources:
+            source = listed.source
             console.print(
                 Text(
-                    f"  {source['role']:<8} {source['repo_id']}  {source['size']}  "
-                    f"licence: {source['licence']}"
+                    f"  {listed.role:<8} {source.files.repo_id}  {source.size}  "
+                    f"licence: {source.licence}"
                 ),
                 soft_wrap=True,
             )
-        console.print(Text(f"  holds out: {recipe['holds_out']}"), soft_wrap=True)
+        console.print(Text(f"  holds out: {recipe.holds_out}"), soft_wrap=True)
 
 
 def run_train(args: TrainArgs, progress_bar) -> None:

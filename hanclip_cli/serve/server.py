@@ -43,13 +43,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class IdleExit:
-    """The app, stamped at every request; `watch` stops a uvicorn server once `idle_s`
+    """The site, stamped at every request; `watch` stops a uvicorn server once `idle_s`
     seconds pass with none (a thread; a request still running counts as not idle)."""
 
-    def __init__(self, app, idle_s: float) -> None:
+    def __init__(self, site, idle_s: float) -> None:
         import time
 
-        self.app, self.idle_s = app, idle_s
+        self.site, self.idle_s = site, idle_s
         self._clock = time.monotonic
         self._last = self._clock()
         self._running = 0
@@ -57,7 +57,7 @@ class IdleExit:
     async def __call__(self, scope, receive, send) -> None:
         self._running += 1
         try:
-            await self.app(scope, receive, send)
+            await self.site(scope, receive, send)
         finally:
             self._running -= 1
             self._last = self._clock()
@@ -99,8 +99,8 @@ def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
 
     from hanclip_cli.serve.discovery import remove_server_file, write_server_file
     from hanclip_cli.serve.guard import allowed_hosts, is_loopback
+    from hanclip_cli.serve.routes import build_site
     from hanclip_cli.serve.service import LibraryService
-    from hanclip_cli.serve.web import build_app
     from hanclip_library.thumbnails import ThumbnailCache
 
     if not 0 <= options.port <= 65535:
@@ -118,7 +118,8 @@ def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
         thumbnails = ThumbnailCache.for_library(
             service.directory, options.thumbnail_cache_mb * 1024 * 1024
         )
-        app = build_app(service, thumbnails, allowed_hosts(options.host, port, options.allow_hosts))
+        hosts = allowed_hosts(options.host, port, options.allow_hosts)
+        site = build_site(service, thumbnails, hosts)
         url = url_for(options.host, port)
         if not is_loopback(options.host):
             warn(
@@ -139,9 +140,9 @@ def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
             import webbrowser
 
             webbrowser.open(url)
-        idle = IdleExit(app, options.idle_exit) if options.idle_exit is not None else None
+        idle = IdleExit(site, options.idle_exit) if options.idle_exit is not None else None
         config = uvicorn.Config(
-            idle or app, log_level="warning", access_log=False, lifespan="off", server_header=False
+            idle or site, log_level="warning", access_log=False, lifespan="off", server_header=False
         )
         server = uvicorn.Server(config)
         if idle is not None:

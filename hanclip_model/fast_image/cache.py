@@ -9,17 +9,16 @@ again (until the weights change, or `retry`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hanclip_model.cache import remove_other_exports
 from hanclip_model.encoders import parse_image_model
 from hanclip_model.errors import BundleError
 from hanclip_model.fast_image.export import MAX_PIXEL_DIFF, MIN_COSINE, export_image_encoder
 from hanclip_model.fast_image.runtime import CONFIG_NAME, FAST_IMAGE_FORMAT, FastImageConfig
 from hanclip_model.files import atomic_write_text
+from hanclip_model.onnx_runtime import current_config, export_dir, remove_other_exports
 from hanclip_model.sources import source_fingerprint
 
 if TYPE_CHECKING:
@@ -47,9 +46,7 @@ def image_fingerprint(spec: str) -> str | None:
 
 def fast_image_dir(cache_root: str | Path, spec: str) -> Path:
     """The cache folder of `spec`'s export; a new fingerprint names a new folder."""
-    key = f"{FAST_IMAGE_FORMAT}\n{spec}\n{image_fingerprint(spec) or 'not-downloaded'}"
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    return Path(cache_root) / "fast-image" / digest
+    return export_dir(cache_root, "fast-image", FAST_IMAGE_FORMAT, spec, image_fingerprint(spec))
 
 
 def ensure_fast_image(
@@ -103,15 +100,9 @@ def cached_fast_image(spec: str, cache_root: str | Path) -> Path | None:
 
 def is_current(directory: Path, spec: str) -> bool:
     """Whether `directory` holds a verified export of `spec`'s current weights."""
-    if not (directory / CONFIG_NAME).is_file():
-        return False
-    try:
-        config = FastImageConfig.read(directory)
-    except BundleError:
-        return False
+    config = current_config(directory, CONFIG_NAME, FastImageConfig.read, spec, image_fingerprint)
     return (
-        config.spec == spec
-        and config.fingerprint == image_fingerprint(spec)
+        config is not None
         and config.min_cosine is not None
         and config.min_cosine >= MIN_COSINE
         and config.max_pixel_diff is not None

@@ -37,10 +37,9 @@ from hanclip_model.fast_image.runtime import (
     PreprocessConfig,
     preprocess_images,
 )
-from hanclip_model.fast_text.export import root_logger_muted
-from hanclip_model.fast_text.runtime import inference_session
 from hanclip_model.files import atomic_dir
 from hanclip_model.heads import l2_normalize
+from hanclip_model.onnx_runtime import inference_session, root_logger_muted, row_cosines
 from hanclip_model.storage import storage_error
 
 if TYPE_CHECKING:
@@ -239,23 +238,13 @@ def verify_export(directory: Path, model: Any, transform: Any) -> FastImageConfi
         reference = l2_normalize(model.encode_image(theirs).float().numpy())
     single = np.concatenate([encoder.embed([image]) for image in images])
     batched = encoder.embed(images)
-    worst = float(
-        min(_row_cosines(single, reference).min(), _row_cosines(batched, reference).min())
-    )
+    worst = float(min(row_cosines(single, reference).min(), row_cosines(batched, reference).min()))
     if not worst >= MIN_COSINE:
         raise BundleError(
             f"export of {config.spec!r} disagrees with open_clip "
             f"(cosine {worst:.4f} < {MIN_COSINE})"
         )
     return replace(config, min_cosine=worst, max_pixel_diff=pixel_diff)
-
-
-def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """In float64, so the recorded worst cosine shows how far below 1 it is."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (a * b).sum(axis=1) / np.maximum(
-        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12
-    )
 
 
 def quantize_image_encoder(directory: str | Path) -> FastImageConfig:
@@ -278,7 +267,7 @@ def quantize_image_encoder(directory: str | Path) -> FastImageConfig:
             quantize_dynamic(directory / ENCODER_NAME, target, weight_type=QuantType.QInt8)
         int8 = FastImageEncoder(fp32.config, inference_session(target))
         images = verify_images()
-        worst = float(_row_cosines(int8.embed(images), fp32.embed(images)).min())
+        worst = float(row_cosines(int8.embed(images), fp32.embed(images)).min())
     except Exception as exc:
         target.unlink(missing_ok=True)
         error = storage_error(exc, directory, what="bundle folder", unexplained_write=True)

@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from hanclip_model.device import is_cuda
 from hanclip_model.errors import BundleError
-from hanclip_model.fast_text.runtime import inference_session
 from hanclip_model.files import atomic_write_text
 from hanclip_model.heads import l2_normalize
+from hanclip_model.onnx_runtime import inference_session
 
 FAST_IMAGE_FORMAT = 1
 CONFIG_NAME = "fast_image.json"
@@ -194,13 +195,12 @@ class FastImageEncoder:
         provider (the plain graph: the optimised one was fused for the CPU)."""
         directory = Path(directory)
         config = FastImageConfig.read(directory)
-        on_cuda = device.split(":", 1)[0] == "cuda"
         if quantized:
             if config.int8_cosine is None or not (directory / QUANTIZED_ENCODER_NAME).is_file():
                 raise BundleError(f"{directory} has no int8 image encoder that held its accuracy")
             preoptimized, path = False, directory / QUANTIZED_ENCODER_NAME
         else:
-            preoptimized = optimized and not on_cuda
+            preoptimized = optimized and not is_cuda(device)
             preoptimized = preoptimized and (directory / OPTIMIZED_ENCODER_NAME).is_file()
             path = directory / (OPTIMIZED_ENCODER_NAME if preoptimized else ENCODER_NAME)
         try:

@@ -6,22 +6,18 @@ a changed model is exported again, and an export that is current is used as it i
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from hanclip_model.cache import remove_other_exports
-from hanclip_model.errors import BundleError
 from hanclip_model.fast_text.export import export_text_encoder
 from hanclip_model.fast_text.runtime import CONFIG_NAME, FAST_TEXT_FORMAT, FastTextConfig
 from hanclip_model.files import replace_dir
+from hanclip_model.onnx_runtime import current_config, export_dir, remove_other_exports
 from hanclip_model.sources import source_fingerprint
 
 
 def fast_text_dir(cache_root: str | Path, spec: str) -> Path:
     """The cache folder of `spec`'s export; a new fingerprint names a new folder."""
-    key = f"{FAST_TEXT_FORMAT}\n{spec}\n{source_fingerprint(spec) or 'not-downloaded'}"
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    return Path(cache_root) / "fast-text" / digest
+    return export_dir(cache_root, "fast-text", FAST_TEXT_FORMAT, spec, source_fingerprint(spec))
 
 
 def ensure_fast_text(
@@ -47,14 +43,5 @@ def cached_fast_text(spec: str, cache_root: str | Path) -> Path | None:
 
 
 def _is_current(directory: Path, spec: str, quantize: bool) -> bool:
-    if not (directory / CONFIG_NAME).is_file():
-        return False
-    try:
-        config = FastTextConfig.read(directory)
-    except BundleError:
-        return False
-    return (
-        config.spec == spec
-        and config.fingerprint == source_fingerprint(spec)
-        and (config.int8_cosine is not None or not quantize)
-    )
+    config = current_config(directory, CONFIG_NAME, FastTextConfig.read, spec, source_fingerprint)
+    return config is not None and (config.int8_cosine is not None or not quantize)

@@ -8,11 +8,8 @@ leaves nothing behind.
 
 from __future__ import annotations
 
-import logging
 import unicodedata
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,12 +33,17 @@ from hanclip_model.fast_text.runtime import (
     FastTextConfig,
     FastTextEncoder,
     full_tokenizer,
-    inference_session,
     open_parts,
     piece_table_tokenizer,
     tokenize,
 )
 from hanclip_model.files import atomic_dir
+from hanclip_model.onnx_runtime import (
+    NOT_DOWNLOADED,
+    inference_session,
+    root_logger_muted,
+    row_cosines,
+)
 from hanclip_model.sources import source_fingerprint
 from hanclip_model.texts import nfc_texts
 
@@ -192,7 +194,7 @@ def _write_export(directory: Path, model: Any, parts: _PipelineParts, spec: str)
     config = FastTextConfig(
         format=FAST_TEXT_FORMAT,
         spec=spec,
-        fingerprint=source_fingerprint(spec) or "not-downloaded",
+        fingerprint=source_fingerprint(spec) or NOT_DOWNLOADED,
         dim=parts.dim,
         hidden=int(table.shape[1]),
         vocab_size=int(table.shape[0]),
@@ -293,8 +295,8 @@ def _export_graph(path: Path, parts: _PipelineParts) -> None:
 def _fuse(traced: Path, path: Path, config: Any) -> None:
     """Fuse attention, LayerNorm and GELU into ORT's transformer kernels, offline.
 
-    A few large ops instead of hundreds of small ones: the session opens about three times
-    faster and runs a short query faster. External weights are mapped, not parsed.
+    A few large ops instead of hundreds of small ones: the session opens sooner and runs a
+    short query faster (benchmarks/speed.py). External weights are mapped, not parsed.
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -320,8 +322,8 @@ def _verify(directory: Path, config: FastTextConfig, reference: _Reference) -> N
     batched = encoder.embed(VERIFY_TEXTS)
     worst = float(
         min(
-            _row_cosines(single, reference.vectors).min(),
-            _row_cosines(batched, reference.vectors).min(),
+            row_cosines(single, reference.vectors).min(),
+            row_cosines(batched, reference.vectors).min(),
         )
     )
     if worst < MIN_COSINE:
@@ -329,12 +331,6 @@ def _verify(directory: Path, config: FastTextConfig, reference: _Reference) -> N
             f"export of {config.spec!r} disagrees with sentence-transformers "
             f"(cosine {worst:.4f} < {MIN_COSINE})"
         )
-
-
-def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(axis=1) / np.maximum(
-        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12
-    )
 
 
 def _quantize(directory: Path, config: FastTextConfig) -> FastTextConfig:
@@ -354,22 +350,8 @@ def _quantize(directory: Path, config: FastTextConfig) -> FastTextConfig:
         )
     fp32 = FastTextEncoder.load(directory).embed(VERIFY_TEXTS)
     int8 = FastTextEncoder(config, *open_parts(directory, config, int8_path)).embed(VERIFY_TEXTS)
-    result = replace(config, int8_cosine=float(_row_cosines(fp32, int8).min()))
+    result = replace(config, int8_cosine=float(row_cosines(fp32, int8).min()))
     if not result.quantized:
         int8_path.unlink()
     result.write(directory)
     return result
-
-
-@contextmanager
-def root_logger_muted() -> Iterator[None]:
-    """ONNX Runtime's quantizer advises through `logging.warning`, which would also give the
-    root logger a stderr handler for the rest of the process (whatever its level); a temporary
-    NullHandler takes the advice."""
-    root = logging.getLogger()
-    absorb = logging.NullHandler()
-    root.addHandler(absorb)
-    try:
-        yield
-    finally:
-        root.removeHandler(absorb)

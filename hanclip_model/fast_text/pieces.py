@@ -30,7 +30,7 @@ from typing import Any
 
 PIECES_NAME = "pieces.sqlite"
 SKELETON_NAME = "tokenizer-skeleton.json"
-# Below this many pieces the full tokenizer loads in a few milliseconds anyway.
+# Below this many pieces loading the full tokenizer is a small part of a search anyway.
 PIECE_TABLE_MIN_VOCAB = 50_000
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 _METASPACE = "▁"

@@ -1,9 +1,9 @@
 """The query-side text encoder on ONNX Runtime: a query becomes a vector without torch.
 
-Importing torch, transformers and sentence-transformers costs seconds, which a search from a
-cold start cannot afford. So, once per text model, `export.export_text_encoder` splits the
-sentence-transformers model into plain files that need only numpy, onnxruntime and
-tokenizers at query time, and this module reads them:
+Importing torch, transformers and sentence-transformers would be most of a search from a cold
+start (benchmarks/speed.py measures it). So, once per text model, `export.export_text_encoder`
+splits the sentence-transformers model into plain files that need only numpy, onnxruntime
+and tokenizers at query time, and this module reads them:
 
 * `tokenizer.json`: the fast tokenizer exactly as sentence-transformers configured it
   (lowercasing and special tokens included); truncation and padding come from `fast_text.json`.
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from hanclip_model.device import usable_cores
 from hanclip_model.errors import BundleError
 from hanclip_model.fast_text.pieces import PieceTableTokenizer
 from hanclip_model.files import atomic_write_text
+from hanclip_model.onnx_runtime import inference_session
 from hanclip_model.texts import nfc_texts
 
 FAST_TEXT_FORMAT = 3
@@ -184,52 +184,3 @@ def tokenize(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     input_ids = np.array([e.ids for e in encodings], dtype=np.int64)
     attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
     return input_ids, attention_mask
-
-
-def inference_session(
-    path: Path,
-    *,
-    preoptimized: bool = False,
-    save_optimized: Path | None = None,
-    prepack: bool = True,
-    device: str = "cpu",
-) -> Any:
-    """A session for one short query on a small CPU: every core on one operator at a time.
-
-    `preoptimized`: the graph was saved already optimised (`save_optimized`), so opening it
-    skips that work, which would otherwise be part of every cold search. `device` "cuda[:N]":
-    ONNX Runtime's CUDA provider first (needs `onnxruntime-gpu`), the CPU for what it lacks."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    levels = ort.GraphOptimizationLevel
-    if preoptimized:
-        options.graph_optimization_level = levels.ORT_DISABLE_ALL
-    elif save_optimized is not None:
-        # Not ENABLE_ALL: its layout changes may be specific to this CPU, and the file is
-        # a cache a user may copy; the transformer fusions are all in EXTENDED.
-        options.graph_optimization_level = levels.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(save_optimized)
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name",
-            save_optimized.name + ".data",
-        )
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-        )
-    else:
-        options.graph_optimization_level = levels.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = usable_cores()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # keep optimiser notices out of the CLI's output
-    # Waiting threads sleep instead of spinning: on a busy machine spinning threads steal the
-    # cores the query needs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if not prepack:
-        options.add_session_config_entry("session.disable_prepacking", "1")
-    providers = ["CPUExecutionProvider"]
-    if device.split(":", 1)[0] == "cuda":
-        index = device.partition(":")[2] or "0"
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))
-    return ort.InferenceSession(str(path), options, providers=providers)

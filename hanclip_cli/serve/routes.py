@@ -48,7 +48,7 @@ from hanclip_model.errors import HanclipError, StorageError
 log = logging.getLogger("hanclip.serve")
 
 STATIC = Path(__file__).parent / "static"
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC_FILES = {"page.js": "text/javascript", "style.css": "text/css"}
 THUMBNAIL_SIZES = {"grid": GRID_SIZE, "large": LARGE_SIZE}
 
 
@@ -99,7 +99,7 @@ def hit_json(hit: SearchHit, record: PhotoRecord | None) -> dict[str, object]:
     return {**hit_fields(hit), "id": hit.photo_id, **photo_urls(hit.photo_id, record)}
 
 
-class WebApp:
+class Routes:
     """The routes, over one LibraryService and one ThumbnailCache."""
 
     def __init__(self, service: LibraryService, thumbnails: ThumbnailCache) -> None:
@@ -261,11 +261,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error(500, f"internal error: {type(exc).__name__}")
 
 
-def build_app(
+def build_site(
     service: LibraryService, thumbnails: ThumbnailCache, allowed_hosts: frozenset[str]
 ) -> LocalOnly:
-    """The ASGI app: routes behind the Host check (see `guard`)."""
-    web = WebApp(service, thumbnails)
+    """The ASGI application of `hanclip serve`: its routes behind the Host check (see
+    `guard`)."""
+    web = Routes(service, thumbnails)
     routes = [
         Route("/", web.page),
         Route("/static/{name}", web.static),
