@@ -18,24 +18,21 @@ the real pairs of the first half. A row's figure is the largest |predicted − o
 the bins of predicted probability whose observed rate is measured to ±0.02 (one standard
 error, were the prediction exact); `within 0.05` says whether every such bin is.
 
-    python benchmarks/calibration_reliability.py [--rows 2000 10000] [--seeds 0 1 2]
-        [--test 50000] [--negatives 20] [--json PATH]
-
-It takes about a minute per 10,000-row world on 2 cores. Progress goes to stderr.
+Each world reports its own training time.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from benchkit import entry
+from benchkit.processes import BenchmarkError, log
 from train_synthetic import project, recall_at_1
 
 from hanclip_model.bundle import Calibration
@@ -72,11 +69,13 @@ class BinFigure:
 
 @dataclass(frozen=True)
 class FitFigure:
+    rows: int  # the world's
+    seed: int
     level: str  # instance | concept
     fitted_on: str
     a: float
     b: float
-    bins: list[BinFigure]
+    bins: tuple[BinFigure, ...]
 
     @property
     def worst(self) -> float:
@@ -98,6 +97,15 @@ class FitFigure:
         TOLERANCE there: dp/dcos = a·p(1−p) = a/4."""
         return 4 * TOLERANCE / self.a
 
+    @property
+    def misses(self) -> tuple[float, ...]:
+        """Predicted − observed per bin of predicted probability, 0-0.1 … 0.9-1."""
+        return tuple(round(b.predicted - b.observed, 3) for b in self.bins)
+
+    @property
+    def measured_bins(self) -> tuple[bool, ...]:
+        return tuple(b.measured for b in self.bins)
+
 
 @dataclass(frozen=True)
 class WorldFigure:
@@ -106,7 +114,34 @@ class WorldFigure:
     test: int
     recall_image_to_korean: float
     train_seconds: float
-    fits: list[FitFigure]
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    level: str
+    fitted_on: str
+    worlds_within: int  # worlds whose every measured bin is within TOLERANCE
+    worlds: int
+    worst_miss: float
+
+
+@dataclass(frozen=True)
+class Results:
+    tolerance: float
+    measured: float
+    worlds: tuple[WorldFigure, ...]
+    fits: tuple[FitFigure, ...]
+
+    @property
+    def summary(self) -> tuple[SummaryRow, ...]:
+        rows = []
+        for level in LEVELS:
+            for fitted_on in (SHIPPED, BEST):
+                fits = [f for f in self.fits if (f.level, f.fitted_on) == (level, fitted_on)]
+                held = sum(f.within for f in fits)
+                worst = max(f.worst for f in fits)
+                rows.append(SummaryRow(level, fitted_on, held, len(fits), worst))
+        return tuple(rows)
 
 
 def labelled_pairs(
@@ -117,18 +152,25 @@ def labelled_pairs(
     return concept_pairs(images, korean, concepts, negatives, seed=1)
 
 
-def fit_figure(level: str, fitted_on: str, fit: Calibration, pairs: LabelledScores) -> FitFigure:
+def fit_figure(
+    world: tuple[int, int], level: str, fitted_on: str, fit: Calibration, pairs: LabelledScores
+) -> FitFigure:
     bins = reliability(fit.probability(pairs.cosines), pairs.matches, pairs.weights)
     return FitFigure(
+        *world,
         level=level,
         fitted_on=fitted_on,
         a=fit.a,
         b=fit.b,
-        bins=[BinFigure(b.low, b.high, b.predicted, b.observed, b.calibrated_error) for b in bins],
+        bins=tuple(
+            BinFigure(b.low, b.high, b.predicted, b.observed, b.calibrated_error) for b in bins
+        ),
     )
 
 
-def measure_world(rows: int, seed: int, test: int, negatives: int) -> WorldFigure:
+def measure_world(
+    rows: int, seed: int, test: int, negatives: int
+) -> tuple[WorldFigure, list[FitFigure]]:
     world = make_world(rows, rows, rows, test, d_img=DIMS[0], d_txt=DIMS[1], seed=seed)
     started = time.perf_counter()
     result = train_heads(
@@ -137,7 +179,7 @@ def measure_world(rows: int, seed: int, test: int, negatives: int) -> WorldFigur
     train_seconds = time.perf_counter() - started
     report = result.calibration
     if report is None or report.calibration is None:
-        raise SystemExit(f"error: the {rows}-row world was left uncalibrated: {report}")
+        raise BenchmarkError(f"the {rows}-row world was left uncalibrated: {report}")
     images, korean = project(result.heads, world.test_images, world.test_korean)
     half = test // 2
     fits = []
@@ -146,94 +188,44 @@ def measure_world(rows: int, seed: int, test: int, negatives: int) -> WorldFigur
             labelled_pairs(level, images[part], korean[part], world.test_concepts[part], negatives)
             for part in (slice(0, half), slice(half, None))
         )
-        fits.append(fit_figure(level, SHIPPED, report.calibration, second))
-        fits.append(fit_figure(level, BEST, fit_logistic(first), second))
-    return WorldFigure(
-        rows=rows,
-        seed=seed,
-        test=test,
-        recall_image_to_korean=recall_at_1(images, korean),
-        train_seconds=train_seconds,
-        fits=fits,
-    )
-
-
-def format_world(world: WorldFigure) -> str:
-    lines = [
-        f"world: {world.rows:,} rows per bank, seed {world.seed}, {world.test:,} test samples "
-        f"(R@1 image→Korean among them {world.recall_image_to_korean:.3f}; trained in "
-        f"{world.train_seconds:.1f} s)",
-        f"  {'match':9} {'fitted on':33} {'a':>7} {'b':>7} {'p=½ at':>7}  {'worst':>6}  "
-        f"within {TOLERANCE}  predicted − observed per bin, 0-0.1 … 0.9-1 (* measured)",
-    ]
-    for fit in world.fits:
-        per_bin = " ".join(
-            f"{b.predicted - b.observed:+.2f}{'*' if b.measured else ' '}" for b in fit.bins
-        )
-        lines.append(
-            f"  {fit.level:9} {fit.fitted_on:33} {fit.a:7.1f} {fit.b:7.1f} {fit.midpoint:7.4f}  "
-            f"{fit.worst:6.3f}  {'yes' if fit.within else 'no':10}  {per_bin}"
-        )
-    shipped = world.fits[0]
-    lines.append(
-        f"  at the shipped slope, an error of {TOLERANCE} at p = ½ is "
-        f"{shipped.cosine_for_tolerance:.4f} in cosine"
-    )
-    return "\n".join(lines) + "\n"
-
-
-def format_summary(worlds: Sequence[WorldFigure]) -> str:
-    lines = [f"within {TOLERANCE} in every measured bin, over {len(worlds)} worlds:"]
-    for level in LEVELS:
-        for fitted_on in (SHIPPED, BEST):
-            fits = [
-                f for w in worlds for f in w.fits if (f.level, f.fitted_on) == (level, fitted_on)
-            ]
-            worst = max(f.worst for f in fits)
-            held = sum(f.within for f in fits)
-            lines.append(
-                f"  {level:9} {fitted_on:33} {held}/{len(fits)} worlds, worst miss {worst:.3f}"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def figures_json(worlds: Sequence[WorldFigure]) -> str:
-    data = []
-    for world in worlds:
-        entry = asdict(world)
-        for fit, block in zip(world.fits, entry["fits"], strict=True):
-            block.update(worst=fit.worst, within=fit.within, midpoint=fit.midpoint)
-        data.append(entry)
-    return json.dumps({"tolerance": TOLERANCE, "measured": MEASURED, "worlds": data}, indent=2)
+        fits.append(fit_figure((rows, seed), level, SHIPPED, report.calibration, second))
+        fits.append(fit_figure((rows, seed), level, BEST, fit_logistic(first), second))
+    recall = recall_at_1(images, korean)
+    return WorldFigure(rows, seed, test, recall, train_seconds), fits
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    example = "python benchmarks/calibration_reliability.py --rows 2000 --seeds 0 --json c.json"
+    parser = entry.parser(__doc__, example)
     parser.add_argument("--rows", type=int, nargs="+", default=[2000, 10_000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--test", type=int, default=50_000, help="held-out test samples")
     parser.add_argument("--negatives", type=int, default=20, help="non-matches per photo")
-    parser.add_argument("--json", dest="json_path", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.test < 4 or args.negatives < 1 or min(args.rows) < 1000:
         parser.error("--test needs at least 4 samples, --negatives 1, --rows 1000")
     return args
 
 
+def measure(rows: Sequence[int], seeds: Sequence[int], test: int, negatives: int) -> Results:
+    torch.manual_seed(0)
+    worlds, fits = [], []
+    for world_rows in rows:
+        for seed in seeds:
+            log(f"training the {world_rows:,}-row world, seed {seed}")
+            world, world_fits = measure_world(world_rows, seed, test, negatives)
+            worlds.append(world)
+            fits += world_fits
+    return Results(TOLERANCE, MEASURED, tuple(worlds), tuple(fits))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.manual_seed(0)
-    worlds = []
-    for rows in args.rows:
-        for seed in args.seeds:
-            print(f"training the {rows:,}-row world, seed {seed} ...", file=sys.stderr)
-            world = measure_world(rows, seed, args.test, args.negatives)
-            print(format_world(world))
-            worlds.append(world)
-    print(format_summary(worlds), end="")
-    if args.json_path is not None:
-        args.json_path.write_text(figures_json(worlds), encoding="utf-8")
-    return 0
+    return entry.finish(
+        lambda: measure(args.rows, args.seeds, args.test, args.negatives),
+        args.json_path,
+        title="match probability against the observed match rate (synthetic worlds)",
+    )
 
 
 if __name__ == "__main__":

@@ -1,34 +1,33 @@
 """Where `hanclip duplicates` should draw its line: copies of a photo against other photos.
 
 Generates varied photo-like pictures (smooth colour at two scales, hard-edged shapes, sensor
-noise: `speedbench.inputs.synthetic_photo`), makes the copies a photo library collects of
+noise: `benchkit.inputs.synthetic_photo`), makes the copies a photo library collects of
 one picture (JPEG re-saved at quality 60, PNG <-> JPEG, resized to 50% and 25%), embeds every
 file with the image model of `--bundle` (a user's real weights) or, offline, the random-weight
 ViT-B/32 (`hanclip_eval.random_models.random_clip_vit_b32`), and prints the cosine
 distributions: copy against its original (min and low percentiles) and different photos
 against each other (max and high percentiles), in the raw image embedding space and in the
 search space (through the bundle's heads, or seeded random heads offline). The threshold
-printed is the midpoint of the gap between the lowest copy score and the highest
-different-photo score, in the raw space, which is what `hanclip duplicates` compares.
+reported, "threshold (raw space)", is the midpoint of the gap between the lowest copy score
+and the highest different-photo score in the raw space, which is what `hanclip duplicates`
+compares.
 
 `hanclip_library.duplicates.DEFAULT_THRESHOLD` is this script's figure for the random-weight
 ViT-B/32 (real CLIP weights cannot be fetched where it was run): a random network's gap is not
 CLIP's, so the default is a measured starting point, and `--threshold` overrides it.
-
-    python benchmarks/duplicates_threshold.py [--photos 40] [--bundle DIR] [--seed 0]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from speedbench.inputs import synthetic_photo
+from benchkit import entry
+from benchkit.inputs import synthetic_photo
 
 from hanclip_model.heads import l2_normalize
 
@@ -37,35 +36,62 @@ COPY_KINDS = ("jpeg-q60", "other-format", "resized-50", "resized-25")
 
 
 @dataclass(frozen=True)
-class Distribution:
-    """Cosine scores of one kind of pair."""
+class CopyScores:
+    """One kind of copy's cosine with its original: the lowest and low percentiles."""
 
-    scores: np.ndarray
-
-    def percentiles(self, points: tuple[int, ...]) -> str:
-        values = np.percentile(self.scores, points)
-        return " ".join(f"p{p}={v:.4f}" for p, v in zip(points, values, strict=True))
+    kind: str
+    min: float
+    p1: float
+    p5: float
+    p50: float
 
 
 @dataclass(frozen=True)
-class Measurement:
+class DifferentScores:
+    """Different photos against each other: the highest and high percentiles."""
+
+    pairs: int
+    max: float
+    p50: float
+    p95: float
+    p99: float
+
+
+@dataclass(frozen=True)
+class Space:
     """The copies' scores against their originals and the different photos' scores."""
 
-    copies: dict[str, Distribution]
-    different: Distribution
+    copies: tuple[CopyScores, ...]
+    different: DifferentScores
 
     @property
     def lowest_copy(self) -> float:
-        return float(min(d.scores.min() for d in self.copies.values()))
+        return min(c.min for c in self.copies)
 
     @property
     def highest_different(self) -> float:
-        return float(self.different.scores.max())
+        return self.different.max
+
+    @property
+    def gap(self) -> float:
+        return self.lowest_copy - self.highest_different
 
     @property
     def threshold(self) -> float:
         """The middle of the gap (or of the overlap, where there is no gap)."""
         return (self.lowest_copy + self.highest_different) / 2
+
+
+@dataclass(frozen=True)
+class Results:
+    photos: int  # each with its original and one copy of every COPY_KINDS
+    embedded_by: str
+    raw: Space  # what `hanclip duplicates` compares
+    search: Space  # through the heads
+
+    @property
+    def threshold_raw_space(self) -> float:
+        return round(self.raw.threshold, 2)
 
 
 def write_variants(folder: Path, count: int, seed: int) -> list[list[Path]]:
@@ -94,19 +120,23 @@ def write_variants(folder: Path, count: int, seed: int) -> list[list[Path]]:
     return photos
 
 
-def measure(vectors: np.ndarray, count: int) -> Measurement:
+def space(vectors: np.ndarray, count: int) -> Space:
     """`vectors` rows: photo 0's original and copies (COPY_KINDS order), then photo 1's, ..."""
     per_photo = 1 + len(COPY_KINDS)
     unit = l2_normalize(vectors).reshape(count, per_photo, -1)
-    copies = {
-        kind: Distribution(np.einsum("pd,pd->p", unit[:, 0], unit[:, 1 + k]))
-        for k, kind in enumerate(COPY_KINDS)
-    }
+    copies = []
+    for k, kind in enumerate(COPY_KINDS):
+        scores = np.einsum("pd,pd->p", unit[:, 0], unit[:, 1 + k])
+        copies.append(CopyScores(kind, float(scores.min()), *_percentiles(scores, (1, 5, 50))))
     flat = unit.reshape(count * per_photo, -1)
-    scores = flat @ flat.T
     photo = np.repeat(np.arange(count), per_photo)
-    different = scores[photo[:, None] < photo[None, :]]
-    return Measurement(copies, Distribution(different))
+    different = (flat @ flat.T)[photo[:, None] < photo[None, :]]
+    high = _percentiles(different, (50, 95, 99))
+    return Space(tuple(copies), DifferentScores(different.size, float(different.max()), *high))
+
+
+def _percentiles(scores: np.ndarray, points: Sequence[int]) -> list[float]:
+    return [float(v) for v in np.percentile(scores, points)]
 
 
 def embedders(bundle: str | None) -> tuple[str, Callable, Callable]:
@@ -140,44 +170,28 @@ def embedders(bundle: str | None) -> tuple[str, Callable, Callable]:
     )
 
 
-def report(name: str, measurement: Measurement) -> None:
-    print(f"\n{name}")
-    for kind, distribution in measurement.copies.items():
-        print(
-            f"  copy {kind:<13} vs original: min={distribution.scores.min():.4f} "
-            f"{distribution.percentiles((1, 5, 50))}"
-        )
-    different = measurement.different
-    print(
-        f"  different photos ({different.scores.size} pairs): "
-        f"max={different.scores.max():.4f} {different.percentiles((50, 95, 99))}"
-    )
-    gap = measurement.lowest_copy - measurement.highest_different
-    print(
-        f"  lowest copy {measurement.lowest_copy:.4f}, highest different "
-        f"{measurement.highest_different:.4f}: gap {gap:+.4f}, threshold "
-        f"{measurement.threshold:.4f}"
-    )
+def measure(photos: int, bundle: str | None, seed: int) -> Results:
+    what, raw_embeddings, project = embedders(bundle)
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = write_variants(Path(tmp), photos, seed)
+        raw = raw_embeddings([path for paths in variants for path in paths])
+    return Results(photos, what, space(raw, photos), space(project(raw), photos))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    example = "python benchmarks/duplicates_threshold.py --photos 40 --json dup.json"
+    parser = entry.parser(__doc__, example)
     parser.add_argument("--photos", type=int, default=40)
     parser.add_argument("--bundle", help="a hanclip bundle with real weights (default: random)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.photos < 2:
         parser.error("--photos must be at least 2")
-    what, raw_embeddings, project = embedders(args.bundle)
-    with tempfile.TemporaryDirectory() as tmp:
-        photos = write_variants(Path(tmp), args.photos, args.seed)
-        raw = raw_embeddings([path for variants in photos for path in variants])
-    print(f"{args.photos} photos x (original + {len(COPY_KINDS)} copies), embedded by {what}")
-    raw_space = measure(raw, args.photos)
-    report("raw image embeddings (what `hanclip duplicates` compares)", raw_space)
-    report("search space (through the heads)", measure(project(raw), args.photos))
-    print(f"\nthreshold (raw space): {raw_space.threshold:.2f}")
-    return 0
+    return entry.finish(
+        lambda: measure(args.photos, args.bundle, args.seed),
+        args.json_path,
+        title="copies of a photo against other photos: where `hanclip duplicates` draws its line",
+    )
 
 
 if __name__ == "__main__":

@@ -31,12 +31,8 @@ differs. One run measures:
 4. the peak RSS of every `hanclip index` process (wait4 in a small launcher).
 
 Every ratio comes from figures measured in this run. The machine may be shared: the load
-average and the cores a busy loop could get are reported with the figures. The report goes to
-stdout, progress to stderr; exit 0 whether or not the targets are met, non-zero only when a
-measurement could not be made. Models, photos and the export are kept in `--work` and reused.
-
-    python benchmarks/index_onnx.py [--work DIR] [--photos 64] [--runs 3] [--quantize-images]
-                                    [--json PATH] [--quick]
+average and the cores a busy loop could get are reported with the figures. Models, photos and
+the export are kept in `--work` and reused.
 """
 
 from __future__ import annotations
@@ -45,30 +41,27 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
+
+from benchkit import entry
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python benchmarks/index_onnx.py --work /tmp/onnxbench --quantize-images",
-    )
-    parser.add_argument("--work", type=Path, help="work directory, kept (default: a temp dir)")
+    example = "python benchmarks/index_onnx.py --work /tmp/onnxbench --quantize-images"
+    parser = entry.parser(__doc__, example, work="kept; default: a temp dir")
     parser.add_argument("--photos", type=int, help="~2-MP JPEGs to index (default 64)")
     parser.add_argument("--runs", type=int, help="timed processes per backend (default 3)")
     parser.add_argument(
         "--quantize-images", action="store_true", help="also measure the int8 image graph"
     )
-    parser.add_argument("--json", type=Path, dest="json_path", help="also write figures here")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run: a smoke test")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from speedbench.onnx_index import FULL, QUICK, figures_json, format_report, run_benchmark
-    from speedbench.processes import BenchmarkError
-    from speedbench.run import work_directory
+    from benchkit.workspace import work_directory
+    from onnxbench.figures import FULL, QUICK, checks
+    from onnxbench.run import run_benchmark
 
     sizes = QUICK if args.quick else FULL
     if args.photos is not None:
@@ -76,15 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs is not None:
         sizes = replace(sizes, runs=max(1, args.runs))
     with work_directory(args.work) as work:
-        try:
-            results = run_benchmark(work, sizes, quantize=args.quantize_images)
-        except BenchmarkError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    print(format_report(results), end="")
-    if args.json_path is not None:
-        args.json_path.write_text(figures_json(results), encoding="utf-8")
-    return 0
+        return entry.finish(
+            lambda: run_benchmark(work, sizes, quantize=args.quantize_images),
+            args.json_path,
+            title="hanclip index: ONNX Runtime (exported bundle) vs torch (HANCLIP_FAST_IMAGE=0)",
+            checks=checks,
+        )
 
 
 if __name__ == "__main__":

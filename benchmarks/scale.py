@@ -9,8 +9,8 @@ distinct, rows with its real size, mtime_ns and sha256), the rest rows under a f
 exists nowhere and is never indexed. The measured checkout (`--code`, default this repository;
 run as `python -m hanclip_cli` with PYTHONPATH=CHECKOUT) works on its own copy of it, kept in
 the work directory per checkout path and HEAD (`--fresh` copies it anew): its first
-`hanclip index` of the real files migrates the library and builds the HNSW index (minutes at
-1M); then, per size:
+`hanclip index` of the real files migrates the library and builds the HNSW index (the report
+gives its time); then, per size:
 
 1. cold search: fresh `hanclip search QUERY --json -n 10` processes, spawn to exit, `--runs`
    distinct Korean queries, after one untimed search (OS page cache warm): p50, min, max;
@@ -25,11 +25,7 @@ the work directory per checkout path and HEAD (`--fresh` copies it anew): its fi
    to report nothing added, updated, moved, removed or failed.
 
 Targets, PASS/FAIL: cold search p50 <= 0.5 s up to 100k photos, <= 1 s up to 1M; no-op
-re-index of 100,000 files < 2 s. The report goes to stdout, progress to stderr; exit 0
-whether or not the targets are met, non-zero only when a measurement could not be made.
-
-    python benchmarks/scale.py [--work DIR] [--sizes 100000 1000000] [--code CHECKOUT]
-                               [--runs 7] [--json PATH] [--bundle DIR] [--fresh] [--quick]
+re-index of 100,000 files < 2 s.
 """
 
 from __future__ import annotations
@@ -42,21 +38,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-from serve_latency import korean_queries
-from speedbench.processes import BenchmarkError, log
-from speedbench.scale import (
-    REAL_FILES,
-    RUNS,
-    Checkout,
-    Report,
-    Runner,
-    figures_json,
-    format_report,
-    measure_size,
-    seed_dim,
-    tiny_bundle,
-)
-from speedbench.workspace import isolated_env
+from benchkit import entry
+from benchkit.inputs import build_random_bundle, korean_queries, tiny_bundle
+from benchkit.processes import log
+from benchkit.workspace import default_work, isolated_env
+from scalebench.checkout import Checkout, Runner, seed_dim
+from scalebench.figures import Report, checks
+from scalebench.library import REAL_FILES
+from scalebench.measure import RUNS, measure_size
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_SIZES = (2_000, 5_000)
@@ -64,15 +53,7 @@ QUICK_REAL_FILES = 1_000
 QUICK_RUNS = 3
 
 
-def default_work() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("hanclip-bench", appauthor=False)) / "scale"
-
-
 def run_benchmark(args: argparse.Namespace) -> Report:
-    from speedbench.inputs import build_random_bundle
-
     started = time.perf_counter()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -118,17 +99,13 @@ def run_benchmark(args: argparse.Namespace) -> Report:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python benchmarks/scale.py --work /tmp/scale-work --json scale.json",
-    )
-    parser.add_argument("--work", type=Path, help="work directory, kept (default: user cache)")
+    example = "python benchmarks/scale.py --work /tmp/scale-work --json scale.json"
+    parser = entry.parser(__doc__, example, work="kept; default: user cache")
     parser.add_argument("--sizes", type=int, nargs="+", help="library sizes (100000 1000000)")
     parser.add_argument(
         "--code", type=Path, default=REPO, help="the hanclip checkout measured (this repository)"
     )
     parser.add_argument("--runs", type=int, help=f"cold and warm searches each ({RUNS})")
-    parser.add_argument("--json", type=Path, dest="json_path", help="also write figures here")
     parser.add_argument("--bundle", type=Path, help="a bundle to use instead of the random one")
     parser.add_argument(
         "--fresh", action="store_true", help="copy the fabricated libraries anew for this checkout"
@@ -145,21 +122,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.real_files = QUICK_REAL_FILES if args.quick else REAL_FILES
     if min(args.sizes) < 2 or args.runs < 1:
         parser.error("sizes must be at least 2, --runs at least 1")
-    args.work = (args.work or default_work()).resolve()
+    args.work = (args.work or default_work("scale")).resolve()
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        report = run_benchmark(args)
-    except (BenchmarkError, httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(format_report(report), end="")
-    if args.json_path is not None:
-        args.json_path.write_text(figures_json(report), encoding="utf-8")
-    return 0
+    return entry.finish(
+        lambda: run_benchmark(args),
+        args.json_path,
+        title="hanclip at scale: fabricated libraries, the measured checkout run from outside",
+        checks=checks,
+        errors=(httpx.HTTPError, OSError, ValueError, KeyError),
+    )
 
 
 if __name__ == "__main__":

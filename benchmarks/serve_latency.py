@@ -19,93 +19,43 @@ The library: a few generated 12-MP JPEGs (phone-size, so a first thumbnail costs
 costs on a phone photo) indexed with `hanclip index`, topped up with synthetic rows (random
 embeddings, paths under /synthetic) to `--photos`. The bundle, the photos, the library and
 the fast text encoder's export are kept under `--work` (default: a folder in the user cache)
-and reused by the next run: the first run spends a minute or two making them.
+and reused by the next run: only the first run pays for making them.
 
-The report goes to stdout (progress to stderr), ending with the target `server search p50
-<= 50 ms`; the process exits 0 whether or not the target is met, and non-zero only when a
-measurement could not be made.
-
-    python benchmarks/serve_latency.py [--work DIR] [--photos 10000] [--queries 100] [--json PATH]
+The report ends with the target `server search p50 <= 50 ms`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
-from speedbench.processes import BenchmarkError, LoadSampler, log, median
-from speedbench.results import LoadSummary
-from speedbench.settings import PHOTO_SIZE
-from speedbench.workspace import Workspace
+from benchkit import entry
+from benchkit.figures import Check, Spread, Target
+from benchkit.inputs import PHOTO_SIZE, PHRASES, fill_library, korean_queries, linked_folder
+from benchkit.processes import BenchmarkError, LoadSampler, LoadSummary, log
+from benchkit.server import Server, running_server
+from benchkit.workspace import Workspace, check_index_counts
 
-from hanclip_eval.server_process import ServerDidNotStart, spawned_server
-
-SEARCH_P50_TARGET_MS = 50.0  # the issue's "tens of milliseconds"
+# The issue's "tens of milliseconds".
+SEARCH_P50 = Target("search_p50_ms", "server search p50", "<=", 50.0, " ms")
 REAL_PHOTOS = 12  # indexed JPEGs: the thumbnails and the narrow filter's photos
 PAGE = 30  # n of every search: the web page's grid
 WARMUP_SEARCHES = 10
 CLI_RUNS = 3
 SYNTHETIC_ROOT = "/synthetic"  # where `fill_library` puts its rows
-SERVER_START_TIMEOUT_S = 300.0
 
-# Query texts are "<when> <where> <what>": 8 x 10 x 15 = 1,200 distinct phrases.
-WHEN = ("여름", "겨울", "밤", "아침", "비 오는 날", "생일", "주말", "가을 저녁")
-WHERE = (
-    "해변에서",
-    "공원에서",
-    "산 위에서",
-    "한강에서",
-    "제주도에서",
-    "카페에서",
-    "시장에서",
-    "눈 덮인 길에서",
-    "기차역에서",
-    "한옥 마을에서",
-)
-WHAT = (
-    "고양이",
-    "강아지",
-    "아이들",
-    "할머니",
-    "가족 사진",
-    "친구들",
-    "자전거",
-    "기차",
-    "노을",
-    "눈사람",
-    "벚꽃",
-    "단풍",
-    "커피 한 잔",
-    "생일 케이크",
-    "불꽃놀이",
-)
-
-PHRASES = len(WHEN) * len(WHERE) * len(WHAT)
 # Each text is used once: warm-up, the plain search, two filters and the second page.
 MAX_QUERIES = (PHRASES - WARMUP_SEARCHES - 3) // 4
 
 Call = tuple[str, dict[str, str | int]]  # a GET: path and query parameters
-
-
-def korean_queries(count: int, seed: int = 0) -> list[str]:
-    """`count` distinct Korean query texts, the same ones for the same seed; a shorter list
-    is the start of a longer one."""
-    phrases = [f"{when} {where} {what}" for when in WHEN for where in WHERE for what in WHAT]
-    if count > len(phrases):
-        raise ValueError(f"{count} queries asked, {len(phrases)} distinct ones available")
-    random.Random(seed).shuffle(phrases)
-    return phrases[:count]
 
 
 # -- figures ------------------------------------------------------------------------------
@@ -113,23 +63,11 @@ def korean_queries(count: int, seed: int = 0) -> list[str]:
 
 @dataclass(frozen=True)
 class Latency:
-    """One kind of request: the client's wall time per request, in milliseconds."""
+    """One kind of request: the client's wall time per request."""
 
     key: str
     label: str
-    count: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    min_ms: float
-    max_ms: float
-    samples_ms: tuple[float, ...]
-
-    @classmethod
-    def of(cls, key: str, label: str, seconds: Sequence[float]) -> Latency:
-        ms = np.asarray(seconds, dtype=np.float64) * 1000
-        p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
-        return cls(key, label, len(ms), p50, p90, p99, float(ms.min()), float(ms.max()), tuple(ms))
+    ms: Spread
 
 
 @dataclass(frozen=True)
@@ -138,16 +76,10 @@ class ServerFigures:
     ready_s: float  # spawn to the first answer (/api/info)
     first_search_ms: float  # the first search after start, before any warm-up
     peak_rss_mb: float | None  # the server process's high-water mark (Linux)
-    latencies: tuple[Latency, ...]
+    latencies: tuple[Latency, ...]  # warm, over one keep-alive connection
 
     def latency(self, key: str) -> Latency:
         return next(row for row in self.latencies if row.key == key)
-
-
-@dataclass(frozen=True)
-class CliFigures:
-    wall_s: tuple[float, ...]  # cold `hanclip search` processes, spawn to exit
-    median_s: float
 
 
 @dataclass(frozen=True)
@@ -159,21 +91,26 @@ class Results:
     cores: int
     load_average: LoadSummary
     server: ServerFigures
-    cli: CliFigures
+    cli_search_s: Spread  # cold `hanclip search` processes, spawn to exit
     work: str
     wall_s: float
 
     @property
+    def synthetic_photos(self) -> int:
+        return self.library_photos - self.real_photos
+
+    @property
     def search_p50_ms(self) -> float:
-        return self.server.latency("search").p50_ms
+        return self.server.latency("search").ms.p50
 
     @property
-    def cli_over_server(self) -> float:
-        return self.cli.median_s * 1000 / self.search_p50_ms
+    def cli_over_server_p50(self) -> float:
+        """Cold CLI median over the warm server's search p50."""
+        return self.cli_search_s.p50 * 1000 / self.search_p50_ms
 
-    @property
-    def passes(self) -> bool:
-        return self.search_p50_ms <= SEARCH_P50_TARGET_MS
+
+def checks(results: Results) -> list[Check]:
+    return [Check.of(SEARCH_P50, results.search_p50_ms)]
 
 
 # -- the requests ------------------------------------------------------------------------
@@ -287,46 +224,13 @@ def measure_requests(client: httpx.Client, plan: Plan) -> tuple[float, tuple[Lat
         timed_get(client, call)
     latencies = []
     for scenario in filter(lambda s: s.calls, plan.scenarios):  # a tiny library has no photo
-        seconds = [timed_get(client, call) for call in scenario.calls]
-        latencies.append(Latency.of(scenario.key, scenario.label, seconds))
-        log(f"server: {scenario.label}: p50 {latencies[-1].p50_ms:.1f} ms")
+        ms = Spread.of([timed_get(client, call) * 1000 for call in scenario.calls])
+        latencies.append(Latency(scenario.key, scenario.label, ms))
+        log(f"server: {scenario.label}: p50 {ms.p50:.1f} ms")
     return first_ms, tuple(latencies)
 
 
 # -- the server process ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    pid: int
-    spawned: float  # perf_counter at spawn
-    announced_s: float
-
-    def since_spawn(self) -> float:
-        return time.perf_counter() - self.spawned
-
-    def peak_rss_mb(self) -> float | None:
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return None  # not Linux
-        kb = next(
-            (line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")), None
-        )
-        return None if kb is None else int(kb) / 1024
-
-
-@contextmanager
-def running_server(
-    args: Sequence[str], env: dict[str, str], timeout_s: float = SERVER_START_TIMEOUT_S
-) -> Iterator[Server]:
-    """`hanclip serve --port 0 ARGS...` until the block ends."""
-    try:
-        with spawned_server(args, env=env, timeout_s=timeout_s) as spawned:
-            yield Server(spawned.url, spawned.process.pid, spawned.spawned_at, spawned.started_s)
-    except ServerDidNotStart as exc:
-        raise BenchmarkError(str(exc)) from None
 
 
 def measure_server(server: Server, plan: Plan) -> ServerFigures:
@@ -376,9 +280,6 @@ def library_count(path: Path) -> int:
 def build_library(ws: Workspace, photos: Sequence[Path], total: int) -> Library:
     """The real photos indexed by `hanclip index`, synthetic rows up to `total`; kept in the
     work directory and reused when it holds `total` photos."""
-    from speedbench.inputs import fill_library, linked_folder
-    from speedbench.workspace import check_index_counts
-
     path, folder = ws.root / f"serve-library-{total}", ws.root / "serve-photos"
     if library_count(path) == total and folder.is_dir():
         log(f"library: reusing {path}")
@@ -398,8 +299,8 @@ def sync_index_file(ws: Workspace, library: Path, text: str) -> None:
     ws.search(text, library)
 
 
-def measure_cli(ws: Workspace, library: Path, texts: Sequence[str]) -> CliFigures:
-    """Cold `hanclip search` processes, one per text."""
+def measure_cli(ws: Workspace, library: Path, texts: Sequence[str]) -> Spread:
+    """Cold `hanclip search` processes, one per text: their wall times."""
     walls = []
     for text in texts:
         run = ws.search(text, library)
@@ -407,78 +308,10 @@ def measure_cli(ws: Workspace, library: Path, texts: Sequence[str]) -> CliFigure
             raise BenchmarkError(f"hanclip search {text!r} found nothing")
         walls.append(run.wall_s)
         log(f"cli: `hanclip search` {run.wall_s:.2f} s")
-    return CliFigures(tuple(walls), median(walls))
-
-
-# -- the report --------------------------------------------------------------------------
-
-
-def _row(label: str, *cells: str) -> str:
-    return f"  {label:<46}" + "".join(f"{cell:>8}" for cell in cells)
-
-
-def format_report(results: Results) -> str:
-    server, cli, load = results.server, results.cli, results.load_average
-    real, synthetic = results.real_photos, results.library_photos - results.real_photos
-    width, height = results.photo_size
-    rss = "n/a" if server.peak_rss_mb is None else f"{server.peak_rss_mb:,.0f} MB"
-    lines = [
-        "hanclip serve latency, offline: real-size architectures, random weights",
-        "=" * 94,
-        f"library       {results.library_photos:,} photos: {real} indexed {width}x{height} "
-        f"JPEGs + {synthetic:,} synthetic rows",
-        f"bundle        {results.bundle}",
-        f"machine       {results.cores} cores usable; load average (1-min) start "
-        f"{load.at_start_1_5_15[0]}, during min {load.during_1min_min} / median "
-        f"{load.during_1min_median} / max {load.during_1min_max}, end {load.at_end_1_5_15[0]}",
-        f"free cores    {', '.join(f'{k}: {v:.2f}' for k, v in load.cores_available.items())}"
-        f" of {results.cores} (CPU time busy loops got in 1 s)",
-        f"work dir      {results.work}; benchmark wall time {results.wall_s:.0f} s",
-        "",
-        f"Server (`hanclip serve --port 0`): URL printed {server.announced_s:.2f} s after "
-        f"spawn, first answer at {server.ready_s:.2f} s; peak RSS {rss}",
-        f"  first search after start (before any warm-up): {server.first_search_ms:.1f} ms",
-        "",
-        "Warm server, client wall time per request (one keep-alive connection, ms):",
-        _row("request", "n", "p50", "p90", "p99", "min", "max"),
-    ]
-    for row in server.latencies:
-        figures = (row.p50_ms, row.p90_ms, row.p99_ms, row.min_ms, row.max_ms)
-        lines.append(_row(row.label, str(row.count), *(f"{v:.1f}" for v in figures)))
-    runs = " ".join(f"{v:.2f}" for v in cli.wall_s)
-    lines += [
-        "",
-        f"Cold CLI: `hanclip search` process, spawn to exit, median of {len(cli.wall_s)}: "
-        f"{cli.median_s:.2f} s [{runs}]",
-        f"  cold CLI / warm server search p50: {results.cli_over_server:.0f}x",
-        "",
-        "Target:",
-        f"  server search p50 <= {SEARCH_P50_TARGET_MS:g} ms  "
-        f"{'PASS' if results.passes else 'FAIL'}  (measured {results.search_p50_ms:.1f} ms)",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def figures_json(results: Results) -> str:
-    """The figures under their field names; latencies keyed by scenario."""
-    data = asdict(results)
-    data["server"]["latencies"] = {row.key: asdict(row) for row in results.server.latencies}
-    data["cli_over_server_p50"] = results.cli_over_server
-    data["target"] = {
-        "search_p50_ms": results.search_p50_ms,
-        "limit_ms": SEARCH_P50_TARGET_MS,
-        "pass": results.passes,
-    }
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return Spread.of(walls)
 
 
 # -- one run -----------------------------------------------------------------------------
-
-
-def default_work() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("hanclip-bench", appauthor=False)) / "serve-latency"
 
 
 def filters_for(library: Library) -> tuple[Filter, ...]:
@@ -493,9 +326,8 @@ def filters_for(library: Library) -> tuple[Filter, ...]:
 
 
 def run_benchmark(work: Path, photos: int, queries: int) -> Results:
-    from speedbench.run import Options, prepare_inputs
-    from speedbench.settings import FULL
-    from speedbench.workspace import ISOLATED_KEYS, isolated_env
+    from benchkit.inputs import prepare_inputs
+    from benchkit.workspace import isolated_env, isolated_process
 
     from hanclip_library.thumbnails import THUMBNAILS_DIR
     from hanclip_model.device import usable_cores
@@ -503,10 +335,8 @@ def run_benchmark(work: Path, photos: int, queries: int) -> Results:
     started = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     env = isolated_env(work)  # caches under the work directory; no hub is asked
-    os.environ.update({key: env[key] for key in ISOLATED_KEYS})  # our own model loads too
-    real = min(REAL_PHOTOS, photos)
-    with LoadSampler(usable_cores()) as load:
-        inputs = prepare_inputs(Options(work, replace(FULL, photos=real), None))
+    with isolated_process(env), LoadSampler(usable_cores()) as load:
+        inputs = prepare_inputs(work, min(REAL_PHOTOS, photos), None)
         ws = Workspace(work, inputs.bundle, env)
         library = build_library(ws, inputs.photos, photos)
         plan = make_plan(queries, library.all_ids, library.real_ids, filters_for(library))
@@ -527,21 +357,17 @@ def run_benchmark(work: Path, photos: int, queries: int) -> Results:
         cores=usable_cores(),
         load_average=load.summary(),
         server=figures,
-        cli=cli,
+        cli_search_s=cli,
         work=str(work),
         wall_s=time.perf_counter() - started,
     )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python benchmarks/serve_latency.py --json serve.json",
-    )
-    parser.add_argument("--work", type=Path, help="work directory, kept (default: user cache)")
+    example = "python benchmarks/serve_latency.py --json serve.json"
+    parser = entry.parser(__doc__, example, work="kept; default: user cache")
     parser.add_argument("--photos", type=int, default=10_000, help="library size (10000)")
     parser.add_argument("--queries", type=int, default=100, help="requests of each kind (100)")
-    parser.add_argument("--json", type=Path, dest="json_path", help="also write figures here")
     args = parser.parse_args(argv)
     if args.photos < 2 or not 1 <= args.queries <= MAX_QUERIES:
         parser.error(f"--photos must be at least 2, --queries 1 to {MAX_QUERIES}")
@@ -549,17 +375,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from benchkit.workspace import default_work
+
     args = parse_args(argv)
-    work = (args.work or default_work()).resolve()
-    try:
-        results = run_benchmark(work, args.photos, args.queries)
-    except (BenchmarkError, httpx.HTTPError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(format_report(results), end="")
-    if args.json_path is not None:
-        args.json_path.write_text(figures_json(results), encoding="utf-8")
-    return 0
+    work = (args.work or default_work("serve-latency")).resolve()
+    return entry.finish(
+        lambda: run_benchmark(work, args.photos, args.queries),
+        args.json_path,
+        title="hanclip serve latency (offline: real-size architectures, random weights)",
+        checks=checks,
+        errors=(httpx.HTTPError,),
+    )
 
 
 if __name__ == "__main__":

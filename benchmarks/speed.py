@@ -15,13 +15,11 @@ FLOPs and file sizes are the real ones and only the rankings mean nothing. One r
 * every approximate path against its torch fp32 reference (cosine): the ONNX text encoder,
   the numpy heads, JPEG draft decoding.
 
-The report goes to stdout (progress to stderr); the process exits 0 whether or not the
-targets are met, and non-zero only when a measurement could not be made.
-
     python benchmarks/speed.py [--work DIR] [--photos 96] [--runs 3] [--quick] [--json PATH]
 
 `--bundle DIR` benchmarks an existing bundle (real weights, say) instead of random ones.
-The measurements live in the package `speedbench` beside this script.
+The measurements live in the package `speedbench` beside this script, the parts every
+benchmark shares in `benchkit`.
 """
 
 from __future__ import annotations
@@ -32,19 +30,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from benchkit import entry
 from speedbench.settings import FULL, QUICK, Sizes
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python benchmarks/speed.py --work /tmp/hanclip-speed --json speed.json",
-    )
-    parser.add_argument("--work", type=Path, help="work directory (default: a temp dir)")
+    example = "python benchmarks/speed.py --work /tmp/hanclip-speed --json speed.json"
+    parser = entry.parser(__doc__, example, work="default: a temp dir")
     parser.add_argument("--photos", type=int, help="12-MP JPEGs to index (default 96)")
     parser.add_argument("--runs", type=int, help="cold runs of each timed command (default 3)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one run: a smoke test")
-    parser.add_argument("--json", type=Path, dest="json_path", help="also write figures here")
     parser.add_argument(
         "--bundle", type=Path, help="benchmark this bundle instead of random real-size models"
     )
@@ -70,23 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         naive_search(*args.naive_search)
         return 0
-    from speedbench.processes import BenchmarkError
-    from speedbench.report import format_report
-    from speedbench.results import figures_json
-    from speedbench.run import Options, run_benchmark, work_directory
-    from speedbench.targets import check_values, checks
+    from benchkit.workspace import work_directory
+    from speedbench.run import Options, run_benchmark
+    from speedbench.targets import checks
 
     with work_directory(args.work) as work:
-        try:
-            results = run_benchmark(Options(work, sizes_from(args), args.bundle))
-        except BenchmarkError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    print(format_report(results), end="")
-    if args.json_path is not None:
-        text = figures_json(results, check_values(checks(results)))
-        args.json_path.write_text(text, encoding="utf-8")
-    return 0
+        return entry.finish(
+            lambda: run_benchmark(Options(work, sizes_from(args), args.bundle)),
+            args.json_path,
+            title="hanclip speed benchmark (offline)",
+            checks=checks,
+        )
 
 
 if __name__ == "__main__":

@@ -3,15 +3,12 @@
 Builds a synthetic world (English, image and Korean banks of 40,000 rows each, D=512/384,
 1,000 held-out image/Korean pairs), saves it as .npy files the way an outside generator
 would, reads the banks back memmapped, then trains with the default hyperparameters for 10
-epochs. Prints seconds per stage (pseudo-pair precompute, training) and image→Korean and
+epochs. Reports seconds per stage (pseudo-pair precompute, training) and image→Korean and
 Korean→image R@1 on the held-out pairs before and after training (chance = 1/1000), then the
 match probability's reliability on those pairs: each photo with its own caption and with
 --negatives others, weighted to even odds (the probability's definition, see
-trainer/calibration.py), in bins of predicted probability. Bins measured to ±0.02 (the
-standard error their match rate would have, were the calibration exact) are marked `*`.
-
-    python benchmarks/train_synthetic.py [--rows 40000] [--test 1000] [--epochs 10]
-        [--negatives 20] [--dims 512 384]
+trainer/calibration.py), in bins of predicted probability. A bin's `calibrated_error` is the
+standard error its match rate would have, were the calibration exact.
 
 The default world parts matches from non-matches so well that nearly every pair lands below
 10 % or above 90 %; a smaller one shows the middle of the curve, e.g.
@@ -21,26 +18,54 @@ The default world parts matches from non-matches so well that nearly every pair 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchkit import entry
+from benchkit.processes import log
 
-from trainer.calibration import reliability, sample_pairs
+from trainer.calibration import CalibrationReport, ReliabilityBin, reliability, sample_pairs
 from trainer.heads import HanclipHeads
 from trainer.synthetic import make_world
-from trainer.train import (
-    TrainBanks,
-    TrainConfig,
-    TrainProgress,
-    TrainResult,
-    init_heads,
-    train_heads,
-)
+from trainer.train import TrainBanks, TrainConfig, TrainProgress, init_heads, train_heads
 
 BANK_FILES = ("english_clip", "english_text", "image_bank", "korean_bank")
+
+
+@dataclass(frozen=True)
+class Recall:
+    """R@1 on the held-out pairs, before and after training."""
+
+    untrained: float
+    trained: float
+
+
+@dataclass(frozen=True)
+class Results:
+    banks: dict[str, int]
+    test_pairs: int
+    config: str
+    device: str
+    torch_threads: int
+    world_s: float  # generation and the .npy files
+    pseudo_pairs_s: float
+    training_s: float
+    total_s: float
+    loss_per_epoch: tuple[float, ...]
+    image_to_korean: Recall
+    korean_to_image: Recall
+    calibration: CalibrationReport | None
+    reliability: tuple[ReliabilityBin, ...]  # empty: not calibrated
+
+    @property
+    def chance(self) -> float:
+        return 1 / self.test_pairs
 
 
 def recall_at_1(query: np.ndarray, gallery: np.ndarray, chunk: int = 4096) -> float:
@@ -68,52 +93,27 @@ def both_ways_recall(
     return recall_at_1(images, korean), recall_at_1(korean, images)
 
 
-def print_reliability(
-    result: TrainResult, test_images: np.ndarray, test_korean: np.ndarray, negatives: int
-) -> None:
-    report = result.calibration
-    if report is None or report.calibration is None:
-        print(f"not calibrated: {report.reason if report else 'no report'}")
-        return
-    calibration = report.calibration
-    print(
-        f"calibration: a = {calibration.a:.2f}, b = {calibration.b:.2f} "
-        f"({report.held_out_rows} held-out captions, {report.pairs} pairs, "
-        f"noise σ {report.noise_std})"
-    )
-    images, korean = project(result.heads, test_images, test_korean)
+def test_reliability(
+    heads: HanclipHeads,
+    calibration: CalibrationReport | None,
+    test_images: np.ndarray,
+    test_korean: np.ndarray,
+    negatives: int,
+) -> tuple[ReliabilityBin, ...]:
+    if calibration is None or calibration.calibration is None:
+        return ()
+    images, korean = project(heads, test_images, test_korean)
     pairs = sample_pairs(images, korean, negatives, seed=1)
-    bins = reliability(calibration.probability(pairs.cosines), pairs.matches, pairs.weights)
-    print("  predicted p   pairs   weight  predicted  observed  ±s.e.  difference")
-    for b in bins:
-        mark = "*" if b.calibrated_error <= 0.02 else " "
-        print(
-            f"  {b.low:.1f}-{b.high:.1f}{mark}  {b.pairs:8d} {b.weight:8.1f}    {b.predicted:.3f}"
-            f"     {b.observed:.3f}  {b.standard_error:.3f}  {b.predicted - b.observed:+.3f}"
-        )
+    fit = calibration.calibration
+    return tuple(reliability(fit.probability(pairs.cosines), pairs.matches, pairs.weights))
 
 
-def print_epoch(update: TrainProgress) -> None:
+def log_epoch(update: TrainProgress) -> None:
     if update.stage == "training" and update.step == update.steps:
-        print(f"  epoch {update.epoch}/{update.epochs}: last batch loss {update.loss:.3f}")
+        log(f"epoch {update.epoch}/{update.epochs}: last batch loss {update.loss:.3f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=40_000, help="rows of each bank")
-    parser.add_argument("--test", type=int, default=1_000, help="held-out image/Korean pairs")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--negatives", type=int, default=20, help="non-matches per test pair (reliability)"
-    )
-    parser.add_argument(
-        "--dims", type=int, nargs=2, default=(512, 384), metavar=("IMAGE", "TEXT"),
-        help="dimensions of the CLIP and the multilingual embeddings",
-    )  # fmt: skip
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace) -> Results:
     started = time.perf_counter()
     d_img, d_txt = args.dims
     world = make_world(args.rows, args.rows, args.rows, args.test, d_img, d_txt, seed=0)
@@ -134,27 +134,53 @@ def main() -> None:
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device)
         untrained = init_heads(banks.image_dim, banks.text_dim, banks.image_dim, cfg.seed)
         before = both_ways_recall(untrained.eval(), test_images, test_korean)
-
-        print(f"synthetic world: {banks.sizes()}, {args.test} test pairs, {cfg}")
-        result = train_heads(banks, cfg, progress=print_epoch)
+        log(f"synthetic world: {banks.sizes()}, {args.test} test pairs, training")
+        result = train_heads(banks, cfg, progress=log_epoch)
         after = both_ways_recall(result.heads, test_images, test_korean)
+    bins = test_reliability(
+        result.heads, result.calibration, test_images, test_korean, args.negatives
+    )
+    return Results(
+        banks=banks.sizes(),
+        test_pairs=args.test,
+        config=str(cfg),
+        device=str(result.device),
+        torch_threads=torch.get_num_threads(),
+        world_s=world_seconds,
+        pseudo_pairs_s=result.stage_seconds["pseudo_pairs"],
+        training_s=result.stage_seconds["training"],
+        total_s=time.perf_counter() - started,
+        loss_per_epoch=tuple(result.loss_history),
+        image_to_korean=Recall(before[0], after[0]),
+        korean_to_image=Recall(before[1], after[1]),
+        calibration=result.calibration,
+        reliability=bins,
+    )
 
-    total = time.perf_counter() - started
-    print(f"device: {result.device}, torch threads: {torch.get_num_threads()}")
-    stages = {
-        "world generation + .npy files": world_seconds,
-        "pseudo-pair precompute": result.stage_seconds["pseudo_pairs"],
-        f"training ({cfg.epochs} epochs)": result.stage_seconds["training"],
-        "total": total,
-    }
-    for stage, seconds in stages.items():
-        print(f"{stage + ':':31}{seconds:7.1f} s")
-    print(f"loss per epoch: {' '.join(f'{loss:.3f}' for loss in result.loss_history)}")
-    print(f"R@1 image→Korean: {before[0]:.3f} untrained, {after[0]:.3f} trained")
-    print(f"R@1 Korean→image: {before[1]:.3f} untrained, {after[1]:.3f} trained")
-    print(f"chance: {1 / args.test:.3f}")
-    print_reliability(result, test_images, test_korean, args.negatives)
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    example = "python benchmarks/train_synthetic.py --rows 10000 --dims 128 96 --json t.json"
+    parser = entry.parser(__doc__, example)
+    parser.add_argument("--rows", type=int, default=40_000, help="rows of each bank")
+    parser.add_argument("--test", type=int, default=1_000, help="held-out image/Korean pairs")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--negatives", type=int, default=20, help="non-matches per test pair (reliability)"
+    )
+    parser.add_argument(
+        "--dims", type=int, nargs=2, default=(512, 384), metavar=("IMAGE", "TEXT"),
+        help="dimensions of the CLIP and the multilingual embeddings",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    title = "hanclip training on a synthetic world: time per stage, R@1, reliability"
+    return entry.finish(lambda: measure(args), args.json_path, title=title)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,29 +18,26 @@ meaningless outputs) and the code paths `hanclip train` runs:
   scaled by steps to 1M rows (every step of a fixed batch size costs the same).
 
 The bundle and the photos are made once and kept under `--work` (default: a folder in the
-user cache). The report goes to stdout, progress to stderr.
-
-    python benchmarks/train_throughput.py [--device cpu|cuda] [--work DIR] [--json PATH]
-        [--clip-captions N] [--text-captions N] [--photos N] [--images N]
-        [--retrieval-queries Q] [--retrieval-bank N] [--train-rows R]
+user cache). A target-language caption bank costs what the e^K bank costs per caption.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-from speedbench.processes import BenchmarkError, LoadSampler, log
-from speedbench.results import LoadSummary
+from benchkit import entry
+from benchkit.environment import cpu_model
+from benchkit.processes import BenchmarkError, LoadSampler, LoadSummary, log
+from benchkit.vectors import unit_vectors
 
 TARGET_CAPTIONS = 1_000_000
 TARGET_IMAGES = 1_500_000
@@ -64,7 +61,7 @@ class Sizes:
     train_rows: int
 
 
-# About two minutes of measuring on two cores.
+# Small enough for a CPU run; the report says how long it took.
 CPU_SIZES = Sizes(
     clip_captions=256,
     text_captions=1024,
@@ -103,7 +100,7 @@ class BankFigure:
     target_items: int
 
     @property
-    def per_second(self) -> float:
+    def rate_per_s(self) -> float:
         return self.items / self.seconds
 
     @property
@@ -123,7 +120,7 @@ class RetrievalFigure:
     target_bank: int
 
     @property
-    def factor(self) -> float:
+    def extrapolation_factor(self) -> float:
         return self.target_queries * self.target_bank / (self.queries * self.bank)
 
     @property
@@ -152,6 +149,10 @@ class EpochFigure:
     def target_seconds(self) -> float:
         return extrapolate(self.seconds, self.steps, self.target_steps)
 
+    @property
+    def scale_factor(self) -> float:
+        return self.target_steps / self.steps
+
 
 @dataclass(frozen=True)
 class Results:
@@ -174,14 +175,13 @@ class Results:
     load: LoadSummary | None = None
     wall_s: float = 0.0
 
+    @property
+    def reads_per_photo(self) -> float:
+        """How often the image bank read each distinct photo (a GPU run cycles a few)."""
+        return self.images.items / self.distinct_photos
+
 
 # -- measurements ------------------------------------------------------------------------
-
-
-def unit_rows(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
-    """Random unit vectors: soft retrieval and training cost the same whatever the values."""
-    x = rng.standard_normal((rows, dim), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def english_captions(count: int) -> list[str]:
@@ -218,7 +218,7 @@ def time_retrieval(queries: int, bank: int, dim: int, device: str) -> RetrievalF
     from trainer.train import TrainConfig
 
     rng = np.random.default_rng(0)
-    query_rows, bank_rows = unit_rows(rng, queries, dim), unit_rows(rng, bank, dim)
+    query_rows, bank_rows = unit_vectors(rng, queries, dim), unit_vectors(rng, bank, dim)
     tau = TrainConfig().tau_retrieval
     warm_q, warm_b = RETRIEVAL_WARMUP
     soft_retrieve(query_rows[:warm_q], bank_rows[:warm_b], tau, device=device)
@@ -234,10 +234,10 @@ def time_epoch(rows: int, image_dim: int, text_dim: int, device: str) -> EpochFi
 
     rng = np.random.default_rng(1)
     banks = TrainBanks(
-        unit_rows(rng, rows, image_dim),
-        unit_rows(rng, rows, text_dim),
-        unit_rows(rng, PSEUDO_BANK_ROWS, image_dim),
-        unit_rows(rng, PSEUDO_BANK_ROWS, text_dim),
+        unit_vectors(rng, rows, image_dim),
+        unit_vectors(rng, rows, text_dim),
+        unit_vectors(rng, PSEUDO_BANK_ROWS, image_dim),
+        unit_vectors(rng, PSEUDO_BANK_ROWS, text_dim),
     )
     epoch_ends: list[float] = []
     steps: list[int] = []
@@ -259,18 +259,11 @@ def time_epoch(rows: int, image_dim: int, text_dim: int, device: str) -> EpochFi
 def device_name(device: str) -> str:
     import torch
 
-    from hanclip_model.encoders import is_cuda
+    from hanclip_model.device import is_cuda
 
     if is_cuda(device):
         return torch.cuda.get_device_name(torch.device(device))
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.processor() or "unknown CPU"
+    return cpu_model()
 
 
 def run_benchmark(bundle: Path, photos: Sequence[Path], sizes: Sizes, device: str) -> Results:
@@ -279,8 +272,8 @@ def run_benchmark(bundle: Path, photos: Sequence[Path], sizes: Sizes, device: st
     from PIL import Image
 
     from hanclip_model.bundle import resolve_bundle
-    from hanclip_model.device import usable_cores
-    from hanclip_model.encoders import ClipEncoder, TextEncoder, is_cuda
+    from hanclip_model.device import is_cuda, usable_cores
+    from hanclip_model.encoders import ClipEncoder, TextEncoder
     from trainer.banks import bank_batch_size, image_batch_encoder
 
     started = time.perf_counter()
@@ -355,142 +348,11 @@ def run_benchmark(bundle: Path, photos: Sequence[Path], sizes: Sizes, device: st
     )
 
 
-# -- the report --------------------------------------------------------------------------
-
-
-def duration(seconds: float) -> str:
-    """Seconds in the unit a person reads best: s, min, h or days."""
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-def count(n: float) -> str:
-    """1,000,000 -> 1M, 1,500,000 -> 1.5M, 20,000 -> 20k."""
-    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
-        if n >= size:
-            return f"{n / size:.4g}{suffix}"
-    return f"{n:g}"
-
-
-def _row(what: str, measured_on: str, result: str, full: str) -> str:
-    return f"{what:<36} {measured_on:<40} {result:>12}  {full}"
-
-
-def format_report(results: Results) -> str:
-    r = results
-    width, height = r.photo_size
-    lines = [
-        "hanclip training throughput, offline: real-size architectures, random weights",
-        "=" * 118,
-        f"device        {r.device}: {r.device_name}" + (f" (CUDA {r.cuda})" if r.cuda else ""),
-        f"machine       {r.cores} cores usable; torch {r.torch}, {r.torch_threads} threads",
-        f"bundle        {r.bundle}",
-    ]
-    if r.load is not None:
-        free = ", ".join(f"{k}: {v:.2f}" for k, v in r.load.cores_available.items())
-        lines += [
-            f"load average  start {r.load.at_start_1_5_15[0]}, during (1-min) min "
-            f"{r.load.during_1min_min} / median {r.load.during_1min_median} / max "
-            f"{r.load.during_1min_max}, end {r.load.at_end_1_5_15[0]} (includes this run)",
-            f"free cores    {free} of {r.cores} (CPU time busy loops got in 1 s)",
-        ]
-    lines += [
-        f"wall time     {r.wall_s:.0f} s (loading the models and measuring)",
-        "",
-        _row("stage", "measured on", "result", "at full size"),
-        _row("-" * 36, "-" * 40, "-" * 12, "-" * 26),
-    ]
-    for figure, what, unit in (
-        (r.clip_text, "e^I bank: CLIP text tower", "captions"),
-        (r.text, "e^K bank: text encoder", "captions"),
-    ):
-        lines.append(
-            _row(
-                what,
-                f"{figure.items:,} {unit}, batch {figure.batch_size}",
-                f"{figure.per_second:,.1f}/s",
-                f"{count(figure.target_items)} {unit}: {duration(figure.target_seconds)}",
-            )
-        )
-    images = r.images
-    lines.append(
-        _row(
-            "image bank: decode+preprocess+ViT",
-            f"{images.items:,} photos, batch {images.batch_size}, workers {r.loader_workers}",
-            f"{images.per_second:,.1f}/s",
-            f"{count(images.target_items)} images: {duration(images.target_seconds)}",
-        )
-    )
-    ret = r.retrieval
-    lines.append(
-        _row(
-            f"soft retrieval, {ret.dim}-d",
-            f"{ret.queries:,} x {ret.bank:,}",
-            duration(ret.seconds),
-            f"{count(ret.target_queries)} x {count(ret.target_bank)}: "
-            f"{duration(ret.target_seconds)} (extrapolated, x{ret.factor:,.0f})",
-        )
-    )
-    ep = r.epoch
-    lines.append(
-        _row(
-            f"training epoch, batch {ep.batch_size}",
-            f"{ep.rows:,} rows ({ep.steps} steps)",
-            duration(ep.seconds),
-            f"{count(ep.target_rows)} rows: {duration(ep.target_seconds)} "
-            f"(scaled, x{ep.target_steps / ep.steps:,.1f})",
-        )
-    )
-    lines += [
-        "",
-        f"Photos: {r.distinct_photos} distinct generated {width}x{height} JPEGs"
-        + (
-            f", read {images.items / r.distinct_photos:.3g} times each"
-            if images.items > r.distinct_photos
-            else ""
-        )
-        + "; in the page cache. Captions: the text encoder saw "
-        f"{r.text_tokens_mean:.1f} tokens per caption (CLIP's tower always runs 77).",
-        f"Soft retrieval is extrapolated from the {ret.queries:,} x {ret.bank:,} slice: its "
-        "work is Q*N*D multiply-adds twice and Q*N exponentials, proportional to Q x N.",
-        f"The epoch is the second of two over {ep.rows:,} random rows ({ep.steps} steps), scaled "
-        f"to the {ep.target_steps:,} steps of batch {ep.batch_size} that {count(ep.target_rows)} "
-        "rows make (every step costs the same at a fixed batch).",
-        "A target-language caption bank costs what the e^K bank costs per caption.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def figures_json(results: Results) -> str:
-    """Every figure under its field name, with the derived rates and full-size seconds."""
-    data = asdict(results)
-    for name in ("clip_text", "text", "images"):
-        figure: BankFigure = getattr(results, name)
-        data[name]["per_second"] = figure.per_second
-        data[name]["target_seconds"] = figure.target_seconds
-    data["retrieval"]["target_seconds"] = results.retrieval.target_seconds
-    data["retrieval"]["extrapolation_factor"] = results.retrieval.factor
-    data["epoch"]["target_steps"] = results.epoch.target_steps
-    data["epoch"]["target_seconds"] = results.epoch.target_seconds
-    return json.dumps(data, indent=2) + "\n"
-
-
 # -- one run -----------------------------------------------------------------------------
 
 
-def default_work() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("hanclip-bench", appauthor=False)) / "train-throughput"
-
-
 def sizes_from(args: argparse.Namespace, device: str) -> Sizes:
-    from hanclip_model.encoders import is_cuda
+    from hanclip_model.device import is_cuda
 
     sizes = CUDA_SIZES if is_cuda(device) else CPU_SIZES
     given = {f.name: getattr(args, f.name) for f in fields(Sizes)}
@@ -498,16 +360,12 @@ def sizes_from(args: argparse.Namespace, device: str) -> Sizes:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python benchmarks/train_throughput.py --device cuda --json train.json",
-    )
+    example = "python benchmarks/train_throughput.py --device cuda --json train.json"
+    parser = entry.parser(__doc__, example, work="kept; default: user cache")
     parser.add_argument(
         "--device", help="cpu, cuda, cuda:1 ... (default: HANCLIP_DEVICE, else CUDA if available)"
     )
-    parser.add_argument("--work", type=Path, help="work directory, kept (default: user cache)")
     parser.add_argument("--bundle", type=Path, help="measure this bundle instead")
-    parser.add_argument("--json", type=Path, dest="json_path", help="also write figures here")
     for field in fields(Sizes):
         cpu, cuda = getattr(CPU_SIZES, field.name), getattr(CUDA_SIZES, field.name)
         parser.add_argument(
@@ -528,29 +386,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The models are built locally: no hub is ever asked.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from speedbench.run import Options, prepare_inputs
-    from speedbench.settings import FULL
+    from benchkit.inputs import prepare_inputs
+    from benchkit.workspace import default_work
 
     from hanclip_model.device import pick_device, usable_cores
 
     device = pick_device(args.device)
     sizes = sizes_from(args, device)
-    work = (args.work or default_work()).resolve()
+    work = (args.work or default_work("train-throughput")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    try:
+
+    def measure() -> Results:
         with LoadSampler(usable_cores()) as load:
-            inputs = prepare_inputs(Options(work, replace(FULL, photos=sizes.photos), args.bundle))
+            inputs = prepare_inputs(work, sizes.photos, args.bundle)
             load.probe("start")
             results = run_benchmark(inputs.bundle, inputs.photos, sizes, device)
             load.probe("end")
-        results = replace(results, load=load.summary())
-    except BenchmarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(format_report(results), end="")
-    if args.json_path is not None:
-        args.json_path.write_text(figures_json(results), encoding="utf-8")
-    return 0
+        return replace(results, load=load.summary())
+
+    title = "hanclip training throughput (offline: real-size architectures, random weights)"
+    return entry.finish(measure, args.json_path, title=title)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A script of benchmarks/ loaded in a test as `python benchmarks/NAME.py` runs it.
 
 conftest.py puts benchmarks/ on the tests' sys.path, as running a script puts its own folder
-there: `speedbench` and the scripts import each other that way.
+there: `benchkit`, the benchmarks' packages and the scripts import each other that way.
 """
 
 from __future__ import annotations

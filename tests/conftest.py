@@ -28,8 +28,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
-# `python benchmarks/NAME.py` puts benchmarks/ on sys.path, and the scripts import speedbench
-# and each other from there: so do the tests that load them (tests/benchscripts.py).
+# `python benchmarks/NAME.py` puts benchmarks/ on sys.path, and the scripts import benchkit,
+# their own packages and each other from there: so do the tests (tests/benchscripts.py).
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))

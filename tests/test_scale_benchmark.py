@@ -10,10 +10,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from benchkit.figures import Spread
+from benchkit.inputs import korean_queries
+from benchkit.report import render
+from benchkit.workspace import isolated_env
 from benchscripts import load_script
 from conftest import EMBED_DIM, TinyModels
-from speedbench import scale
-from speedbench.workspace import isolated_env
+from scalebench.checkout import PAGE, Checkout, Runner
+from scalebench.figures import Report, SizeFigures, checks, size_checks
+from scalebench.library import (
+    SCHEMA_VERSION,
+    SYNTHETIC_ROOT,
+    ensure_real_files,
+    fabricate_library,
+    library_rows,
+    raw_dim,
+)
+from scalebench.measure import measure_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +37,7 @@ script = load_script("scale.py", "scale_script")
 def test_real_files_are_distinct_valid_jpegs_with_their_stat_and_hash(tmp_path: Path) -> None:
     from PIL import Image
 
-    root, files = scale.ensure_real_files(tmp_path, 30)
+    root, files = ensure_real_files(tmp_path, 30)
     assert len(files) == 30 and len({f.sha256 for f in files}) == 30
     assert len({Path(f.path).parent for f in files}) > 1  # spread over subfolders
     for f in files[:5]:
@@ -35,7 +48,7 @@ def test_real_files_are_distinct_valid_jpegs_with_their_stat_and_hash(tmp_path: 
         with Image.open(f.path) as image:
             image.load()
             assert image.format == "JPEG"
-    assert scale.ensure_real_files(tmp_path, 30) == (root, files)  # written once, reused
+    assert ensure_real_files(tmp_path, 30) == (root, files)  # written once, reused
 
 
 def _columns_and_indexes(conn: sqlite3.Connection) -> dict[str, object]:
@@ -58,21 +71,21 @@ def _columns_and_indexes(conn: sqlite3.Connection) -> dict[str, object]:
 def test_the_fabricated_library_has_schema_4_of_the_migrations(tmp_path: Path) -> None:
     from hanclip_library.migrations import MIGRATIONS
 
-    _, files = scale.ensure_real_files(tmp_path, 10)
+    _, files = ensure_real_files(tmp_path, 10)
     library = tmp_path / "library"
-    scale.fabricate_library(library, 25, files, dim=8)
+    fabricate_library(library, 25, files, dim=8)
     made = sqlite3.connect(str(library / "library.db"))
     reference = sqlite3.connect(":memory:")
-    for step in MIGRATIONS[: scale.SCHEMA_VERSION]:
+    for step in MIGRATIONS[:SCHEMA_VERSION]:
         step.apply(reference)
     assert _columns_and_indexes(made) == _columns_and_indexes(reference)
     assert made.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     rows = made.execute("SELECT path, size, mtime_ns, sha256, embedding FROM photos ORDER BY id")
     rows = rows.fetchall()
     assert [r[:4] for r in rows[:10]] == [(f.path, f.size, f.mtime_ns, f.sha256) for f in files]
-    assert all(r[0].startswith(scale.SYNTHETIC_ROOT + "/") for r in rows[10:])
+    assert all(r[0].startswith(SYNTHETIC_ROOT + "/") for r in rows[10:])
     assert len(rows) == 25 == len({r[0] for r in rows})
-    assert scale.raw_dim(library) == 8 and scale.library_rows(library) == 25
+    assert raw_dim(library) == 8 and library_rows(library) == 25
 
 
 def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) -> None:
@@ -80,10 +93,10 @@ def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) ->
     unchanged, searches return hits, and every figure has its runs."""
     from hanclip_library.store import PhotoStore
 
-    checkout = scale.Checkout.at(REPO)
-    runner = scale.Runner(checkout, tiny.heads_bundle, checkout.env(isolated_env(tmp_path)))
-    queries = script.korean_queries(6, seed=16)  # 1 + 2 cold, 1 + 2 warm
-    figures = scale.measure_size(
+    checkout = Checkout.at(REPO)
+    runner = Runner(checkout, tiny.heads_bundle, checkout.env(isolated_env(tmp_path)))
+    queries = korean_queries(6, seed=16)  # 1 + 2 cold, 1 + 2 warm
+    figures = measure_size(
         tmp_path, runner, 300, queries, real_files=100, dim=EMBED_DIM, reindex_runs=1, probe_runs=1
     )
     assert figures.photos == 300 and figures.real_files == 100
@@ -99,17 +112,21 @@ def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) ->
     finally:
         store.close()
     _, hits = runner.search("바닷가의 강아지", Path(figures.library))
-    assert len(hits) == scale.PAGE
-    report = scale.format_report(_report([figures]))
-    assert "re-index counts" in report and "n/a" in report  # no re-index target at 100 files
+    assert len(hits) == PAGE
+    report = format_report(_report([figures]))
+    assert "reindex counts" in report and "\n  n/a " in report  # no re-index target at 100 files
 
 
-def _stat(*values: float) -> scale.Stat:
-    return scale.Stat.of(values)
+def _stat(*values: float) -> Spread:
+    return Spread.of(values)
 
 
-def _figures(photos: int, cold: float, reindex: float, real: int = 100_000) -> scale.SizeFigures:
-    return scale.SizeFigures(
+def format_report(report: Report) -> str:
+    return render("hanclip at scale", report, checks(report))
+
+
+def _figures(photos: int, cold: float, reindex: float, real: int = 100_000) -> SizeFigures:
+    return SizeFigures(
         photos=photos,
         real_files=real,
         dim=512,
@@ -129,13 +146,13 @@ def _figures(photos: int, cold: float, reindex: float, real: int = 100_000) -> s
     )
 
 
-def _report(sizes: list[scale.SizeFigures]) -> scale.Report:
-    return scale.Report("ckout", "bundle", 2, (1, 1, 1), (1, 1, 1), "/w", 3, tuple(sizes), 1.0)
+def _report(sizes: list[SizeFigures]) -> Report:
+    return Report("ckout", "bundle", 2, (1, 1, 1), (1, 1, 1), "/w", 3, tuple(sizes), 1.0)
 
 
 def _outcomes(report: str) -> list[str]:
-    lines = report.split("Targets:")[1].strip().splitlines()
-    return [line.split()[-4] for line in lines]
+    lines = report.split("Targets:")[1].strip().splitlines()[1:]
+    return [line.split()[0] for line in lines]
 
 
 @pytest.mark.parametrize(
@@ -152,12 +169,12 @@ def test_pass_and_fail_follow_the_targets(
     photos: int, cold: float, reindex: float, expected: list[str]
 ) -> None:
     figures = _figures(photos, cold, reindex)
-    assert [v.passes for v in scale.verdicts(figures)] == [
+    assert [c.passed for c in size_checks(figures)] == [
         {"PASS": True, "FAIL": False, "n/a": None}[e] for e in expected
     ]
-    assert _outcomes(scale.format_report(_report([figures]))) == expected
+    assert _outcomes(format_report(_report([figures]))) == expected
     small = replace(figures, real_files=1_000)  # the re-index target is for 100,000 files
-    assert scale.verdicts(small)[1].passes is None
+    assert size_checks(small)[1].passed is None
 
 
 def test_p50_is_the_median_of_the_runs_shown() -> None:
@@ -167,11 +184,11 @@ def test_p50_is_the_median_of_the_runs_shown() -> None:
     figures = replace(_figures(100_000, 0.4, 1.0), cold_search_s=stat)
     row = next(
         line
-        for line in scale.format_report(_report([figures])).splitlines()
-        if "cold search, on its own (s)" in line
+        for line in format_report(_report([figures])).splitlines()
+        if line.startswith("  cold search ")
     )
-    assert row.split()[6:10] == ["0.500", "0.300", "0.900", "5"]
-    assert row.endswith("[0.900 0.300 0.500 0.700 0.400]")
+    assert row.split()[2:10] == ["p50", "0.5", "min", "0.3", "max", "0.9", "n", "5"]
+    assert row.endswith("[0.9 0.3 0.5 0.7 0.4] s")
     assert figures.freshness_s == pytest.approx(0.45 - 0.25)
 
 
@@ -189,9 +206,9 @@ def test_the_resident_servers_searches_get_their_own_verdict() -> None:
         resident_search_s=_stat(0.3, 0.4, 0.35),
         resident_rss_mb=_stat(40, 41, 42),
     )
-    found = {v.label: v.passes for v in scale.verdicts(figures)}
+    found = {c.label: c.passed for c in size_checks(figures)}
     assert found["cold search p50 at 1,000,000, on its own"] is False
     assert found["cold search p50 at 1,000,000, resident server up"] is True
-    report = scale.format_report(_report([figures]))
-    row = next(line for line in report.splitlines() if "resident server up (s)" in line)
-    assert row.split()[6:10] == ["0.350", "0.300", "0.400", "3"]
+    report = format_report(_report([figures]))
+    row = next(line for line in report.splitlines() if line.startswith("  resident search "))
+    assert row.split()[2:10] == ["p50", "0.35", "min", "0.3", "max", "0.4", "n", "3"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
@@ -20,10 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+from benchkit.figures import Spread, to_json
+from benchkit.inputs import PHRASES, korean_queries
+from benchkit.processes import BenchmarkError, LoadSummary, ProcessRun
+from benchkit.report import render
+from benchkit.server import running_server
 from benchscripts import load_script
 from served import serve_env
-from speedbench.processes import BenchmarkError, ProcessRun
-from speedbench.results import LoadSummary
 
 from hanclip_library.thumbnails import THUMBNAILS_DIR
 
@@ -32,21 +36,21 @@ HANGUL = range(0xAC00, 0xD7A4)
 
 
 def test_queries_are_distinct_korean_and_repeatable() -> None:
-    texts = bench.korean_queries(400)
+    texts = korean_queries(400)
     assert len(set(texts)) == 400
     assert all(any(ord(ch) in HANGUL for ch in text) for text in texts)
-    assert bench.korean_queries(400) == texts
-    assert bench.korean_queries(10) == texts[:10]
-    assert bench.korean_queries(10, seed=1) != texts[:10]
+    assert korean_queries(400) == texts
+    assert korean_queries(10) == texts[:10]
+    assert korean_queries(10, seed=1) != texts[:10]
     with pytest.raises(ValueError):
-        bench.korean_queries(bench.PHRASES + 1)
+        korean_queries(PHRASES + 1)
 
 
 def test_latency_percentiles_in_ms() -> None:
-    row = bench.Latency.of("search", "search", [i / 1000 for i in range(1, 101)])
-    assert row.count == 100
-    assert (row.min_ms, row.max_ms) == pytest.approx((1.0, 100.0))
-    assert (row.p50_ms, row.p90_ms, row.p99_ms) == pytest.approx((50.5, 90.1, 99.01))
+    ms = Spread.of([float(i) for i in range(1, 101)])
+    assert ms.count == 100
+    assert (ms.min, ms.max) == pytest.approx((1.0, 100.0))
+    assert (ms.p50, ms.p90, ms.p99) == pytest.approx((50.5, 90.1, 99.01))
 
 
 def _narrow(folder: str) -> Any:
@@ -109,7 +113,7 @@ def _fake_server(monkeypatch, code: str) -> None:
 def test_server_launch_reads_the_url_and_stops_the_server(monkeypatch) -> None:
     line = "serving /lib (3 photos) at http://127.0.0.1:1234/ (Ctrl-C stops)"
     _fake_server(monkeypatch, f"import time; print({line!r}, flush=True); time.sleep(60)")
-    with bench.running_server([], dict(os.environ), timeout_s=20) as server:
+    with running_server([], dict(os.environ), timeout_s=20) as server:
         assert server.url == "http://127.0.0.1:1234/"
         assert 0 < server.announced_s < 20
         assert server.peak_rss_mb() > 0
@@ -120,7 +124,7 @@ def test_server_launch_reports_an_exit(monkeypatch) -> None:
     _fake_server(monkeypatch, "import sys; print('no library here', file=sys.stderr); sys.exit(3)")
     with (
         pytest.raises(BenchmarkError, match="exited:\nno library here"),
-        bench.running_server([], dict(os.environ), timeout_s=20),
+        running_server([], dict(os.environ), timeout_s=20),
     ):
         pass
 
@@ -129,7 +133,7 @@ def test_server_launch_gives_up_on_a_silent_server(monkeypatch) -> None:
     _fake_server(monkeypatch, "import time; print('loading', flush=True); time.sleep(60)")
     with (
         pytest.raises(BenchmarkError, match="no URL in time:\nloading"),
-        bench.running_server([], dict(os.environ), timeout_s=1),
+        running_server([], dict(os.environ), timeout_s=1),
     ):
         pass
 
@@ -149,13 +153,13 @@ class FakeWorkspace:
 def test_cli_figures_are_the_median_of_cold_runs() -> None:
     ws = FakeWorkspace([3.0, 2.0, 4.0])
     cli = bench.measure_cli(ws, Path("/lib"), ["가", "나", "다"])
-    assert cli.wall_s == (3.0, 2.0, 4.0) and cli.median_s == 3.0
+    assert cli.runs == (3.0, 2.0, 4.0) and cli.p50 == 3.0
     assert ws.texts == ["가", "나", "다"]
 
 
 def _results(search_p50_ms: float) -> Any:
     rows = tuple(
-        bench.Latency(key, key, 100, p50, p50 * 1.5, p50 * 2, p50 * 0.8, p50 * 3, ())
+        bench.Latency(key, key, Spread.of([p50 * 0.8, p50, p50 * 3]))
         for key, p50 in (("search", search_p50_ms), ("similar", 5.0), ("thumbnail_first", 40.0))
     )
     load = LoadSummary({"before server": 1.9}, (0.5, 0.4, 0.3), (1.0, 0.6, 0.4), 0.5, 0.8, 1.2)
@@ -167,26 +171,33 @@ def _results(search_p50_ms: float) -> Any:
         cores=2,
         load_average=load,
         server=bench.ServerFigures(6.5, 6.6, 120.0, 900.0, rows),
-        cli=bench.CliFigures((3.0, 2.9, 3.2), 3.0),
+        cli_search_s=Spread.of([3.0, 2.9, 3.2]),
         work="/w",
         wall_s=90.0,
     )
 
 
+def _report(results: Any) -> str:
+    return render("hanclip serve latency", results, bench.checks(results))
+
+
 def test_report_shows_every_request_and_the_target() -> None:
-    passing = bench.format_report(_results(20.0))
-    assert "server search p50 <= 50 ms  PASS  (measured 20.0 ms)" in passing
-    assert "cold CLI / warm server search p50: 150x" in passing
-    for text in ("10,000 photos: 12 indexed 4000x3000 JPEGs + 9,988 synthetic", "similar"):
+    passing = _report(_results(20.0))
+    assert re.search(r"\n  PASS +server search p50 +20 ms  <= 50 ms\n", passing)
+    assert re.search(r"\ncli over server p50 +150\n", passing)
+    for text in ("library photos", "10,000", "real photos", "synthetic photos", "9,988"):
         assert text in passing
-    assert "server search p50 <= 50 ms  FAIL" in bench.format_report(_results(50.1))
+    assert re.search(r"\n    similar +similar +5 +", passing)
+    assert re.search(r"\n  FAIL \(0\.2% over\) +server search p50", _report(_results(50.1)))
 
 
 def test_json_keeps_the_figures_under_their_names() -> None:
-    figures = json.loads(bench.figures_json(_results(20.0)))
-    assert figures["target"] == {"search_p50_ms": 20.0, "limit_ms": 50.0, "pass": True}
-    assert figures["server"]["latencies"]["similar"]["p50_ms"] == 5.0
-    assert figures["cli"]["median_s"] == 3.0 and figures["cli_over_server_p50"] == 150.0
+    results = _results(20.0)
+    figures = json.loads(to_json(results, bench.checks(results)))
+    assert figures["checks"] == {"search_p50_ms": 20.0} and figures["passed"]["search_p50_ms"]
+    similar = next(row for row in figures["server"]["latencies"] if row["key"] == "similar")
+    assert similar["ms"]["p50"] == 5.0
+    assert figures["cli_search_s"]["p50"] == 3.0 and figures["cli_over_server_p50"] == 150.0
     assert figures["load_average"]["cores_available"] == {"before server": 1.9}
 
 
@@ -212,11 +223,11 @@ def test_measures_a_real_server(
     filters = [_narrow(str(photos.resolve()))]
     plan = bench.make_plan(3, library.all_ids, library.real_ids[:2], filters, page=4)
     env = serve_env(_cache_dir)
-    with bench.running_server(["--library", str(library_path)], env) as server:
+    with running_server(["--library", str(library_path)], env) as server:
         figures = bench.measure_server(server, plan)
     assert figures.ready_s >= figures.announced_s > 0
     assert figures.first_search_ms > 0 and figures.peak_rss_mb > 0
-    counts = {row.key: row.count for row in figures.latencies}
+    counts = {row.key: row.ms.count for row in figures.latencies}
     assert counts == {
         "search": 3,
         "filtered_narrow": 3,
@@ -225,7 +236,7 @@ def test_measures_a_real_server(
         "thumbnail_first": 2,
         "thumbnail_cached": 2,
     }
-    assert all(0 < row.min_ms <= row.p50_ms <= row.max_ms for row in figures.latencies)
+    assert all(0 < row.ms.min <= row.ms.p50 <= row.ms.max for row in figures.latencies)
     assert len(list((library_path / THUMBNAILS_DIR).rglob("*.jpg"))) == 2
-    report = bench.format_report(replace(_results(1.0), server=figures))
+    report = _report(replace(_results(1.0), server=figures))
     assert "search, filtered in=<folder>" in report

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,29 +20,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+from benchkit import environment, inputs, processes, workspace
+from benchkit.figures import Check, to_json
+from benchkit.report import render
+from benchkit.vectors import unit_vectors
 from benchscripts import load_script
-from speedbench import (
-    accuracy,
-    ceiling,
-    hnsw,
-    index,
-    inputs,
-    naive,
-    processes,
-    report,
-    run,
-    search,
-    settings,
-    targets,
-    workspace,
-)
+from speedbench import accuracy, ceiling, hnsw, index, naive, search, settings, targets
 from speedbench.results import (
     BenchmarkResults,
     BundleInfo,
     Int8Accuracy,
-    LoadSummary,
     OneTime,
-    figures_json,
+    ceiling_given_others,
+    per_round,
 )
 
 from hanclip_model.bundle import read_bundle
@@ -49,17 +40,19 @@ from hanclip_model.device import usable_cores
 
 SECTIONS = (
     "hanclip speed benchmark",
-    "load average",
-    "One-time costs",
-    "Search:",
-    "Index:",
-    "machine ceiling",
-    "naive loop",
-    "HNSW:",
-    "filtered: 6 pass (1.0%), exact",
-    "Memory:",
-    "Approximate paths",
-    "Targets: ",
+    "\nload average\n",
+    "\none time\n",
+    "\nsearch\n",
+    "\nindex\n",
+    "\nceiling\n",
+    "\n  ceiling photos   ",
+    "\n  naive photos   ",
+    "\nhnsw\n",
+    "\n  filtered\n",
+    "    strategy  exact",
+    "\naccuracy\n",
+    "\nratios\n",
+    "\nTargets: ",
 )
 IMPORT_LOG = """\
 import time: self [us] | cumulative | imported package
@@ -133,7 +126,7 @@ def _measure(bundle: Path, work: Path) -> Measured:
     clip = ceiling.load_clip(spec.image_model)
     rounds = index.measure_index(ws, photos, sizes.runs, clip)
     results = BenchmarkResults(
-        environment=run.environment(usable_cores()),
+        environment=environment.environment(usable_cores()),
         bundle=BundleInfo.of(spec),
         sizes=sizes,
         one_time=OneTime(
@@ -145,7 +138,7 @@ def _measure(bundle: Path, work: Path) -> Measured:
             first_index_s=20.0,
             fast_text_export_s=13.0,
         ),
-        load_average=LoadSummary(
+        load_average=processes.LoadSummary(
             cores_available={"before commands": 1.9, "end": 1.5},
             at_start_1_5_15=(1.0, 1.0, 1.0),
             at_end_1_5_15=(1.0, 1.0, 1.0),
@@ -207,18 +200,22 @@ def test_in_process_figures(measured: Measured) -> None:
     assert vectors.filtered.p95_ms >= vectors.filtered.p50_ms > 0
 
 
+def _report(results: BenchmarkResults) -> str:
+    return render("hanclip speed benchmark", results, targets.checks(results))
+
+
 def test_report_shows_every_section_and_target(measured: Measured) -> None:
-    text = report.format_report(measured.results)
+    text = _report(measured.results)
     for section in SECTIONS:
         assert section in text, section
-    target_lines = [line for line in text.splitlines() if "target " in line]
+    target_lines = text.split("\nTargets: ")[1].splitlines()[1:]
     assert len(target_lines) == len(targets.TARGETS)
-    assert all(("PASS" in line) != ("FAIL" in line) for line in target_lines)
+    assert all(line.split()[0] in ("PASS", "FAIL") for line in target_lines)
 
 
 def test_json_keeps_the_figures_under_their_names(measured: Measured) -> None:
     checks = targets.checks(measured.results)
-    figures = json.loads(figures_json(measured.results, targets.check_values(checks)))
+    figures = json.loads(to_json(measured.results, checks))
     assert set(figures["checks"]) == {t.key for t in targets.TARGETS}
     assert figures["search"]["ours_median_s"] == measured.results.search.ours_median_s
     assert figures["ceiling"]["naive_runs"] == list(measured.results.ceiling.naive_runs)
@@ -230,7 +227,7 @@ def test_json_keeps_the_figures_under_their_names(measured: Measured) -> None:
 
 def test_naive_search_prints_ten_hits(tiny, tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(0)
-    vectors = hnsw.random_unit_vectors(rng, 40, 16)  # the tiny heads project to 16-d
+    vectors = unit_vectors(rng, 40, 16)  # the tiny heads project to 16-d
     np.save(tmp_path / "v.npy", vectors)
     np.save(tmp_path / "p.npy", np.array([f"/p/{i}.jpg" for i in range(40)]))
     naive.naive_search(str(tiny.heads_bundle), tmp_path / "v.npy", tmp_path / "p.npy", "노을")
@@ -264,17 +261,17 @@ def test_recall_counts_set_overlap() -> None:
 
 def test_exact_top_k_matches_a_full_sort() -> None:
     rng = np.random.default_rng(0)
-    base, queries = hnsw.random_unit_vectors(rng, 300, 16), hnsw.random_unit_vectors(rng, 7, 16)
+    base, queries = unit_vectors(rng, 300, 16), unit_vectors(rng, 7, 16)
     got = hnsw.exact_top_k(base, queries, 5, chunk=3)
     want = np.argsort(-(queries @ base.T), axis=1)[:, :5]
     assert [sorted(row) for row in got.tolist()] == [sorted(row) for row in want.tolist()]
 
 
 def test_checks_say_pass_or_by_how_much_they_fail() -> None:
-    assert targets.Check(targets.SEARCH_WALL_S, 0.8).verdict() == "PASS"
-    assert targets.Check(targets.SEARCH_WALL_S, 1.25).verdict() == "FAIL (25% over)"
-    assert targets.Check(targets.INDEX_VS_CEILING, 0.68).verdict() == "FAIL (20% short)"
-    assert targets.Check(targets.HNSW_RECALL, None).verdict() == "n/a"
+    assert Check.of(targets.SEARCH_WALL_S, 0.8).verdict() == "PASS"
+    assert Check.of(targets.SEARCH_WALL_S, 1.25).verdict() == "FAIL (25% over)"
+    assert Check.of(targets.INDEX_VS_CEILING, 0.68).verdict() == "FAIL (20% short)"
+    assert Check.of(targets.HNSW_RECALL, None).verdict() == "n/a"
 
 
 def test_run_process_measures_the_child_alone() -> None:
@@ -340,13 +337,13 @@ def test_others_cores_is_machine_time_less_ours() -> None:
 def test_ceiling_given_others_scales_by_free_cores() -> None:
     rates, ceilings, others = [4.0, 6.0, 3.0], [8.0, 8.0, 6.0], [1.0, 0.0, None]
     # Round 1 had one core of two: ceiling 4 -> 1.0; round 2 all: 6/8; round 3 unknown.
-    scaled = targets.ceiling_given_others(rates, ceilings, others, cores=2)
+    scaled = ceiling_given_others(rates, ceilings, others, cores=2)
     assert scaled == pytest.approx((1.0 + 0.75) / 2)
 
 
 def test_ratios_are_taken_within_each_round() -> None:
-    assert targets.per_round([4.0, 9.0, 5.0], [8.0, 9.0, 4.0]) == pytest.approx(1.0)
-    assert targets.per_round([None, 9.0], [8.0, 9.0]) is None
+    assert per_round([4.0, 9.0, 5.0], [8.0, 9.0, 4.0]) == pytest.approx(1.0)
+    assert per_round([None, 9.0], [8.0, 9.0]) is None
 
 
 def test_cores_available_counts_what_busy_loops_got() -> None:
@@ -366,6 +363,6 @@ def test_a_dropped_int8_path_is_reported_without_a_target(measured: Measured) ->
     dropped = replace(text, int8=Int8Accuracy(gate_cosine=0.95, kept=False))
     results = replace(results, accuracy=replace(results.accuracy, fast_text=dropped))
     assert targets.TEXT_INT8_COSINE not in {c.target for c in targets.checks(results)}
-    shown = report.format_report(results)
-    assert "not kept" in shown and "0.9500 < 0.99" in shown
-    assert "int8 fast text vs sentence-transformers" not in shown
+    shown = _report(results)
+    assert re.search(r"gate cosine +0\.95\n +kept +no\n", shown)
+    assert targets.TEXT_INT8_COSINE.label not in shown

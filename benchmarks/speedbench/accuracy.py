@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from benchkit.processes import log, median
+from benchkit.vectors import row_cosines
 
 from hanclip_model.heads import l2_normalize
 from speedbench.ceiling import ClipParts
-from speedbench.processes import log, median
 from speedbench.results import (
     AccuracyResult,
     CosineSummary,
@@ -26,10 +27,6 @@ from speedbench.settings import DRAFT_PHOTOS, HEAD_ROWS, SENTENCES
 if TYPE_CHECKING:
     from hanclip_model.bundle import BundleSpec
     from hanclip_model.fast_text.runtime import FastTextEncoder
-
-
-def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(l2_normalize(a) * l2_normalize(b), axis=1)
 
 
 def fast_text_cosines(text_model: str) -> FastTextAccuracy:

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchkit.inputs import read_bytes
+from benchkit.processes import median
+from benchkit.workspace import INDEX_BATCH
+
 from hanclip_model.device import usable_cores
-from speedbench.inputs import read_bytes
-from speedbench.processes import median
 from speedbench.results import CeilingResult, CeilingRound
-from speedbench.settings import INDEX_BATCH, MODEL_BATCHES
+from speedbench.settings import MODEL_BATCHES
 
 
 @dataclass(frozen=True)

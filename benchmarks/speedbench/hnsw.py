@@ -13,22 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from benchkit.processes import log
+from benchkit.vectors import unit_vectors
 
 from hanclip_model.heads import l2_normalize
-from speedbench.processes import log
 from speedbench.results import FilteredRun, HnswResult, HnswRun
 from speedbench.settings import CLUSTER_SPREAD, HNSW_DIM, HNSW_K, Sizes
-
-
-def random_unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    return l2_normalize(rng.standard_normal((n, dim), dtype=np.float32))
 
 
 def clustered_vectors(
     rng: np.random.Generator, n: int, dim: int, clusters: int, spread: float = CLUSTER_SPREAD
 ) -> np.ndarray:
     """Unit vectors around `clusters` random centres (isotropic Gaussian spread)."""
-    centres = random_unit_vectors(rng, clusters, dim)
+    centres = unit_vectors(rng, clusters, dim)
     labels = rng.integers(0, clusters, n)
     noise = rng.standard_normal((n, dim), dtype=np.float32) * (spread / np.sqrt(dim))
     return l2_normalize(centres[labels] + noise)
@@ -168,7 +165,7 @@ def measure_hnsw(sizes: Sizes, seed: int = 0) -> HnswResult:
     log(f"hnsw: filtered, {n // FILTER_MONTHS:,} of {n:,} photos pass")
     filtered = filtered_run(built[0], clustered_set[:n], clustered_set[n:])
     del clustered_set, built  # the next set would otherwise double the peak memory
-    uniform_set = random_unit_vectors(rng, n + q, HNSW_DIM)
+    uniform_set = unit_vectors(rng, n + q, HNSW_DIM)
     log(f"hnsw: random unit vectors, {n:,} vectors")
     uniform = hnsw_run(uniform_set[:n], uniform_set[n:], timed_build(uniform_set[:n]))
     return HnswResult(

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchkit.inputs import linked_folder
+from benchkit.processes import ProcessRun, log, median
+from benchkit.workspace import INDEX_BATCH, IndexWatch, Workspace, check_index_counts
+
 from speedbench.ceiling import ClipParts, ceiling_round, summarise_ceilings
-from speedbench.inputs import linked_folder
 from speedbench.naive import naive_index_rate
-from speedbench.processes import ProcessRun, log, median
 from speedbench.results import CeilingResult, CeilingRound, IndexResult
-from speedbench.settings import INDEX_BATCH
-from speedbench.workspace import IndexWatch, Workspace, check_index_counts
 
 
 @dataclass(frozen=True)

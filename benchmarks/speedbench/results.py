@@ -1,19 +1,20 @@
 """Every figure of one run, in frozen dataclasses.
 
-The field names are the keys of the `--json` file (`figures_json`), which consumers of the
-benchmark's output read: rename a field only together with them. Sequences are tuples, one
+The field and property names are the keys of the `--json` file, which consumers of the
+benchmark's output read: rename one only together with them. Sequences are tuples, one
 value per run or round, in the order they were measured; None is a figure this run could
 not observe.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from benchkit.environment import Environment
+from benchkit.processes import LoadSummary, median
 
 from speedbench.settings import Sizes
 
@@ -38,6 +39,10 @@ class SearchResult:
     naive_peak_rss_bytes: int
     imports_s: float  # one more run of ours, with the import log
     imports_run_wall_s: float
+
+    @property
+    def ours_cpu_median_s(self) -> float:
+        return median(self.ours_cpu_s)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,11 @@ class IndexResult:
     # Below the core count when the pipeline leaves cores idle or other jobs take them.
     cores_busy: float | None
     peak_rss_bytes: int
+
+    @property
+    def whole_minus_startup_s(self) -> float:
+        """The whole command less its start-up alone (a cross-check of the phase)."""
+        return self.whole_median_s - self.startup_median_s
 
 
 @dataclass(frozen=True)
@@ -197,19 +207,6 @@ class AccuracyResult:
 
 
 @dataclass(frozen=True)
-class Environment:
-    cores: int
-    cpu: str
-    platform: str
-    python: str
-    torch: str
-    onnxruntime: str
-    open_clip: str
-    sentence_transformers: str
-    cuda: bool
-
-
-@dataclass(frozen=True)
 class BundleInfo:
     path: str
     image_model: str
@@ -234,18 +231,6 @@ class OneTime:
 
 
 @dataclass(frozen=True)
-class LoadSummary:
-    """The machine's load while the benchmark ran (it is shared)."""
-
-    cores_available: dict[str, float]  # moment -> cores that busy loops obtained
-    at_start_1_5_15: tuple[float, ...]
-    at_end_1_5_15: tuple[float, ...]
-    during_1min_min: float
-    during_1min_median: float
-    during_1min_max: float
-
-
-@dataclass(frozen=True)
 class BenchmarkResults:
     environment: Environment
     bundle: BundleInfo
@@ -261,7 +246,58 @@ class BenchmarkResults:
     work: str
     wall_s: float
 
+    @property
+    def ratios(self) -> IndexRatios:
+        return index_ratios(self.index, self.ceiling)
 
-def figures_json(results: BenchmarkResults, checks: Mapping[str, float | None]) -> str:
-    """The `--json` file: every figure under its field name, and each target's value."""
-    return json.dumps({**asdict(results), "checks": dict(checks)}, indent=2) + "\n"
+
+@dataclass(frozen=True)
+class IndexRatios:
+    """Every index ratio, each the median of its per-round ratios; None where a round
+    lacks a figure."""
+
+    index_vs_ceiling: float | None
+    index_vs_naive: float | None
+    index_steady_vs_ceiling: float | None
+    index_vs_ceiling_given_others: float | None
+    index_vs_strict_ceiling: float | None
+    index_whole_vs_ceiling: float | None
+    index_whole_vs_naive: float | None
+
+
+def per_round(ours: Sequence[float | None], theirs: Sequence[float]) -> float | None:
+    """Median over rounds of ours / theirs; None if any round lacks our figure."""
+    if any(o is None for o in ours):
+        return None
+    return median([o / t for o, t in zip(ours, theirs, strict=True)])
+
+
+def ceiling_given_others(
+    rates: Sequence[float],
+    ceilings: Sequence[float],
+    others: Sequence[float | None],
+    cores: int,
+) -> float | None:
+    """Median over rounds of our rate / that round's ceiling scaled to the cores other jobs
+    left free during the embedding phase; None when their load was not observed."""
+    scaled = [
+        rate / (full * max(cores - busy, 0.1) / cores)
+        for rate, full, busy in zip(rates, ceilings, others, strict=True)
+        if busy is not None
+    ]
+    return median(scaled) if scaled else None
+
+
+def index_ratios(index: IndexResult, ceiling: CeilingResult) -> IndexRatios:
+    limit, naive = ceiling.ceiling_runs, ceiling.naive_runs
+    return IndexRatios(
+        index_vs_ceiling=per_round(index.photos_per_s_runs, limit),
+        index_vs_naive=per_round(index.photos_per_s_runs, naive),
+        index_steady_vs_ceiling=per_round(index.steady_photos_per_s_runs, limit),
+        index_vs_ceiling_given_others=ceiling_given_others(
+            index.photos_per_s_runs, limit, index.others_cores, ceiling.cores
+        ),
+        index_vs_strict_ceiling=per_round(index.photos_per_s_runs, ceiling.strict_ceiling_runs),
+        index_whole_vs_ceiling=per_round(index.whole_photos_per_s_runs, limit),
+        index_whole_vs_naive=per_round(index.whole_photos_per_s_runs, naive),
+    )

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+from benchkit.processes import BenchmarkError, log, median, with_others
+from benchkit.workspace import Workspace
 
 from hanclip_eval.runner import LATENCY_QUERIES
-from speedbench.processes import BenchmarkError, log, median, with_others
 from speedbench.results import SearchResult
 from speedbench.settings import Sizes
-from speedbench.workspace import Workspace
 
 
 def export_search_vectors(library: Path, bundle: Path, out_dir: Path) -> tuple[Path, Path]:

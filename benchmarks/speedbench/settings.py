@@ -1,18 +1,11 @@
-"""How big each measurement is, and the inputs every run uses."""
+"""How big each measurement of `speed.py` is, and the sentences it embeds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-PHOTO_SIZE = (4000, 3000)  # 12 megapixels, a phone camera's 4:3 frame
 SEED_PHOTO_SIZE = (640, 480)  # the few real rows of the search library
 SEED_PHOTOS = 4
-JPEG_QUALITY = 90
-# Luminance noise (grey levels) on top of smooth fields brings a 12 MP JPEG at q90 to a phone
-# photo's file size (the report gives the mean), so entropy decoding costs what it costs on
-# real photos.
-PHOTO_NOISE_STD = 6.0
-INDEX_BATCH = 32  # `hanclip index`'s default --batch-size
 MODEL_BATCHES = 3  # timed ViT forwards for the ceiling, after one warm-up
 HNSW_DIM = 512
 HNSW_K = 10

@@ -1,4 +1,4 @@
-"""Timing a child process alone, and telling how much of the machine other jobs took.
+"""Timing a child process alone, its peak RSS, and how much of the machine other jobs took.
 
 The machine may be shared: every figure comes with the load that others put on it meanwhile
 (`/proc/stat` busy time less ours, busy loops that measure the cores still free, the load
@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from speedbench.results import LoadSummary
 
 _STARTED = time.perf_counter()
 
@@ -106,6 +104,19 @@ def run_process(
     )
 
 
+def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:
+    """A kB field of /proc/PID/status (VmRSS, VmHWM: the peak RSS, RssFile) in bytes; None
+    off Linux or once the process has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kb = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith(field + ":")), None
+    )
+    return None if kb is None else int(kb) * 1024
+
+
 def machine_busy_s() -> float:
     """CPU seconds all cores have been busy since boot, every process's (/proc/stat);
     time stolen by the hypervisor counts as busy: it was not ours either."""
@@ -187,6 +198,18 @@ def cores_available(cores: int, seconds: float = 1.0) -> float:
         for _ in range(cores)
     ]
     return sum(float(p.communicate()[0]) for p in spinners) / seconds
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """The machine's load while the benchmark ran (it is shared)."""
+
+    cores_available: dict[str, float]  # moment -> cores that busy loops obtained
+    at_start_1_5_15: tuple[float, ...]
+    at_end_1_5_15: tuple[float, ...]
+    during_1min_min: float
+    during_1min_median: float
+    during_1min_max: float
 
 
 class LoadSampler:

@@ -1,23 +1,33 @@
-"""The inputs: a real-size random-weight bundle, photo-like 12-MP JPEGs, a large library."""
+"""The inputs benchmarks fabricate: bundles (real-size random weights, or the tests' tiny
+ones), photo-like JPEGs, a large library, Korean query texts."""
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from benchkit.processes import log
 
 from hanclip_model.bundle import HEADS_NAME, MANIFEST_NAME
 from hanclip_model.files import atomic_path, replace_dir
-from speedbench.settings import JPEG_QUALITY, PHOTO_NOISE_STD, PHOTO_SIZE
 
 if TYPE_CHECKING:
     from PIL import Image
 
 CLIP_DIM = 512  # ViT-B-32's image embedding
+PHOTO_SIZE = (4000, 3000)  # 12 megapixels, a phone camera's 4:3 frame
+JPEG_QUALITY = 90
+# Luminance noise (grey levels) on top of smooth fields brings a 12 MP JPEG at q90 to a phone
+# photo's file size (the speed report gives the mean), so entropy decoding costs what it
+# costs on real photos.
+PHOTO_NOISE_STD = 6.0
 
 
 def build_random_bundle(directory: Path) -> Path:
@@ -114,10 +124,15 @@ def linked_folder(folder: Path, photos: Sequence[Path]) -> Path:
     return folder
 
 
-def read_bytes(paths: Sequence[Path]) -> None:
-    """Bring files into the page cache, so every contender reads them from memory."""
+def read_bytes(paths: Sequence[Path]) -> int:
+    """Bring files into the page cache, so every contender reads them from memory; the
+    bytes read."""
+    total = 0
     for path in paths:
-        path.read_bytes()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                total += len(chunk)
+    return total
 
 
 def fill_library(library: Path, total: int, seed: int = 0) -> int:
@@ -151,3 +166,108 @@ def fill_library(library: Path, total: int, seed: int = 0) -> int:
         return max(0, total - have)
     finally:
         store.close()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The bundle and the 12-MP photos, with what preparing them cost."""
+
+    bundle: Path
+    photos: tuple[Path, ...]
+    bundle_origin: str  # "given", "cached" or "built"
+    bundle_s: float
+    photos_generated: int
+    photos_s: float
+
+    @property
+    def photo_mean_mb(self) -> float:
+        return float(np.mean([p.stat().st_size for p in self.photos]) / 1e6)
+
+
+def prepare_inputs(work: Path, photos: int, bundle: Path | None) -> Inputs:
+    """The bundle (`bundle`, else the random real-size one) and `photos` 12-MP JPEGs, built
+    once per work directory."""
+    start = time.perf_counter()
+    if bundle is not None:
+        bundle, origin = bundle.resolve(), "given"
+    else:
+        log("building the random-weight bundle (once per work directory)")
+        target = work / "bundle-xlmr-tokenizer"
+        origin = "cached" if (target / MANIFEST_NAME).is_file() else "built"
+        bundle = build_random_bundle(target)
+    bundle_s = time.perf_counter() - start
+    start = time.perf_counter()
+    folder = work / f"photos-{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}"
+    missing = sum(not p.is_file() for p in photo_paths(folder, photos))
+    log(f"photos: {photos} 12-MP JPEGs, {missing} to generate")
+    paths = ensure_photos(folder, photos, PHOTO_SIZE)
+    return Inputs(bundle, tuple(paths), origin, bundle_s, missing, time.perf_counter() - start)
+
+
+def tiny_bundle(directory: Path) -> Path:
+    """The tests' kind of tiny bundle (32-d image model, heads to 16-d), built once under
+    `directory` (its manifest names the models there by absolute path)."""
+    bundle, marker = directory / "bundle", directory / "complete"
+    if marker.is_file():
+        return bundle
+    import torch
+
+    from hanclip_eval.tiny_models import (
+        build_tiny_open_clip,
+        build_tiny_sentence_transformer,
+        write_bundle_dir,
+    )
+    from trainer.heads import HanclipHeads
+
+    shutil.rmtree(directory, ignore_errors=True)
+    image_spec = build_tiny_open_clip(directory / "clip", embed_dim=32)
+    text = build_tiny_sentence_transformer(directory / "text")
+    write_bundle_dir(bundle, image_spec, text, heads=HEADS_NAME, name="tiny-heads")
+    torch.manual_seed(0)
+    HanclipHeads(image_dim=32, text_dim=32, out_dim=16).eval().save(bundle / HEADS_NAME)
+    marker.write_text("1")
+    return bundle
+
+
+# Query texts are "<when> <where> <what>": 8 x 10 x 15 = 1,200 distinct phrases.
+WHEN = ("여름", "겨울", "밤", "아침", "비 오는 날", "생일", "주말", "가을 저녁")
+WHERE = (
+    "해변에서",
+    "공원에서",
+    "산 위에서",
+    "한강에서",
+    "제주도에서",
+    "카페에서",
+    "시장에서",
+    "눈 덮인 길에서",
+    "기차역에서",
+    "한옥 마을에서",
+)
+WHAT = (
+    "고양이",
+    "강아지",
+    "아이들",
+    "할머니",
+    "가족 사진",
+    "친구들",
+    "자전거",
+    "기차",
+    "노을",
+    "눈사람",
+    "벚꽃",
+    "단풍",
+    "커피 한 잔",
+    "생일 케이크",
+    "불꽃놀이",
+)
+PHRASES = len(WHEN) * len(WHERE) * len(WHAT)
+
+
+def korean_queries(count: int, seed: int = 0) -> list[str]:
+    """`count` distinct Korean query texts, the same ones for the same seed (no cache can
+    answer one); a shorter list is the start of a longer one."""
+    phrases = [f"{when} {where} {what}" for when in WHEN for where in WHERE for what in WHAT]
+    if count > len(phrases):
+        raise ValueError(f"{count} queries asked, {len(phrases)} distinct ones available")
+    random.Random(seed).shuffle(phrases)
+    return phrases[:count]

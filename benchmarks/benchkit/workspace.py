@@ -7,15 +7,19 @@ import os
 import shutil
 import sqlite3
 import sys
-from contextlib import closing
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speedbench.processes import BenchmarkError, CpuSample, ProcessRun, others_cores, run_process
+from benchkit.processes import BenchmarkError, CpuSample, ProcessRun, others_cores, run_process
 
 # The naive contender runs in a fresh process through the entry script (`--naive-search`).
 ENTRY_SCRIPT = Path(__file__).resolve().parents[1] / "speed.py"
 
+FAST_IMAGE_ENV = "HANCLIP_FAST_IMAGE"
+INDEX_BATCH = 32  # `hanclip index`'s default --batch-size: photos per commit
 ISOLATED_KEYS = (
     "HANCLIP_CACHE",
     "HANCLIP_HOME",
@@ -33,6 +37,41 @@ def isolated_env(work: Path) -> dict[str, str]:
     values = (work / "cache", work / "home", work / "hf", "1", "1")
     env.update({key: str(value) for key, value in zip(ISOLATED_KEYS, values, strict=True)})
     return env
+
+
+@contextmanager
+def isolated_process(env: dict[str, str]) -> Iterator[None]:
+    """This process's own model loads and exports use the work directory's caches, as its
+    children do (`env` from `isolated_env`); the caller's environment comes back after."""
+    keys = (*ISOLATED_KEYS, FAST_IMAGE_ENV)
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ.update({key: env[key] for key in ISOLATED_KEYS})
+    os.environ.pop(FAST_IMAGE_ENV, None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def default_work(name: str) -> Path:
+    """A work directory kept in the user's cache, so that the next run reuses its inputs."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("hanclip-bench", appauthor=False)) / name
+
+
+@contextmanager
+def work_directory(explicit: Path | None) -> Iterator[Path]:
+    """`--work` is kept (photos and bundle are reused); the default temp dir is removed."""
+    if explicit is not None:
+        yield explicit.resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="hanclip-bench-") as tmp:
+        yield Path(tmp)
 
 
 def hanclip_command() -> list[str]:
@@ -121,9 +160,13 @@ class Workspace:
         watch = IndexWatch(library / "library.db")
         return run_process(cmd, self.env, watch), watch
 
-    def search(self, query: str, library: Path) -> ProcessRun:
+    def search(
+        self, query: str, library: Path, *options: str, env: dict[str, str] | None = None
+    ) -> ProcessRun:
+        """`hanclip search QUERY --json OPTIONS...`; `env` adds to the workspace's."""
         cmd = [*self.hanclip, "search", query, "--library", str(library)]
-        return run_process([*cmd, "--model", str(self.bundle), "--json"], self.env)
+        cmd += ["--model", str(self.bundle), "--json", *options]
+        return run_process(cmd, {**self.env, **(env or {})})
 
     def search_imports(self, query: str, library: Path) -> ProcessRun:
         """The same search under `python -X importtime` (the import log goes to stderr)."""

@@ -1,0 +1,94 @@
+"""The scale benchmark's figures (frozen dataclasses, the keys of `--json`) and its targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from benchkit.figures import Check, Spread, Target
+
+# The cold search's target by library size: up to 100k photos 0.5 s, up to 1M 1 s.
+COLD_TARGETS_S = ((100_000, 0.5), (1_000_000, 1.0))
+# The no-op re-index's target, for exactly this many real files.
+REINDEX_TARGET_FILES = 100_000
+REINDEX_TARGET_S = 2.0
+
+
+@dataclass(frozen=True)
+class SizeFigures:
+    photos: int
+    real_files: int
+    dim: int
+    library: str
+    library_origin: str  # "copied from the fabricated library" or "reused"
+    db_mb: float
+    hnsw_mb: float
+    first_index_s: float  # the first `index` of this library by the checkout (migrates, builds)
+    cold_search_s: Spread
+    cold_rss_mb: Spread
+    warm_search_ms: Spread
+    load_index_s: Spread
+    sync_index_s: Spread
+    id_read_s: Spread | None  # store.ids() + labels; None when the checkout lacks them
+    reindex_s: Spread
+    reindex_counts: dict[str, int] = field(default_factory=dict)
+    # Cores other processes kept busy during each cold search and re-index (the machine may
+    # be shared); None off Linux.
+    cold_others_cores: Spread | None = None
+    reindex_others_cores: Spread | None = None
+    # The same cold search processes while the resident server a first search started runs
+    # (None: the checkout started none).
+    resident_search_s: Spread | None = None
+    resident_rss_mb: Spread | None = None
+
+    @property
+    def freshness_s(self) -> float:
+        """What sync_index spends beyond loading the index: the freshness check."""
+        return self.sync_index_s.p50 - self.load_index_s.p50
+
+
+def cold_target_s(photos: int) -> float | None:
+    for limit, seconds in COLD_TARGETS_S:
+        if photos <= limit:
+            return seconds
+    return None
+
+
+def size_checks(figures: SizeFigures) -> list[Check]:
+    """The cold searches' targets at this size, and the re-index's at 100,000 files; a
+    figure with no target at this size is listed with none."""
+    cold = cold_target_s(figures.photos)
+    found = []
+    kinds = [("on its own", "alone", figures.cold_search_s)]
+    if figures.resident_search_s is not None:
+        kinds.append(("resident server up", "resident", figures.resident_search_s))
+    for kind, key, spread in kinds:
+        label = f"cold search p50 at {figures.photos:,}, {kind}"
+        if cold is None:
+            found.append(Check(label, spread.p50, None))
+        else:
+            target = Target(f"cold_search_{key}_{figures.photos}", label, "<=", cold, " s")
+            found.append(Check.of(target, spread.p50))
+    label = f"no-op re-index of {figures.real_files:,} files"
+    if figures.real_files == REINDEX_TARGET_FILES:
+        target = Target("reindex_s", label, "<", REINDEX_TARGET_S, " s")
+        found.append(Check.of(target, figures.reindex_s.p50))
+    else:
+        found.append(Check(label, figures.reindex_s.p50, None))
+    return found
+
+
+@dataclass(frozen=True)
+class Report:
+    checkout: str
+    bundle: str
+    cores: int
+    load_start: tuple[float, float, float]
+    load_end: tuple[float, float, float]
+    work: str
+    runs: int
+    sizes: tuple[SizeFigures, ...]
+    wall_s: float
+
+
+def checks(report: Report) -> list[Check]:
+    return [check for size in report.sizes for check in size_checks(size)]

@@ -1,0 +1,238 @@
+"""One size of the scale benchmark measured, and one whole run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchkit.figures import Spread
+from benchkit.inputs import read_bytes
+from benchkit.processes import BenchmarkError, ProcessRun, log, with_others
+from benchkit.server import running_server
+
+from scalebench.checkout import PAGE, Runner
+from scalebench.figures import SizeFigures
+from scalebench.library import (
+    FORMAT,
+    REAL_FILES,
+    RealFile,
+    ensure_real_files,
+    fabricate_library,
+    file_mb,
+    hnsw_mb,
+)
+
+RUNS = 7
+REINDEX_RUNS = 3
+PROBE_RUNS = 3
+SERVER_START_TIMEOUT_S = 600.0
+SERVER_FILE = "serve.json"  # where a running server of the library announces itself
+RESIDENT_WAIT_S = 600.0  # for the resident server to load the index and announce itself
+
+
+def check_noop(counts: dict[str, int], real_files: int) -> None:
+    """A re-index of unchanged files: nothing added, updated, moved, removed or failed."""
+    changed = {k: counts.get(k) for k in ("added", "updated", "moved", "removed", "failed")}
+    if any(changed.values()) or counts.get("unchanged") != real_files:
+        raise BenchmarkError(f"the re-index was not a no-op over {real_files} files: {counts}")
+
+
+def prepare_library(
+    work: Path, runner: Runner, size: int, real_files: int, dim: int, fresh: bool
+) -> tuple[Path, Path, list[RealFile], str]:
+    """The fabricated library (cached per size and format) and the measured checkout's copy
+    of it (cached per checkout: the HNSW index it builds is kept). Returns the copy, the real
+    files' root, the files, and where the copy came from."""
+    root, files = ensure_real_files(work, min(size, real_files))
+    pristine = work / "fabricated" / f"lib-{size}-r{len(files)}-d{dim}-f{FORMAT}"
+    if not (pristine / "library.db").is_file():
+        log(f"library: fabricating {size:,} rows in {pristine}")
+        fabricate_library(pristine, size, files, dim)
+    measured = work / "measured" / runner.checkout.key / pristine.name
+    if fresh or not (measured / "library.db").is_file():
+        log(f"library: copying {pristine.name} for {runner.checkout.commit}")
+        shutil.rmtree(measured, ignore_errors=True)
+        measured.mkdir(parents=True)
+        partial = measured / "library.db.copying"  # an interrupted copy is never reused
+        shutil.copyfile(pristine / "library.db", partial)
+        partial.rename(measured / "library.db")
+        origin = "copied from the fabricated library"
+    else:
+        origin = "reused: this checkout's earlier copy"
+    return measured, root, files, origin
+
+
+def measure_size(
+    work: Path,
+    runner: Runner,
+    size: int,
+    queries: Sequence[str],
+    *,
+    real_files: int = REAL_FILES,
+    dim: int,
+    reindex_runs: int = REINDEX_RUNS,
+    probe_runs: int = PROBE_RUNS,
+    fresh: bool = False,
+) -> SizeFigures:
+    """Every figure for one size. `queries`: 1 + runs texts for the cold searches, 1 + runs
+    more for the warm ones (the first of each untimed)."""
+    runs = (len(queries) - 2) // 2
+    cold_texts, warm_texts = queries[: runs + 1], queries[runs + 1 :]
+    library, root, files, origin = prepare_library(work, runner, size, real_files, dim, fresh)
+
+    log(f"{size:,}: first `hanclip index {root}` (migrates; builds the HNSW index if missing)")
+    first, counts = runner.index(root, library)
+    check_noop(counts, len(files))
+    log(f"{size:,}: first index {first.wall_s:.1f} s")
+    # Building a large index evicts the library from the page cache; a disk read of it would
+    # land in the first timed run.
+    files_read = read_bytes(sorted(p for p in library.iterdir() if p.is_file()))
+    log(f"{size:,}: page cache: read {files_read / 1e6:,.0f} MB of library files")
+
+    reindex, reindex_others = [], []
+    outcomes: list[dict[str, int]] = []
+    for _ in range(reindex_runs):
+        run, others = with_others(lambda: _kept(runner.index(root, library), outcomes))
+        counts = outcomes[-1]
+        check_noop(counts, len(files))
+        reindex.append(run.wall_s)
+        reindex_others += [] if others is None else [others]
+        log(f"{size:,}: no-op re-index {run.wall_s:.2f} s")
+
+    # untimed: page cache, fast-text export
+    runner.search(cold_texts[0], library, on_its_own=True)
+    cold, rss, cold_others = [], [], []
+    for text in cold_texts[1:]:
+        run, others = with_others(
+            lambda text=text: runner.search(text, library, on_its_own=True)[0]
+        )
+        cold.append(run.wall_s)
+        rss.append(run.peak_rss_bytes / 1e6)
+        cold_others += [] if others is None else [others]
+        log(f"{size:,}: cold search on its own {run.wall_s:.3f} s, peak RSS {rss[-1]:.0f} MB")
+    resident, resident_rss = measure_resident(runner, library, cold_texts, size)
+
+    loads, syncs, id_reads = [], [], []
+    for _ in range(probe_runs):
+        loaded = runner.probe("load", library)
+        synced = runner.probe("sync", library)
+        for probe in (loaded, synced):
+            if probe["vectors"] != size:
+                raise BenchmarkError(f"the index holds {probe['vectors']} vectors, not {size}")
+        loads.append(float(loaded["load_s"]))
+        syncs.append(float(synced["sync_s"]))
+        if synced.get("id_read_s") is not None:
+            id_reads.append(float(synced["id_read_s"]))
+        log(f"{size:,}: load_index {loads[-1]:.3f} s, sync_index {syncs[-1]:.3f} s")
+
+    warm = measure_warm(runner, library, warm_texts)
+    return SizeFigures(
+        photos=size,
+        real_files=len(files),
+        dim=dim,
+        library=str(library),
+        library_origin=origin,
+        db_mb=file_mb(library / "library.db"),
+        hnsw_mb=hnsw_mb(library),
+        first_index_s=first.wall_s,
+        cold_search_s=Spread.of(cold),
+        cold_rss_mb=Spread.of(rss),
+        warm_search_ms=Spread.of([s * 1000 for s in warm]),
+        load_index_s=Spread.of(loads),
+        sync_index_s=Spread.of(syncs),
+        id_read_s=Spread.of(id_reads) if id_reads else None,
+        reindex_s=Spread.of(reindex),
+        reindex_counts={k: v for k, v in counts.items() if isinstance(v, int)},
+        cold_others_cores=Spread.of(cold_others) if cold_others else None,
+        reindex_others_cores=Spread.of(reindex_others) if reindex_others else None,
+        resident_search_s=Spread.of(resident) if resident else None,
+        resident_rss_mb=Spread.of(resident_rss) if resident_rss else None,
+    )
+
+
+def measure_resident(
+    runner: Runner, library: Path, texts: Sequence[str], size: int
+) -> tuple[list[float], list[float]]:
+    """The cold searches again, as a user's run: the first (untimed) may start the resident
+    server; once it has announced itself the rest are timed, then it is stopped. Empty lists
+    when no server was started (a checkout without one, or a library below its threshold)."""
+    runner.search(texts[0], library)
+    pid = _resident_pid(library, RESIDENT_WAIT_S)
+    if pid is None:
+        log(f"{size:,}: no resident server was started")
+        return [], []
+    seconds, rss = [], []
+    try:
+        for text in texts[1:]:
+            run = runner.search(text, library)[0]
+            seconds.append(run.wall_s)
+            rss.append(run.peak_rss_bytes / 1e6)
+            log(f"{size:,}: cold search, resident server up {run.wall_s:.3f} s")
+    finally:
+        _stop(pid)
+    return seconds, rss
+
+
+def _resident_pid(library: Path, timeout_s: float) -> int | None:
+    """The pid in `serve.json` once it appears; None when nothing is starting at all."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return int(json.loads((library / SERVER_FILE).read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if not (library / "serve.starting").exists():
+            return None
+        time.sleep(0.2)
+    raise BenchmarkError(f"the resident server of {library} did not start in {timeout_s:.0f} s")
+
+
+def _stop(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _kept(outcome: tuple[ProcessRun, dict[str, int]], into: list[dict[str, int]]) -> ProcessRun:
+    """The run of `outcome`; its counts appended to `into`."""
+    run, counts = outcome
+    into.append(counts)
+    return run
+
+
+def measure_warm(runner: Runner, library: Path, texts: Sequence[str]) -> list[float]:
+    """Client wall time of /api/search on a running `hanclip serve`; the first untimed."""
+    import httpx
+
+    args = ["--library", str(library), "--model", str(runner.bundle)]
+    seconds = []
+    with (
+        running_server(args, runner.env, SERVER_START_TIMEOUT_S) as server,
+        httpx.Client(base_url=server.url, timeout=300, trust_env=False) as client,
+    ):
+        for number, text in enumerate(texts):
+            start = time.perf_counter()
+            response = client.get("/api/search", params={"q": text, "n": PAGE})
+            elapsed = time.perf_counter() - start
+            response.raise_for_status()
+            if not response.json()["results"]:
+                raise BenchmarkError(f"/api/search {text!r}: no results")
+            if number:
+                seconds.append(elapsed)
+    return seconds
