@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from benchkit.processes import log
 
+from benchkit.processes import log
 from hanclip_model.bundle import HEADS_NAME, MANIFEST_NAME
 from hanclip_model.files import atomic_path, replace_dir
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchkit.processes import BenchmarkError, ProcessRun, log, run_process
+
 from scalebench.library import library_rows, raw_dim, template_jpeg, unique_jpeg
 
 PAGE = 10  # results per search: `-n 10`
