@@ -3,7 +3,8 @@
 The page is a grid of tiles, best first: each an upright thumbnail embedded as a data: URI,
 its rank, score, date and path, and a link to the original (a file:// URI). It needs nothing
 else: no network, no script, no file beside it, so it can be mailed or kept. A photo whose
-thumbnail cannot be made (offline, gone, unreadable) gets a placeholder tile.
+thumbnail cannot be made (offline, unreadable) gets a placeholder tile. Its words are in the
+language of the locale (`ui_text`: the web page's table and rule).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from hanclip_cli.ui_text import locale_language, say
 from hanclip_library.searcher import SearchHit
 from hanclip_library.thumbnails import GRID_SIZE, ThumbnailCache, ThumbnailUnavailable
 from hanclip_model.errors import HanclipError, StorageError
@@ -72,10 +74,6 @@ def file_uri(path: str | os.PathLike) -> str:
     return Path(os.path.abspath(path)).as_uri()
 
 
-def _photos(count: int) -> str:
-    return f"{count} photo" if count == 1 else f"{count} photos"
-
-
 def make_thumbnails(
     library_dir: Path, hits: Iterable[SearchHit], size: int = GRID_SIZE
 ) -> dict[int, bytes | None]:
@@ -93,21 +91,23 @@ def make_thumbnails(
     return thumbnails
 
 
-def _tile(hit: SearchHit, thumbnail: bytes | None) -> str:
+def _tile(hit: SearchHit, thumbnail: bytes | None, language: str) -> str:
     uri = _text(file_uri(hit.path))
     name = _text(os.path.basename(hit.path) or hit.path)
     if thumbnail is not None:
         data = base64.b64encode(thumbnail).decode("ascii")
         picture = f'<img src="data:image/jpeg;base64,{data}" alt="{name}" loading="lazy">'
     else:
-        why = "offline" if hit.offline else "gone or unreadable"
-        picture = f'<span class="placeholder">no preview<br>({why})</span>'
+        why = say(language, "why_offline" if hit.offline else "why_unreadable")
+        no_preview = _text(say(language, "no_preview"))
+        picture = f'<span class="placeholder">{no_preview}<br>({_text(why)})</span>'
     date = ""
     if hit.taken_at:
         shown = hit.taken_at.replace("T", " ")
-        source = " (file date)" if hit.date_source == "mtime" else ""
-        date = f'<time class="date" datetime="{_text(hit.taken_at)}">{_text(shown)}{source}</time>'
-    notes = '<span class="note">offline</span>' if hit.offline else ""
+        source = f" {say(language, 'file_date')}" if hit.date_source == "mtime" else ""
+        date = f'<time class="date" datetime="{_text(hit.taken_at)}">{_text(shown + source)}</time>'
+    offline = _text(say(language, "offline_badge"))
+    notes = f'<span class="note">{offline}</span>' if hit.offline else ""
     preview = "placeholder" if thumbnail is None else "thumbnail"
     return (
         f'<li class="tile" id="rank-{hit.rank}" data-rank="{hit.rank}" data-preview="{preview}">'
@@ -126,16 +126,18 @@ def render_gallery(
     filters: Iterable[str] = (),
     offline_left_out: int = 0,
     written_at: datetime | None = None,
+    language: str | None = None,
 ) -> str:
     """The page: `query` as given (its heading), the `filters` used (option words such as
     `--after 2023-07`), and a tile per hit in the order given; `thumbnails` by photo id
-    (missing or None: a placeholder)."""
+    (missing or None: a placeholder). In `language` (default: the locale's)."""
+    language = language or locale_language()
     filters = list(filters)
-    heading = query.strip() or "(no query)"
-    count = _photos(len(hits))
+    heading = query.strip() or say(language, "gallery_no_query")
+    count = say(language, "photos", n=len(hits))
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="ko">',
+        f'<html lang="{language}">',
         "<head>",
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -150,27 +152,35 @@ def render_gallery(
     ]
     if filters:
         shown = " ".join(f"<code>{_text(f)}</code>" for f in filters)
-        parts.append(f'<p class="filters">Filters: {shown}</p>')
+        parts.append(f'<p class="filters">{_text(say(language, "gallery_filters"))} {shown}</p>')
     parts += ["</header>", "<main>"]
     if hits:
         parts.append('<ol class="grid">')
         for hit in hits:
             thumbnail = thumbnails.get(hit.photo_id) if hit.photo_id is not None else None
-            parts.append(_tile(hit, thumbnail))
+            parts.append(_tile(hit, thumbnail, language))
         parts.append("</ol>")
     else:
         offline = (
-            f" ({_photos(offline_left_out)} in offline folders were left out: "
-            "--include-offline shows them)"
+            say(
+                language,
+                "gallery_offline_left_out",
+                photos=say(language, "photos", n=offline_left_out),
+            )
             if offline_left_out
             else ""
         )
-        parts.append(f'<p class="empty">No photo matched{_text(offline)}.</p>')
+        parts.append(
+            f'<p class="empty">{_text(say(language, "gallery_empty", offline=offline))}</p>'
+        )
     when = (written_at or datetime.now()).isoformat(timespec="seconds")
+    # The footer's words are escaped before its <time> goes into them.
+    footer = _text(say(language, "gallery_footer", when="{when}")).format(
+        when=f'<time datetime="{when}">{when.replace("T", " ")}</time>'
+    )
     parts += [
         "</main>",
-        f'<footer>Written by hanclip search, <time datetime="{when}">'
-        f"{when.replace('T', ' ')}</time>. A click on a photo opens the original.</footer>",
+        f"<footer>{footer}</footer>",
         "</body>",
         "</html>",
         "",

@@ -13,12 +13,15 @@ asks a running `serve` only when no device was given on its command line, which 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hanclip_model import settings
+from hanclip_model.device import requested_device
+from hanclip_model.errors import HanclipError
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class SharedOption:
     value_type: type  # of its value: Path, str or bool (a flag)
     help: str
     envvar: str | None = None
+    # Checks the value (None: not given) while the command line is parsed, returning it;
+    # a `HanclipError` says why not.
+    check: Callable[[Any], Any] | None = None
 
     def typer(self) -> Any:
         """The option as a Typer parameter type: `Annotated[T | None, typer.Option(...)]`
@@ -40,8 +46,27 @@ class SharedOption:
         if self.value_type is bool:
             return Annotated[bool, typer.Option(*self.flags, help=self.help)]
         shown = {"envvar": self.envvar, "show_envvar": True} if self.envvar else {}
-        option = typer.Option(*self.flags, help=self.help, show_default=False, **shown)
+        option = typer.Option(
+            *self.flags, help=self.help, show_default=False, callback=self._callback(), **shown
+        )
         return Annotated[self.value_type | None, option]  # type: ignore[operator]
+
+    def _callback(self) -> Callable[[Any], Any] | None:
+        """`check` as Typer calls it while parsing, so a bad value stops the command before
+        it starts, as a usage error (one line)."""
+        check = self.check
+        if check is None:
+            return None
+
+        def callback(value: Any) -> Any:
+            import typer
+
+            try:
+                return check(value)
+            except HanclipError as exc:
+                raise typer.BadParameter(str(exc)) from None
+
+        return callback
 
 
 LIBRARY = SharedOption(
@@ -57,7 +82,20 @@ MODEL = SharedOption(
     "else a bundle in the library's models/, else mclip.",
     envvar=settings.MODEL.name,
 )
-DEVICE = SharedOption(("--device",), str, "cpu, cuda, cuda:1 ... (default: CUDA when present).")
+
+
+def _checked_device(value: str | None) -> str | None:
+    """`--device` as given, once it (or, not given, `HANCLIP_DEVICE`) names a device."""
+    requested_device(value)
+    return value
+
+
+DEVICE = SharedOption(
+    ("--device",),
+    str,
+    "cpu, cuda, cuda:1 ... (default: CUDA when present).",
+    check=_checked_device,
+)
 JSON = SharedOption(("--json",), bool, "Print JSON for scripts.")
 
 _TYPER_NAMES = {

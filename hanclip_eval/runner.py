@@ -17,11 +17,13 @@ import numpy as np
 from PIL import Image
 
 from hanclip_eval.baselines import Embedder
-from hanclip_eval.datasets import ClassificationSet, RetrievalSet, build_prompts
+from hanclip_eval.datasets import DATASETS, ClassificationSet, RetrievalSet, build_prompts
 from hanclip_eval.metrics import classification_report, retrieval_report
-from hanclip_model.errors import BundleError
+from hanclip_model.errors import BundleError, HanclipError
 from hanclip_model.heads import l2_normalize
 
+LATENCY = "latency"  # no dataset: each model's speed, measured on this machine
+BENCH_DATASETS = (*DATASETS, LATENCY)
 EmbedderFactory = Callable[[], Embedder]
 # (model, stage, items done now, items in the stage)
 Progress = Callable[[str, str, int, int], None]
@@ -58,6 +60,12 @@ class BenchRow:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+
+
+def check_bench_dataset(name: str) -> None:
+    """A one-line `HanclipError` unless `bench` knows the dataset `name`."""
+    if name not in BENCH_DATASETS:
+        raise HanclipError(f"unknown dataset {name!r}: choose one of {', '.join(BENCH_DATASETS)}")
 
 
 def _embed_batches(

@@ -5,14 +5,15 @@ The HNSW graph proposes candidates (each photo's nearest neighbours in the searc
 the decision is an exact cosine of the raw image embeddings from SQLite. Raw embeddings are
 the image model's own space: they do not depend on the heads, which were trained to match
 captions, not to keep copies apart from look-alikes (`benchmarks/duplicates_threshold.py`
-measures both spaces). Pairs at or above the threshold join photos into connected groups
-(`group_duplicates`, pure). hanclip only lists them: it deletes nothing.
+measures both spaces). Pairs at or above the threshold make groups in which every two photos
+are such a pair (`group_duplicates`, pure): a chain of copies of copies is not one group.
+hanclip only lists them: it deletes nothing.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from hanclip_library.library import OpenLibrary
 from hanclip_library.searcher import current_index, offline_photo_ids
+from hanclip_library.store import PhotoRecord
 from hanclip_library.vector_index import EF_SEARCH, VectorIndex
 from hanclip_model.errors import HanclipError
 from hanclip_model.heads import l2_normalize
@@ -47,7 +49,8 @@ class ScoredPair:
 
 @dataclass(frozen=True)
 class IdGroup:
-    """Photo ids that are near-identical, and the lowest cosine between any two of them."""
+    """Photo ids that are near-identical, every two of them, and the lowest cosine between
+    any two of them (never below the threshold)."""
 
     ids: tuple[int, ...]
     similarity: float
@@ -59,7 +62,20 @@ class DuplicatePhoto:
     size: int
     width: int | None
     height: int | None
-    taken_at: str | None
+    # Dated as search dates it (`PhotoRecord.date`): EXIF date taken, else the file's time.
+    taken_at: str
+    date_source: str  # "exif" or "mtime", as in search
+
+    @classmethod
+    def of(cls, record: PhotoRecord) -> DuplicatePhoto:
+        return cls(
+            record.path,
+            record.size,
+            record.width,
+            record.height,
+            record.date,
+            record.date_source,
+        )
 
 
 @dataclass(frozen=True)
@@ -77,43 +93,87 @@ class DuplicateGroup:
                     "width": p.width,
                     "height": p.height,
                     "taken_at": p.taken_at,
+                    "date_source": p.date_source,
                 }
                 for p in self.photos
             ],
         }
 
 
-def group_duplicates(
-    pairs: Iterable[ScoredPair], threshold: float, unit: Mapping[int, np.ndarray]
-) -> list[IdGroup]:
-    """Pairs at or above `threshold` → connected groups of ids, each with its lowest pairwise
-    cosine (over every two members, from the unit vectors `unit`, as a chain of close pairs
-    can join two photos that are not close themselves); largest groups first, then the most
-    similar, then by first id."""
-    parent: dict[int, int] = {}
+def group_duplicates(pairs: Iterable[ScoredPair], threshold: float) -> list[IdGroup]:
+    """Pairs at or above `threshold` → groups in which every two photos are such a pair
+    (complete linkage), each with its lowest pairwise cosine; largest groups first, then the
+    most similar, then by first id.
 
-    def root(i: int) -> int:
-        while parent.setdefault(i, i) != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    Joining by single pairs would chain: copies of copies of copies end in one group whose
+    ends are not alike at all. Here two groups join only when every photo of one is close
+    to every photo of the other, the closest such two first (a pair the graph did not
+    propose counts as not close). Merging lowers a group's closeness to the others, never
+    raises it, so following nearest neighbours until two groups are each other's nearest
+    finds the same groups as joining the closest two first each time, in time linear in
+    the pairs (the nearest-neighbour chain).
+    """
+    # Each group, by its smallest id: its closeness to the groups it may join (the lowest
+    # cosine between their photos, known only when every one of those pairs is close).
+    near: dict[int, dict[int, float]] = {}
     for pair in pairs:
         if pair.score >= threshold:
-            parent[root(pair.first)] = root(pair.second)
-    members: dict[int, list[int]] = {}
-    for i in parent:
-        members.setdefault(root(i), []).append(i)
-    groups = []
-    for ids in members.values():
-        if len(ids) < 2:
+            near.setdefault(pair.first, {})[pair.second] = pair.score
+            near.setdefault(pair.second, {})[pair.first] = pair.score
+    members = {i: [i] for i in near}
+    lowest = {i: 1.0 for i in near}
+    open_ids = sorted(near, reverse=True)  # groups to start a chain from, smallest id last
+    done: set[int] = set()
+    chain: list[int] = []
+    while chain or open_ids:
+        if not chain:
+            start = open_ids.pop()
+            if start in done or start not in members:
+                continue
+            chain.append(start)
+        here = chain[-1]
+        neighbours = near[here]
+        if not neighbours:
+            done.add(here)  # no group is close to all of it: it is whole
+            chain.pop()
             continue
-        ids.sort()
-        vectors = np.stack([unit[i] for i in ids])
-        scores = vectors @ vectors.T
-        lowest = float(scores[np.triu_indices(len(ids), k=1)].min())
-        groups.append(IdGroup(tuple(ids), lowest))
+        # The previous link wins a tie, so the chain never circles.
+        previous = chain[-2] if len(chain) > 1 else None
+        best = max(neighbours, key=lambda other: (neighbours[other], other == previous, -other))
+        if best != previous:
+            chain.append(best)
+            continue
+        chain.pop()
+        chain.pop()
+        keep = min(here, best)
+        _join(near, members, lowest, keep, max(here, best))
+        open_ids.append(keep)  # the joined group may join more
+    groups = [
+        IdGroup(tuple(sorted(ids)), lowest[first]) for first, ids in members.items() if len(ids) > 1
+    ]
     return sorted(groups, key=lambda g: (-len(g.ids), -g.similarity, g.ids[0]))
+
+
+def _join(
+    near: dict[int, dict[int, float]],
+    members: dict[int, list[int]],
+    lowest: dict[int, float],
+    keep: int,
+    gone: int,
+) -> None:
+    """Group `gone` joins group `keep`: close to another group only where both were."""
+    kept, dropped = near.pop(keep), near.pop(gone)
+    score = kept.pop(gone)
+    dropped.pop(keep)
+    joined = {other: min(s, dropped[other]) for other, s in kept.items() if other in dropped}
+    for other in kept.keys() | dropped.keys():
+        near[other].pop(keep, None)
+        near[other].pop(gone, None)
+        if other in joined:
+            near[other][keep] = joined[other]
+    near[keep] = joined
+    members[keep] += members.pop(gone)
+    lowest[keep] = min(lowest[keep], lowest.pop(gone), score)
 
 
 @dataclass(frozen=True)
@@ -129,9 +189,6 @@ class RawVectors:
     @cached_property
     def id_set(self) -> frozenset[int]:
         return frozenset(int(i) for i in self.ids)
-
-    def by_id(self) -> dict[int, np.ndarray]:
-        return dict(zip((int(i) for i in self.ids), self.unit, strict=True))
 
 
 def _neighbours(vindex: VectorIndex, raw: RawVectors, batch: np.ndarray, k: int) -> np.ndarray:
@@ -205,15 +262,12 @@ def find_duplicates(
     vindex = current_index(opened)
     ids, vectors = store.embeddings(np.array(sorted(allowed), dtype=np.int64))
     raw = RawVectors(ids, l2_normalize(vectors))
-    groups = group_duplicates(candidate_pairs(vindex, raw, threshold), threshold, raw.by_id())
+    groups = group_duplicates(candidate_pairs(vindex, raw, threshold), threshold)
     records = store.records_by_ids(i for g in groups for i in g.ids)
     return [
         DuplicateGroup(
             similarity=group.similarity,
-            photos=tuple(
-                DuplicatePhoto(r.path, r.size, r.width, r.height, r.taken_at)
-                for r in (records[i] for i in group.ids)
-            ),
+            photos=tuple(DuplicatePhoto.of(records[i]) for i in group.ids),
         )
         for group in groups
     ]

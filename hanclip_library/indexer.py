@@ -335,8 +335,9 @@ def _index_into(
     if not index_is_current(library.directory, store, model.fingerprint):
         sync_index(library.directory, store, model)
     meta.checked_fingerprint = model.fingerprint
-    progress.stage("done", total=1)
-    progress.advance()
+    # Ends on the count of files this run went through, as the scan counted them.
+    progress.stage("done", total=report.scanned)
+    progress.advance(report.scanned)
     return report
 
 

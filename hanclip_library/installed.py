@@ -32,18 +32,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hanclip_library.library import MODELS_DIR, Library, choose_model, writer_lock
+from hanclip_library.library import (
+    MODELS_DIR,
+    Library,
+    NoModel,
+    choose_model,
+    installed_bundles,
+    search_model,
+    writer_lock,
+)
 from hanclip_library.store import DB_NAME
 from hanclip_model import settings
 from hanclip_model.bundle import (
     BUILTIN_BUNDLES,
     LOCAL_DIR_PREFIX,
     MANIFEST_NAME,
+    SEARCH_BUILTINS,
+    TRAIN_BASES,
     BundleSpec,
+    not_a_search_model,
     read_bundle,
 )
 from hanclip_model.card import CARD_NAME, NOT_TRAINED, TrainingCard
-from hanclip_model.errors import HanclipError
+from hanclip_model.errors import HanclipError, UnknownModel
 from hanclip_model.files import TMP_SUFFIX, file_sha256, replace_dir
 from hanclip_model.heads import load_heads
 from hanclip_model.sources import is_local, resolve_local
@@ -53,7 +64,7 @@ from hanclip_model.texts import nfc
 DEFAULT_LINK = "default"
 # Training's resume state and half-written files: never part of an installed bundle.
 _NOT_COPIED = (".train-state",)
-_BUILTIN_LANGUAGES = {name: "multilingual" for name in BUILTIN_BUNDLES}
+_BUILTIN_LANGUAGES = {name: "multilingual" for name in SEARCH_BUILTINS}
 _MAX_NAME_BYTES = 200
 
 
@@ -97,12 +108,13 @@ class InstallResult(ModelEntry):
 
 
 def list_models(library_dir: Path) -> list[ModelEntry]:
-    """Built-ins, then the bundles in `<library>/models/`, then the library's recorded model
-    and `settings.MODEL` when either is a bundle elsewhere. Reads no weights."""
+    """The built-in search models (not `hanclip-base`, a base for `train`), then the bundles
+    in `<library>/models/`, then the library's recorded model and `settings.MODEL` when either
+    is a bundle elsewhere. Reads no weights."""
     models = library_dir / MODELS_DIR
     recorded, chosen = _model_choice(library_dir)
     default_target = _default_target(models)
-    entries = [_builtin_entry(name, spec) for name, spec in BUILTIN_BUNDLES.items()]
+    entries = [_builtin_entry(name, BUILTIN_BUNDLES[name]) for name in SEARCH_BUILTINS]
     for folder in _bundle_folders(models):
         is_default = folder.name == DEFAULT_LINK or _same_path(folder, default_target)
         entries.append(_folder_entry(folder, "installed", default=is_default))
@@ -110,20 +122,36 @@ def list_models(library_dir: Path) -> list[ModelEntry]:
     for model, kind in ((recorded, "library"), (env, "env")):
         if not model or model in BUILTIN_BUNDLES:
             continue
-        path = Path(resolve_local(model))
+        path = Path(_where(model, models))
         if not any(_same_path(path, e.path) for e in entries):
             entries.append(_folder_entry(path, kind, default=False))
     for entry in entries:
-        entry.in_use = _is_choice(entry, chosen)
+        entry.in_use = chosen is not None and _is_choice(entry, chosen)
     return entries
 
 
-def _model_choice(library_dir: Path) -> tuple[str | None, str]:
-    """(the library's recorded model, the model `choose_model` picks now); no notice shown."""
-    if not (library_dir / DB_NAME).exists():
-        return None, choose_model(None, library_dir, None).model
-    with Library(library_dir, create=False) as library:
-        return library.meta.model, choose_model(None, library_dir, library).model
+def _where(model: str, models: Path) -> str:
+    """Where a model name or path leads (an installed name to its folder), as well as it can
+    be said: a name that leads nowhere is listed with the error reading it gives."""
+    try:
+        return search_model(model, models)
+    except HanclipError:
+        return resolve_local(model)
+
+
+def _model_choice(library_dir: Path) -> tuple[str | None, str | None]:
+    """(the library's recorded model, the model `choose_model` picks now: None when it picks
+    none, and a search would say why); no notice shown."""
+    library = Library(library_dir, create=False) if (library_dir / DB_NAME).exists() else None
+    try:
+        recorded = library.meta.model if library is not None else None
+        try:
+            return recorded, choose_model(None, library_dir, library).model
+        except (UnknownModel, NoModel):
+            return recorded, None
+    finally:
+        if library is not None:
+            library.close()
 
 
 def _is_choice(entry: ModelEntry, chosen: str) -> bool:
@@ -144,12 +172,8 @@ def _same_path(a: Path | str | None, b: Path | str | None) -> bool:
 def _bundle_folders(models: Path) -> list[Path]:
     """The bundles in `models/`: visible folders with a manifest, `default` only when it is a
     bundle of its own (a link to a folder listed already is shown as that folder's flag)."""
-    if not models.is_dir():
-        return []
     found = []
-    for path in sorted(models.iterdir()):
-        if path.name.startswith(".") or not (path / MANIFEST_NAME).is_file():
-            continue
+    for path in installed_bundles(models):
         if path.name == DEFAULT_LINK and path.is_symlink():
             target = path.resolve()
             if target.parent == models.resolve() and not target.name.startswith("."):
@@ -230,6 +254,8 @@ def install_bundle(
     Every check runs before anything is written: a bad source, a name that is no folder
     name, a different bundle under that name (without `force`) leave `models/` as it was.
     """
+    if str(source) in TRAIN_BASES:
+        raise not_a_search_model(str(source))
     if str(source) in BUILTIN_BUNDLES:
         raise HanclipError(
             f"'{source}' is a built-in model: there is nothing to install (pass --model {source})"
@@ -285,7 +311,7 @@ def install_bundle(
     if not default and _same_path(_default_target(models), target):
         result.default = True
     _, chosen = _model_choice(library_dir)
-    result.in_use = _is_choice(result, chosen)
+    result.in_use = chosen is not None and _is_choice(result, chosen)
     env = settings.MODEL.get()
     if default and env and not result.in_use:
         result.notes.append(

@@ -12,16 +12,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from hanclip_library.meta import LibraryMeta
 from hanclip_library.store import (
     DB_NAME,
     LibraryDamaged,
-    LibraryMeta,
     OfflineFolder,
     PhotoStore,
     RecordedFailure,
+    read_only_folder,
 )
 from hanclip_model import settings
-from hanclip_model.bundle import BUILTIN_BUNDLES, MANIFEST_NAME
+from hanclip_model.bundle import (
+    BUILTIN_BUNDLES,
+    MANIFEST_NAME,
+    SEARCH_BUILTINS,
+    not_a_search_model,
+    unknown_model,
+)
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.sources import resolve_local
 from hanclip_model.storage import unwritable
@@ -63,9 +70,14 @@ class Library:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise HanclipError(f"cannot create library directory {directory}: {exc}") from None
-            if not os.access(directory, os.W_OK):
+            if read_only_folder(directory):
                 raise _unwritable_library(directory)
         self.store = PhotoStore(directory, create=create)
+
+    @property
+    def read_only(self) -> bool:
+        """Opened for reading in a folder that cannot be written (`read_only_folder`)."""
+        return self.store.read_only
 
     @property
     def models_dir(self) -> Path:
@@ -85,6 +97,10 @@ class Library:
         self.close()
 
     def writer_lock(self, *, wait: bool = False) -> AbstractContextManager[None]:
+        """The writer lock; refused as a StorageError in a folder that cannot be written, so
+        a reader that would write there too (the search index) reads only."""
+        if self.read_only:
+            raise _unwritable_library(self.directory)
         return writer_lock(self.directory, wait=wait)
 
 
@@ -115,14 +131,28 @@ class ModelChoice:
     notice: str | None = None
 
 
+def installed_bundles(models_dir: Path) -> list[Path]:
+    """The bundles in `models_dir` (`<library>/models/`), by name: its visible folders (or
+    links to folders) that hold a manifest."""
+    if not models_dir.is_dir():
+        return []
+    return sorted(
+        path
+        for path in models_dir.iterdir()
+        if not path.name.startswith(".") and (path / MANIFEST_NAME).is_file()
+    )
+
+
 def installed_bundle(models_dir: Path) -> Path | None:
     """`models/default`, else the only bundle in `models/`."""
     if (models_dir / "default" / MANIFEST_NAME).is_file():
         return models_dir / "default"
-    if not models_dir.is_dir():
-        return None
-    bundles = sorted(p for p in models_dir.iterdir() if (p / MANIFEST_NAME).is_file())
+    bundles = installed_bundles(models_dir)
     return bundles[0] if len(bundles) == 1 else None
+
+
+class NoModel(HanclipError):
+    """The library records no model (its settings were lost) and none is given."""
 
 
 def choose_model(
@@ -130,16 +160,26 @@ def choose_model(
 ) -> ModelChoice:
     """`--model`, else `settings.MODEL`, else the model the library (in `directory`, when
     it exists) was indexed with, else the bundle installed in `directory/models/`, else the
-    built-in `mclip`."""
+    built-in `mclip` for a library that has no photos yet.
+
+    A library with photos but no recorded model (its settings lost, see `repair`) gets no
+    model picked for it: another model's search would rank its photos in a space they are
+    not in."""
     chosen = explicit or settings.MODEL.get()
     if chosen:
-        return ModelChoice(_absolute_if_path(chosen))
+        return ModelChoice(search_model(chosen, directory / MODELS_DIR))
     recorded = library.meta.model if library is not None else None
-    if recorded is not None and (recorded in BUILTIN_BUNDLES or Path(recorded).exists()):
+    if recorded is not None and (recorded in SEARCH_BUILTINS or Path(recorded).exists()):
         return ModelChoice(recorded)
     bundle = installed_bundle(directory / MODELS_DIR)
     if bundle is not None:
         return ModelChoice(str(bundle))
+    if recorded is None and library is not None and library.store.count():
+        raise NoModel(
+            f"the library {directory} records no model (its settings were lost): pass "
+            f"--model NAME (or set {settings.MODEL.name}), or make one its default with "
+            "`hanclip models install BUNDLE --default`"
+        )
     return ModelChoice(
         DEFAULT_MODEL,
         notice="no model given: using the built-in 'mclip' (Multilingual-CLIP); "
@@ -147,8 +187,21 @@ def choose_model(
     )
 
 
-def _absolute_if_path(name: str) -> str:
-    return name if name in BUILTIN_BUNDLES else resolve_local(name)
+def search_model(name: str, models_dir: Path) -> str:
+    """A `--model` (or `settings.MODEL`) for searching and indexing, as the library records
+    it: a built-in search model's name, else the absolute path of the bundle folder it
+    names, else that of the bundle installed under that name in `models_dir`."""
+    if name in SEARCH_BUILTINS:
+        return name
+    if name in BUILTIN_BUNDLES:
+        raise not_a_search_model(name)
+    path = resolve_local(name)
+    if Path(path).exists():
+        return path
+    installed = {bundle.name: bundle for bundle in installed_bundles(models_dir)}
+    if name in installed:
+        return str(installed[name])
+    raise unknown_model(name, installed=installed)
 
 
 class ImageSpaceMismatch(HanclipError):
@@ -254,7 +307,7 @@ def open_library(
 
     directory = library_dir(library)
     found = (directory / DB_NAME).exists()
-    if for_writing and found and not os.access(directory, os.W_OK):
+    if for_writing and found and read_only_folder(directory):
         # Before SQLite opens it: on a read-only disk a library cannot even be read (its
         # write-ahead log needs a writable folder), and SQLite's error would not say why.
         raise _unwritable_library(directory)

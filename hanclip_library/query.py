@@ -29,6 +29,22 @@ NO_TERMS = "give a query or --image PATH, e.g. hanclip search '바다 위 노을
 _WEIGHTED = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.*)$", re.DOTALL)
 
 
+class SearchInputError(HanclipError):
+    """Words or a parameter a search cannot take. The message is in the words of the front
+    end that read them (`request.Dialect`); `reason` (a key of the pages' UI strings), `param`
+    (the HTTP parameter) and `value` let a page say the same in its own language."""
+
+    def __init__(
+        self, message: str, reason: str, param: str | None = "q", value: object = None
+    ) -> None:
+        super().__init__(message)
+        self.reason, self.param = reason, param
+        self.value = None if value is None else str(value)
+
+    def problem(self) -> dict[str, str | None]:
+        return {"reason": self.reason, "param": self.param, "value": self.value}
+
+
 @dataclass(frozen=True)
 class QueryTerm:
     """One text (`text`), one photo file (`image`) or one indexed photo by its library id
@@ -47,14 +63,20 @@ def _weighted(word: str) -> tuple[float, str]:
         return 1.0, word
     weight = float(match.group(1))
     if weight == 0:
-        raise HanclipError(f"the weight in {word!r} is 0: leave the term out instead")
+        raise SearchInputError(
+            f"the weight in {word!r} is 0: leave the term out instead", "zero_weight", value=word
+        )
     return weight, match.group(2)
 
 
 def _text_term(sign: float, word: str) -> QueryTerm:
     weight, text = _weighted(word)
     if text != word and not text.strip():
-        raise HanclipError(f"{word!r} has a weight but no words after it, e.g. 2:강아지")
+        raise SearchInputError(
+            f"{word!r} has a weight but no words after it, e.g. 2:강아지",
+            "weight_without_words",
+            value=word,
+        )
     return QueryTerm(weight=sign * weight, text=text)
 
 
@@ -83,14 +105,24 @@ def parse_query(
             if current:
                 close()
             elif sign is not None:
-                raise HanclipError(f"two operators in a row before {word!r}: put a term between")
+                raise SearchInputError(
+                    f"two operators in a row before {word!r}: put a term between",
+                    "two_operators",
+                    value=word,
+                )
             sign = 1.0 if word == "+" else -1.0
             continue
         if current and _WEIGHTED.match(word):
-            raise HanclipError(f"the weight in {word!r} must start a term: put + or - before it")
+            raise SearchInputError(
+                f"the weight in {word!r} must start a term: put + or - before it",
+                "weight_inside_term",
+                value=word,
+            )
         current.append(word)
     if sign is not None and not current:
-        raise HanclipError("the query ends with an operator: put a term after + or -")
+        raise SearchInputError(
+            "the query ends with an operator: put a term after + or -", "ends_with_operator"
+        )
     close()
     terms += [_text_term(1.0, text) for text in add]
     terms += [_text_term(-1.0, text) for text in sub]
@@ -98,7 +130,7 @@ def parse_query(
     terms += [QueryTerm(weight=-1.0, image=Path(path)) for path in sub_images]
     terms += [QueryTerm(weight=1.0, photo_id=photo_id) for photo_id in photo_ids]
     if not terms:
-        raise HanclipError(NO_TERMS)
+        raise SearchInputError(NO_TERMS, "nothing_to_find")
     return tuple(terms)
 
 
@@ -107,8 +139,9 @@ def normalise_query(text: str) -> str:
     empty is an error."""
     query = clean_text(text)
     if query is None:
-        raise HanclipError(
-            "the search query is empty: give some words, e.g. hanclip search '바다 위 노을'"
+        raise SearchInputError(
+            "the search query is empty: give some words, e.g. hanclip search '바다 위 노을'",
+            "nothing_to_find",
         )
     return query[:MAX_QUERY_CHARS].rstrip()
 
@@ -120,7 +153,8 @@ def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     total = np.asarray(weights, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64)
     norm = float(np.linalg.norm(total))
     if norm < MIN_SUM_NORM:
-        raise HanclipError(
-            "the query terms cancel out (e.g. '바다 - 바다'): nothing is left to search for"
+        raise SearchInputError(
+            "the query terms cancel out (e.g. '바다 - 바다'): nothing is left to search for",
+            "terms_cancel_out",
         )
     return (total / norm).astype(np.float32)

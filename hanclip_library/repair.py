@@ -20,6 +20,11 @@ Saved photos keep their ids, and the id sequence is set above every id the damag
 the HNSW index held. The index therefore stays right for the saved photos: the next search or
 index drops the lost ones from it (`sync_index`), and no new photo can take a lost one's
 label. The repair needs no model, so it works when the bundle is gone.
+
+The library's settings (its `meta` rows: model, image model, folders, excludes) are copied
+like any table. Where damage keeps some from being read, they are reported lost, and those
+that what was saved tells are made again (`recover_settings`); a library left with no model
+is given none: `search` then asks for one instead of taking another model's space.
 """
 
 from __future__ import annotations
@@ -27,15 +32,15 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from hanclip_library.library import library_dir, writer_lock
+from hanclip_library.library import MODELS_DIR, installed_bundles, library_dir, writer_lock
 from hanclip_library.migrations import VERSION_KEY, NewerLibrary, check_version
 from hanclip_library.store import (
     DB_NAME,
@@ -43,10 +48,13 @@ from hanclip_library.store import (
     INT64_MIN,
     LibraryDamaged,
     PhotoStore,
+    at_or_below,
     is_damage,
 )
-from hanclip_library.vector_index import load_index
+from hanclip_library.vector_index import load_index, read_pointer
+from hanclip_model.bundle import BUILTIN_BUNDLES, SEARCH_BUILTINS, BundleSpec, read_bundle
 from hanclip_model.errors import HanclipError
+from hanclip_model.heads import load_heads
 
 # Where the fresh database is built; what an interrupted repair left there is thrown away.
 WORK_DIR = ".repair"
@@ -127,6 +135,30 @@ def photo_id_queries(fresh: sqlite3.Connection) -> list[str]:
     return ["SELECT id FROM photos INDEXED BY " + _quoted(name) for (name,) in names]
 
 
+# The settings a library keeps in `meta`, by the name a repair reports each under, with the
+# rows that hold it. (`checked_fingerprint` is none: a library without it checks again.)
+SETTING_ROWS = {
+    "model": ("model",),
+    "image_model": ("image_model", "image_fingerprint"),
+    "roots": ("roots",),
+    "excludes": ("excludes",),
+}
+
+
+@dataclass(frozen=True)
+class SettingsSalvage:
+    """What became of the library's settings when its `meta` rows could not all be read:
+    `lost`, those not read (names of SETTING_ROWS), and `recovered`, those of them made
+    again from what was saved, each with how."""
+
+    lost: tuple[str, ...] = ()
+    recovered: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def still_lost(self) -> tuple[str, ...]:
+        return tuple(name for name in self.lost if name not in self.recovered)
+
+
 @dataclass(frozen=True)
 class RepairReport:
     """What `repair_library` found and did.
@@ -140,6 +172,7 @@ class RepairReport:
     damaged_file: Path | None
     photos_saved: int
     photos_lost: int | None
+    settings: SettingsSalvage = field(default_factory=SettingsSalvage)
 
     @property
     def repaired(self) -> bool:
@@ -153,15 +186,19 @@ class RepairReport:
             "damaged_file": str(self.damaged_file) if self.damaged_file else None,
             "photos_saved": self.photos_saved,
             "photos_lost": self.photos_lost,
+            "settings_lost": list(self.settings.lost),
+            "settings_recovered": dict(self.settings.recovered),
         }
 
 
 @dataclass(frozen=True)
 class Salvage:
-    """How many photos the fresh database got, and how many of the damaged one's it lacks."""
+    """How many photos the fresh database got, how many of the damaged one's it lacks, and
+    what became of the library's settings."""
 
     saved: int
     lost: int | None
+    settings: SettingsSalvage = field(default_factory=SettingsSalvage)
 
 
 def repair_library(library: Path | None) -> RepairReport:
@@ -180,7 +217,7 @@ def repair_library(library: Path | None) -> RepairReport:
         raise HanclipError(f"cannot repair {directory}: {exc.strerror or exc}") from None
     except sqlite3.DatabaseError as exc:
         raise HanclipError(f"cannot repair {database}, left as it was: {exc}") from None
-    return RepairReport(directory, problem, kept, salvage.saved, salvage.lost)
+    return RepairReport(directory, problem, kept, salvage.saved, salvage.lost, salvage.settings)
 
 
 def _replace_damaged(database: Path) -> tuple[Salvage, Path]:
@@ -253,9 +290,20 @@ def next_readable(start: int, readable: Callable[[int], bool]) -> int | None:
     return high
 
 
-def readable_rows(conn: sqlite3.Connection, select: str) -> Iterator[sqlite3.Row]:
+@dataclass
+class Reading:
+    """How a table's read went: `skipped` once a damaged stretch of it was passed over."""
+
+    skipped: bool = False
+
+
+def readable_rows(
+    conn: sqlite3.Connection, select: str, reading: Reading | None = None
+) -> Iterator[sqlite3.Row]:
     """Every row that SQLite can still read of a table, in rowid order; `select` reads a
-    table's rowid and columns from the rowid it is given on, in rowid order."""
+    table's rowid and columns from the rowid it is given on, in rowid order. `reading`
+    learns whether some rows could not be read."""
+    reading = reading if reading is not None else Reading()
 
     def first_from(rowid: int) -> list[sqlite3.Row] | None:
         """The first row from `rowid` on ([] past the last row); None where it is unreadable."""
@@ -276,6 +324,7 @@ def readable_rows(conn: sqlite3.Connection, select: str) -> Iterator[sqlite3.Row
         except sqlite3.DatabaseError as exc:
             if not is_damage(exc):
                 raise
+            reading.skipped = True
         # The sqlite3 module steps to the next row before it hands out the current one: the
         # last row before the damage may be readable and still not handed out.
         rows = first_from(start)
@@ -303,15 +352,19 @@ def salvage_into(database: Path, work: Path) -> Salvage:
         fresh = PhotoStore(work, create=True)
         try:
             with fresh.conn as target:
-                for table in table_copies(target):
-                    _copy_table(source, target, table)
+                whole = {
+                    table.name: _copy_table(source, target, table) for table in table_copies(target)
+                }
                 saved = _drop_odd_embeddings(target)
                 known = _indexed_photo_ids(source, photo_id_queries(target))
                 _keep_ids_unused(source, target, known, work.parent)
+            settings = SettingsSalvage()
+            if not whole["meta"]:
+                settings = recover_settings(fresh, work.parent)
         finally:
             fresh.close()
     lost = None if known is None else len(known - saved)
-    return Salvage(len(saved), lost)
+    return Salvage(len(saved), lost, settings)
 
 
 def _open_damaged(database: Path) -> sqlite3.Connection:
@@ -337,17 +390,20 @@ def _has_table(source: sqlite3.Connection, name: str) -> bool:
     return bool(found)
 
 
-def _copy_table(source: sqlite3.Connection, target: sqlite3.Connection, table: Table) -> None:
-    """Every readable row of `table` worth keeping that the fresh schema accepts."""
+def _copy_table(source: sqlite3.Connection, target: sqlite3.Connection, table: Table) -> bool:
+    """Every readable row of `table` worth keeping that the fresh schema accepts; whether
+    the table was read whole (False too where the damaged schema does not show it)."""
     if not _has_table(source, table.name):
-        return
-    for row in readable_rows(source, table.select):
+        return False
+    reading = Reading()
+    for row in readable_rows(source, table.select, reading):
         if not table.keep(row):
             continue
         try:
             target.execute(table.insert, tuple(row)[1:])
         except sqlite3.IntegrityError:
             continue  # a NULL or a duplicate that only damage can have made
+    return not reading.skipped
 
 
 def _drop_odd_embeddings(target: sqlite3.Connection) -> set[int]:
@@ -398,3 +454,84 @@ def _old_sequence(source: sqlite3.Connection) -> list[int]:
             raise
         return []
     return [int(row[0]) for row in rows if isinstance(row[0], int)]
+
+
+def recover_settings(fresh: PhotoStore, directory: Path) -> SettingsSalvage:
+    """The settings the damaged `meta` did not give the fresh database, made again where
+    what was saved tells them: the folders from the photos' paths; the model from the
+    models at hand (the built-ins, the bundles in `models/`) whose search space is the one
+    the library's HNSW index records; the image model from that model, else from the one
+    image model at hand that gives embeddings of the saved ones' length. What nothing
+    tells (the excludes; a model the index does not name) stays lost, and is said."""
+    lost = tuple(
+        name
+        for name, rows in SETTING_ROWS.items()
+        if any(fresh.get_meta(row) is None for row in rows)
+    )
+    meta, recovered = fresh.meta, {}
+    paths = [row[0] for row in fresh.conn.execute("SELECT path FROM photos")]
+    if "roots" in lost and paths:
+        meta.roots = [Path(folder) for folder in photo_folders(paths)]
+        recovered["roots"] = "the folders of the saved photos"
+    at_hand = _models_at_hand(directory)
+    pointer = read_pointer(directory) or {}
+    recorded = pointer.get("fingerprint")
+    indexed = [(name, spec) for name, spec in at_hand if spec.fingerprint == recorded]
+    if "model" in lost and indexed:
+        meta.model = indexed[0][0]
+        recovered["model"] = "the model of the library's search index"
+    if "image_model" in lost:
+        dim = _embedding_dim(fresh)
+        fitting = indexed or [(n, spec) for n, spec in at_hand if _image_dim(spec) == dim]
+        spaces = {spec.image_fingerprint: spec for _, spec in fitting}
+        if len(spaces) == 1:
+            spec = next(iter(spaces.values()))
+            meta.set_image_space(spec.image_model, spec.image_fingerprint)
+            recovered["image_model"] = (
+                "the image model of the library's search index"
+                if indexed
+                else f"the one image model at hand giving {dim}-d embeddings"
+            )
+    return SettingsSalvage(lost, recovered)
+
+
+def photo_folders(paths: Iterable[str]) -> list[str]:
+    """The folders holding `paths`, but those below another of them: where `index` was
+    pointed, as far as the photos tell."""
+    kept: list[str] = []
+    # A folder sorts before every folder below it (its path is their prefix).
+    for folder in sorted({os.path.dirname(path) for path in paths}):
+        if not any(at_or_below(folder, other) for other in kept):
+            kept.append(folder)
+    return kept
+
+
+def _models_at_hand(directory: Path) -> list[tuple[str, BundleSpec]]:
+    """(the name a library records, the spec) of the built-in search models and the bundles
+    installed in the library; those that cannot be read are left out."""
+    found = [(name, BUILTIN_BUNDLES[name]) for name in SEARCH_BUILTINS]
+    for folder in installed_bundles(directory / MODELS_DIR):
+        try:
+            found.append((str(folder), read_bundle(folder)))
+        except HanclipError:
+            continue
+    return found
+
+
+def _image_dim(spec: BundleSpec) -> int | None:
+    """The length of the bundle's image embeddings, where it says it without loading an
+    encoder: its `dims`, else its heads' input."""
+    dims = spec.extra.get("dims")
+    if isinstance(dims, dict) and isinstance(dims.get("image"), int):
+        return int(dims["image"])
+    if spec.heads_path is None:
+        return None
+    try:
+        return load_heads(spec.heads_path).image.in_dim
+    except HanclipError:
+        return None
+
+
+def _embedding_dim(fresh: PhotoStore) -> int | None:
+    row = fresh.conn.execute("SELECT length(embedding) FROM photos LIMIT 1").fetchone()
+    return None if row is None else int(row[0]) // 4

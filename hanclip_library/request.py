@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from enum import Enum
 from functools import cache, cached_property
 from pathlib import Path
@@ -25,9 +27,11 @@ from hanclip_library.query import (
     MAX_QUERY_CHARS,
     NO_TERMS,
     QueryTerm,
+    SearchInputError,
     normalise_query,
     parse_query,
 )
+from hanclip_library.store import DateBound
 from hanclip_model.errors import HanclipError
 
 if TYPE_CHECKING:
@@ -39,6 +43,8 @@ MAX_DEPTH = 2000  # how far down the ranking the API's paging reaches
 DEFAULT_PAGE = 30  # the API's page when it is not given `n`
 
 Params = list[tuple[str, str]]  # an HTTP query: (name, value) pairs, a name repeated at will
+
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 
 
 class Part(Enum):
@@ -103,7 +109,8 @@ class SearchRequest:
     image: tuple[Path, ...] = declared(
         (),
         part=Part.TERMS,
-        help="Find photos similar to this photo (repeatable).",
+        help="Find photos similar to this photo (repeatable); the photo itself is not among "
+        "the results (copies of it elsewhere are), as on the web page's similar photos.",
         flags=("--image", "-i"),
         repeat=True,
     )
@@ -152,7 +159,7 @@ class SearchRequest:
     sub_image: tuple[Path, ...] = declared(
         (),
         part=Part.TERMS,
-        help="Subtract this photo from the query (repeatable).",
+        help="Subtract this photo from the query (repeatable); it is not among the results.",
         flags=("--sub-image",),
         repeat=True,
     )
@@ -173,7 +180,8 @@ class SearchRequest:
     folders: tuple[Path, ...] = declared(
         (),
         part=Part.FILTER,
-        help="Only photos in this folder or below it (repeatable).",
+        help="Only photos in this folder or below it (repeatable); a folder with no indexed "
+        "photo under it is an error.",
         flags=("--in",),
         http="in",
         repeat=True,
@@ -226,7 +234,9 @@ class SearchRequest:
     )
     # The server's /api/photos/{id}/similar sets it from its path: photos like this one.
     like: int | None = declared(
-        None, part=Part.TERMS, help="Photos like this indexed photo (its id), itself left out."
+        None,
+        part=Part.TERMS,
+        help="Photos like this indexed photo (its id); as with --image, itself left out.",
     )
 
     @cached_property
@@ -266,31 +276,62 @@ class SearchRequest:
         give what is asked), worded as `dialect` names the fields."""
         words = self.query or self.add or self.sub
         if not (words or self.image or self.sub_image or self.like is not None):
-            raise HanclipError(dialect.nothing_to_find)
+            raise SearchInputError(dialect.nothing_to_find, "nothing_to_find")
         if self.json_output and (self.paths or self.null):
             raise HanclipError("choose one output: --json or --paths / -0")
         if self.open_page and self.html is None:
             raise HanclipError("--open opens the page --html writes: give --html FILE too")
         if self.sort not in SORT_ORDERS:
-            raise HanclipError(
-                f"{dialect.said('sort', self.sort)}: choose one of {', '.join(SORT_ORDERS)}"
+            raise dialect.error(
+                "sort", self.sort, "not_a_choice", f": choose one of {', '.join(SORT_ORDERS)}"
             )
         if self.limit < 1:
-            raise HanclipError(f"{dialect.name('limit')} must be at least 1")
+            raise SearchInputError(
+                f"{dialect.name('limit')} must be at least 1", "out_of_range", "n", self.limit
+            )
+        for name in ("after", "before"):
+            self.date_bound(name, dialect)
         if self.min_prob is None:
             return
         if not 0 < self.min_prob < 1:  # NaN fails too
-            raise HanclipError(
-                f"{dialect.name('min_prob')} {self.min_prob}: give a match probability "
-                "between 0 and 1, e.g. 0.9"
+            raise dialect.error(
+                "min_prob",
+                self.min_prob,
+                "not_a_probability",
+                ": give a match probability between 0 and 1, e.g. 0.9",
             )
         if model is not None and model.calibration is None:
             which = "this one" if dialect.http else repr(model.name)
-            raise HanclipError(
+            raise SearchInputError(
                 f"{dialect.name('min_prob')} needs a calibrated model{'' if dialect.http else ','}"
                 f" and {which} is not calibrated (it gives scores only): use "
-                f"{dialect.name('min_score')} instead"
+                f"{dialect.name('min_score')} instead",
+                "not_calibrated",
+                _field("min_prob").declared.http,
+                self.min_prob,
             )
+
+    def date_bound(self, name: str, dialect: Dialect) -> DateBound | None:
+        """The start of the day, month or year the field `name` (after, before) names, local
+        time; None when it is not given."""
+        text = getattr(self, name)
+        if not text:
+            return None
+        match = _DATE.match(text.strip())
+        try:
+            if match is None:
+                raise ValueError
+            year, month, day = (int(g) if g else 1 for g in match.groups())
+            start = datetime(year, month, day)
+            mtime_ns = int(start.timestamp()) * 10**9
+        except (ValueError, OverflowError, OSError):  # the platform's time_t may not reach it
+            raise dialect.error(
+                name,
+                text,
+                "not_a_date",
+                " is not a date: give a day, a month or a year, e.g. 2023-07-14, 2023-07 or 2023",
+            ) from None
+        return DateBound(text=start.date().isoformat(), mtime_ns=mtime_ns)
 
     def to_params(self) -> Params:
         """The request as the HTTP API takes it: the fields it has a parameter for, each
@@ -385,6 +426,12 @@ class Dialect:
     def said(self, field_name: str, value: object) -> str:
         return f"{self.name(field_name)}{'=' if self.http else ' '}{value!r}"
 
+    def error(self, field_name: str, value: object, reason: str, why: str) -> SearchInputError:
+        """`value` of the field cannot be taken: `why` follows the field's name and value."""
+        return SearchInputError(
+            f"{self.said(field_name, value)}{why}", reason, _field(field_name).declared.http, value
+        )
+
 
 CLI = Dialect(http=False, nothing_to_find=NO_TERMS)
 HTTP = Dialect(
@@ -409,7 +456,7 @@ def _from_http(spec: RequestField, texts: list[str]) -> Any:
     value = _http_value(spec, text)
     low, high = declaration.minimum, declaration.http_maximum
     if low is not None and high is not None and not low <= value <= high:
-        raise HanclipError(f"{name}={value}: give {low} to {high}")
+        raise SearchInputError(f"{name}={value}: give {low} to {high}", "out_of_range", name, value)
     return value
 
 
@@ -418,25 +465,30 @@ def _http_value(spec: RequestField, text: str) -> Any:
     if kind is bool:
         if text in _TRUE or text in _FALSE:
             return text in _TRUE
-        raise HanclipError(f"{name}={text!r}: give 1 or 0")
+        raise SearchInputError(f"{name}={text!r}: give 1 or 0", "not_a_switch", name, text)
     if kind is int:
         try:
             return int(text)
         except ValueError:
-            raise HanclipError(f"{name}={text!r} is not a whole number") from None
+            raise SearchInputError(
+                f"{name}={text!r} is not a whole number", "not_a_whole_number", name, text
+            ) from None
     if kind is float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
-            raise HanclipError(f"{name}={text!r} is not a number")
+            raise SearchInputError(f"{name}={text!r} is not a number", "not_a_number", name, text)
         return value
     if kind is Path:
         # The server's working folder means nothing to whoever asks it.
         if not (os.path.isabs(text) or text.startswith("~")):
-            raise HanclipError(
-                f"{name}={text!r}: give a folder's full path, e.g. /home/me/사진/2024"
+            raise SearchInputError(
+                f"{name}={text!r}: give a folder's full path, e.g. /home/me/사진/2024",
+                "not_a_full_path",
+                name,
+                text,
             )
         return Path(text)
     return text

@@ -13,10 +13,8 @@ built it; the searcher checks it again against the model (`min_prob` needs a cal
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +22,9 @@ import numpy as np
 
 from hanclip_library.folders import still_offline
 from hanclip_library.library import LibraryBusy, OpenLibrary
-from hanclip_library.query import QueryTerm, combine, normalise_query
+from hanclip_library.query import QueryTerm, SearchInputError, combine, normalise_query
 from hanclip_library.request import CLI, SearchRequest
-from hanclip_library.store import DateBound, PhotoRecord
+from hanclip_library.store import PhotoRecord
 from hanclip_library.vector_index import VectorIndex, sync_index
 from hanclip_model.errors import HanclipError, StorageError
 from hanclip_model.storage import storage_error
@@ -93,6 +91,10 @@ def hit_from_fields(fields: Mapping[str, Any]) -> SearchHit:
 class SearchResult:
     hits: list[SearchHit]
     offline_left_out: int  # photos of offline folders the search did not look at
+    # Photos among the best that are gone from their path since the last `index` (deleted,
+    # moved, or on a drive unplugged since), left out: `hanclip index` brings the library up
+    # to date.
+    gone_left_out: int = 0
 
 
 def score_threshold(request: SearchRequest, model: HanclipModel) -> float | None:
@@ -103,26 +105,6 @@ def score_threshold(request: SearchRequest, model: HanclipModel) -> float | None
     if request.min_prob is not None and model.calibration is not None:
         thresholds.append(model.calibration.score_at(request.min_prob))
     return max(thresholds) if thresholds else None
-
-
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
-
-
-def date_bound(text: str, option: str) -> DateBound:
-    """The start of the day, month or year `text` names, local time."""
-    match = _DATE.match(text.strip())
-    try:
-        if match is None:
-            raise ValueError
-        year, month, day = (int(g) if g else 1 for g in match.groups())
-        start = datetime(year, month, day)
-        mtime_ns = int(start.timestamp()) * 10**9
-    except (ValueError, OverflowError, OSError):  # the platform's time_t may not reach it
-        raise HanclipError(
-            f"{option} {text!r} is not a date: give a day, a month or a year, "
-            "e.g. 2023-07-14, 2023-07 or 2023"
-        ) from None
-    return DateBound(text=start.date().isoformat(), mtime_ns=mtime_ns)
 
 
 def order_hits(hits: list[SearchHit], sort: str) -> list[SearchHit]:
@@ -197,12 +179,45 @@ def terms_vector(opened: OpenLibrary, terms: Sequence[QueryTerm]) -> np.ndarray:
 
 
 def allowed_photo_ids(opened: OpenLibrary, request: SearchRequest) -> set[int]:
-    """Ids of the photos the date and folder filters let through (one SQLite query)."""
+    """Ids of the photos the date and folder filters let through (one SQLite query, and one
+    a folder to check it holds an indexed photo: a folder mistyped or never indexed would
+    otherwise find nothing in silence)."""
+    folders = [os.path.abspath(os.path.expanduser(folder)) for folder in request.folders]
+    for given, folder in zip(request.folders, folders, strict=True):
+        if not opened.store.ids_under([folder]):
+            raise SearchInputError(
+                f"no indexed photo is under {given}: index it first (hanclip index {given}),"
+                " or see the indexed folders with hanclip info",
+                "folder_not_indexed",
+                "in",
+                given,
+            )
     return opened.store.ids_passing(
-        after=date_bound(request.after, "--after") if request.after else None,
-        before=date_bound(request.before, "--before") if request.before else None,
-        folders=[os.path.abspath(os.path.expanduser(f)) for f in request.folders],
+        after=request.date_bound("after", CLI),
+        before=request.date_bound("before", CLI),
+        folders=folders,
     )
+
+
+def query_photo_ids(opened: OpenLibrary, request: SearchRequest) -> set[int]:
+    """The indexed photos the query is made of (`image`, `sub_image`, `like`): never among its
+    results, as the `image` field's help says; a copy at another path is another photo."""
+    store = opened.store
+    records = (store.record_for_path(os.path.abspath(p)) for p in request.image + request.sub_image)
+    ids = {record.id for record in records if record is not None}
+    return ids if request.like is None else ids | {request.like}
+
+
+def _gone(path: str) -> bool:
+    """The photo's file is not at its path (one stat); a file that cannot be read for another
+    reason (permissions, a failing disk) is still there."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def search_library(
@@ -213,8 +228,9 @@ def search_library(
     vector_index: Callable[[OpenLibrary], VectorIndex] | None = None,
 ) -> SearchResult:
     """The `request.limit` nearest photos to the sum of `terms` (default: the request's)
-    that pass its filters, leaving out photos of offline folders unless `include_offline`
-    (then they are marked): exactly `limit` whenever that many pass, in its `sort` order.
+    that pass its filters, leaving out the photos the query is made of, photos whose file is
+    gone since the last `index`, and photos of offline folders unless `include_offline` (then
+    they are marked): exactly `limit` whenever that many pass, in its `sort` order.
 
     `vector_index` gives the HNSW index in line with SQLite (default `current_index`, which
     reads it from disk: a long-lived server keeps its own)."""
@@ -235,15 +251,23 @@ def search_library(
             f"vectors are {vindex.dim}-d: its text and image encoders do not share a space"
         )
     offline = offline_photo_ids(opened)
-    limit, include_offline = request.limit, request.include_offline
-    if allowed is None:
-        found = vindex.search(vector, limit, exclude=frozenset() if include_offline else offline)
-    else:
-        passing = allowed if include_offline else allowed - offline
-        found = vindex.search_among(vector, limit, passing)
-    if threshold is not None:
-        found = [(photo_id, score) for photo_id, score in found if score >= threshold]
-    records = library.store.records_by_ids(photo_id for photo_id, _ in found)
+    include_offline = request.include_offline
+    left_out = query_photo_ids(opened, request) | (set() if include_offline else offline)
+    records: dict[int, PhotoRecord] = {}
+    gone: set[int] = set()
+    while True:  # again while a hit is gone: each round stats only the hits new to it
+        found = _nearest(vindex, vector, request.limit, left_out | gone, allowed)
+        if threshold is not None:
+            found = [(photo_id, score) for photo_id, score in found if score >= threshold]
+        records.update(library.store.records_by_ids(i for i, _ in found if i not in records))
+        newly_gone = {
+            photo_id
+            for photo_id, _ in found
+            if photo_id in records and photo_id not in offline and _gone(records[photo_id].path)
+        }
+        if not newly_gone:
+            break
+        gone |= newly_gone
     probabilities = model.match_probability(np.array([score for _, score in found]))
     hits = []
     for index, (photo_id, score) in enumerate(found):
@@ -265,5 +289,18 @@ def search_library(
                 record=record,
             )
         )
-    left_out = 0 if include_offline else len(offline)
-    return SearchResult(order_hits(hits, request.sort), left_out)
+    offline_left_out = 0 if include_offline else len(offline)
+    return SearchResult(order_hits(hits, request.sort), offline_left_out, len(gone))
+
+
+def _nearest(
+    vindex: VectorIndex,
+    vector: np.ndarray,
+    limit: int,
+    left_out: Set[int],
+    allowed: set[int] | None,
+) -> list[tuple[int, float]]:
+    """The `limit` nearest photos, best first, of those `allowed` (None: all) but `left_out`."""
+    if allowed is None:
+        return vindex.search(vector, limit, exclude=frozenset(left_out))
+    return vindex.search_among(vector, limit, allowed - left_out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 import shlex
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -18,13 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from hanclip_library.migrations import check_version, migrate
 from hanclip_model.errors import HanclipError
 from hanclip_model.storage import storage_error
+
+if TYPE_CHECKING:
+    from hanclip_library.meta import LibraryMeta
 
 DB_NAME = "library.db"
 # What the database and its write-ahead log were (size, mtime, inode) when this hanclip last
@@ -246,6 +250,35 @@ def _at_or_below(folder: str) -> list[str]:
     return [folder, prefix, prefix[:-1] + chr(ord("/") + 1)]
 
 
+def read_only_folder(directory: Path) -> bool:
+    """Whether the library's folder cannot be written: its disk is mounted read-only, or
+    this user may not write it. The one place this is decided: such a library is read
+    without creating SQLite's log files (`read_only_uri`), and nothing is written there
+    (no thumbnail kept, no search index saved, no server announced or started)."""
+    try:
+        flags = os.statvfs(directory).f_flag
+    except OSError:
+        return False
+    return bool(flags & os.ST_RDONLY) or not os.access(directory, os.W_OK)
+
+
+def read_only_uri(database: Path) -> str:
+    """How a reader opens `database` in a folder it cannot write, so that SQLite writes
+    nothing there and any write fails.
+
+    Its write-ahead log needs a -shm file beside the database, which that folder cannot
+    get. A log left holding commits (with its -shm) is read as it is (`mode=ro`). With none,
+    the database file holds everything and is opened `immutable`: nothing can write the
+    folder, so SQLite need not lock or watch it (no -shm at all)."""
+    log = database.with_name(database.name + "-wal")
+    try:
+        has_log = log.stat().st_size > 0
+    except OSError:
+        has_log = False
+    query = "mode=ro" if has_log else "mode=ro&immutable=1"
+    return f"{database.absolute().as_uri()}?{query}"
+
+
 # A RecordedFailure's columns.
 _FAILURES = "SELECT path, size, mtime_ns, error, failed_at FROM failures"
 
@@ -258,8 +291,13 @@ class PhotoStore:
         self.path = directory / DB_NAME
         if not create and not self.path.exists():
             raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
+        # A reader of a library in a folder it cannot write: see `read_only_uri`.
+        self.read_only = not create and read_only_folder(directory)
         try:
-            self.conn = sqlite3.connect(str(self.path), timeout=30)
+            if self.read_only:
+                self.conn = sqlite3.connect(read_only_uri(self.path), uri=True, timeout=30)
+            else:
+                self.conn = sqlite3.connect(str(self.path), timeout=30)
         except sqlite3.DatabaseError as exc:
             raise HanclipError(f"cannot open library database {self.path}: {exc}") from None
         self.conn.row_factory = sqlite3.Row
@@ -369,6 +407,8 @@ class PhotoStore:
 
     @property
     def meta(self) -> LibraryMeta:
+        from hanclip_library.meta import LibraryMeta
+
         return LibraryMeta(self)
 
     # -- photos -----------------------------------------------------------------------------
@@ -631,63 +671,3 @@ class PhotoStore:
     def failures(self) -> list[RecordedFailure]:
         """Every recorded failure, by path."""
         return [RecordedFailure(*row) for row in self.conn.execute(_FAILURES + " ORDER BY path")]
-
-
-class _MetaText:
-    """One `meta` row holding a text (or nothing yet), read and written as an attribute."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.key = name
-
-    def __get__(self, meta: LibraryMeta, owner: type | None = None) -> str | None:
-        value = meta.store.get_meta(self.key)
-        return value if isinstance(value, str) else None
-
-    def __set__(self, meta: LibraryMeta, value: str) -> None:
-        meta.store.set_meta(self.key, value)
-
-
-class LibraryMeta:
-    """What the library records about itself, one typed attribute per `meta` row.
-
-    The attribute name is the row's key, so libraries written before this class read the same.
-    """
-
-    # The model name or bundle path the library was last indexed with.
-    model = _MetaText()
-    # The open_clip spec and fingerprint of the image space the stored embeddings are in.
-    image_model = _MetaText()
-    image_fingerprint = _MetaText()
-    # The search-space fingerprint of the bundle the last complete `index` ran with: its
-    # encoders were checked then, so a re-index with it need not load them to check again.
-    checked_fingerprint = _MetaText()
-
-    def __init__(self, store: PhotoStore) -> None:
-        self.store = store
-
-    @property
-    def roots(self) -> list[Path]:
-        """The folders (or single photos) `index` was given, over every run."""
-        return [Path(root) for root in self.store.get_meta("roots") or []]
-
-    @roots.setter
-    def roots(self, roots: Iterable[Path]) -> None:
-        self.store.set_meta("roots", sorted({str(root) for root in roots}))
-
-    @property
-    def excludes(self) -> list[str]:
-        """The `--exclude` patterns every `index` applies (besides the built-in defaults)."""
-        return [str(pattern) for pattern in self.store.get_meta("excludes") or []]
-
-    @excludes.setter
-    def excludes(self, patterns: Iterable[str]) -> None:
-        self.store.set_meta("excludes", list(patterns))
-
-    @property
-    def schema_version(self) -> int | None:
-        value = self.store.get_meta("schema_version")
-        return value if isinstance(value, int) else None
-
-    def set_image_space(self, image_model: str, image_fingerprint: str) -> None:
-        self.image_model = image_model
-        self.image_fingerprint = image_fingerprint

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanclip_library.store import PhotoRecord
+from hanclip_library.store import PhotoRecord, read_only_folder
 from hanclip_model.errors import ImageLoadError, StorageError
 from hanclip_model.files import TMP_SUFFIX, atomic_write_bytes
 from hanclip_model.images import load_image
@@ -88,16 +88,21 @@ def _etag(record: PhotoRecord, size: int, st: os.stat_result | None) -> str:
 class ThumbnailCache:
     """Thumbnails by photo record; `directory` None makes them without keeping them."""
 
-    def __init__(self, directory: Path | None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, directory: Path | None, max_bytes: int = DEFAULT_MAX_BYTES, *, keep: bool = True
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._total: int | None = None  # bytes kept, counted on the first write
-        self._writable = directory is not None
+        # False: those kept already are served, none is written or touched.
+        self._writable = keep and directory is not None
 
     @classmethod
     def for_library(cls, library: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> ThumbnailCache:
-        return cls(library / THUMBNAILS_DIR, max_bytes)
+        """The library's cache; on a library that cannot be written, thumbnails are made on
+        the fly (`read_only_folder`)."""
+        return cls(library / THUMBNAILS_DIR, max_bytes, keep=not read_only_folder(library))
 
     def get(self, record: PhotoRecord, size: int = GRID_SIZE) -> Thumbnail:
         """The thumbnail of `record`, from the cache or made now (and kept when it can be).
@@ -135,8 +140,9 @@ class ThumbnailCache:
             data = path.read_bytes()
         except OSError:
             return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: evicted last
+        if self._writable:
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: evicted last
         return data
 
     def _keep(self, key: str, data: bytes) -> None:

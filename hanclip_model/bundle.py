@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,34 @@ BUILTIN_BUNDLES: dict[str, BundleSpec] = {
         text_model="sentence-transformers/clip-ViT-B-32-multilingual-v1",
     ),
 }
+
+
+# Built-ins that are no search model: the frozen encoders a `train` starts from, whose
+# spaces differ (512-d images, 384-d texts) until trained heads join them.
+TRAIN_BASES = frozenset({"hanclip-base"})
+# The built-in names `--model` takes for searching and indexing, as `hanclip models` lists them.
+SEARCH_BUILTINS = tuple(name for name in BUILTIN_BUNDLES if name not in TRAIN_BASES)
+
+
+def unknown_model(
+    name: str, *, builtins: Iterable[str] = SEARCH_BUILTINS, installed: Iterable[str] = ()
+) -> UnknownModel:
+    """The error for a model name that names nothing, with the names that would: the
+    built-ins (`builtins`) and the bundles installed in the library (`installed`)."""
+    known = ", ".join(sorted(builtins))
+    names = sorted(installed)
+    there = f"; installed in the library: {', '.join(names)}" if names else ""
+    return UnknownModel(
+        f"unknown model {name!r}: not a built-in name ({known}){there}, nor a bundle directory"
+    )
+
+
+def not_a_search_model(name: str) -> BundleError:
+    """`--model hanclip-base` for a search: say what it is and what to pass instead."""
+    return BundleError(
+        f"{name!r} is a base for `hanclip train --base-model`, not a search model: pass "
+        f"--model with a bundle trained from it, or one of {', '.join(SEARCH_BUILTINS)}"
+    )
 
 
 def _digest(payload: dict[str, Any]) -> str:
@@ -244,17 +273,15 @@ def _read_calibration(block: Any, manifest: Path) -> Calibration | None:
 
 
 def resolve_bundle(path_or_name: str | Path) -> BundleSpec:
-    """A built-in name (`mclip`) or the path of a bundle directory."""
+    """A built-in name (`mclip`, `hanclip-base`) or the path of a bundle directory. A name
+    installed in a library is resolved to its path first (`hanclip_library.library`)."""
     key = str(path_or_name)
     if key in BUILTIN_BUNDLES:
         return BUILTIN_BUNDLES[key]
     path = Path(key).expanduser()
     if path.exists():
         return read_bundle(path)
-    names = ", ".join(sorted(BUILTIN_BUNDLES))
-    raise UnknownModel(
-        f"unknown model {key!r}: not a built-in name ({names}) nor a bundle directory"
-    )
+    raise unknown_model(key, builtins=BUILTIN_BUNDLES)
 
 
 def write_bundle(

@@ -6,7 +6,8 @@ now when missing, with torch; an export that fails its verification is refused w
 reason and nothing is written), copied (hard-linked where the disk allows) into
 `BUNDLE/encoders/image` and `BUNDLE/encoders/text` through a hidden staging folder that is
 moved into place whole, then named in `hanclip.json` (written atomically). A bundle is
-therefore never left naming encoders it does not hold.
+therefore never left naming encoders it does not hold, and a new one (`--out`) is built whole
+in a staging folder beside it: an export that fails leaves no folder behind.
 
 A built-in model (`mclip`) has no folder of its own: `--out DIR` makes a new bundle there
 naming the same encoders, so a library indexed with the built-in keeps its photos (same image
@@ -37,7 +38,7 @@ from hanclip_model.bundle import (
 from hanclip_model.cache import cache_root
 from hanclip_model.device import require_torch
 from hanclip_model.errors import HanclipError
-from hanclip_model.files import link_tree, replace_dir
+from hanclip_model.files import atomic_dir, link_tree, replace_dir
 from hanclip_model.storage import storage_error
 
 STAGING_PREFIX = ".encoders.tmp-"
@@ -62,54 +63,82 @@ def export_bundle(
     source: str, out: Path | None = None, *, quantize_images: bool = False, force: bool = False
 ) -> ExportReport:
     """Write the ONNX encoders into the bundle `source` (or, for a built-in name, into a new
-    bundle at `out`); see the module docstring."""
+    bundle at `out`); see the module docstring. `force` exports again, and tries again a model
+    whose export was refused before."""
     started = time.perf_counter()
     spec = resolve_bundle(source)
-    target = _target_folder(source, spec, out, force)
-    spec = read_bundle(target) if spec.directory is None else spec
-    carried = spec.image_export is not None and spec.text_export is not None
-    if carried and not force and spec.image_int8 == quantize_images:
-        return _report(target, started, already=True)
+    target, in_place = _target_folder(source, spec, out, force)
+    if in_place:
+        spec = read_bundle(target) if spec.directory is None else spec
+        carried = spec.image_export is not None and spec.text_export is not None
+        if carried and not force and spec.image_int8 == quantize_images:
+            return _report(target, started, already=True)
     require_torch("hanclip export")
-    if not os.access(target, os.W_OK):
+    if in_place and not os.access(target, os.W_OK):
         raise HanclipError(f"cannot write into the bundle folder {target}: it is read-only")
 
     from hanclip_model.fast_image.cache import ensure_fast_image
-    from hanclip_model.fast_image.export import quantize_image_encoder
     from hanclip_model.fast_text.cache import ensure_fast_text
 
-    image = ensure_fast_image(spec.image_model, cache_root())
+    # Made (or found) before anything is written: a model that cannot be fetched or exported
+    # leaves the folder as it was.
+    image = ensure_fast_image(spec.image_model, cache_root(), retry=force)
     text = ensure_fast_text(spec.text_model, cache_root())
-    staging = target / f"{STAGING_PREFIX}{os.getpid()}"
+    if in_place:
+        _write_encoders(target, image, text, quantize_images)
+    else:
+        # A new bundle is built whole beside `target` and moved into place: a failure leaves
+        # nothing, or the bundle `--force` was to replace.
+        with atomic_dir(target, saving=f"no bundle was made at {target}") as staging:
+            write_bundle(
+                staging,
+                name=spec.name,
+                image_model=spec.image_model,
+                text_model=spec.text_model,
+                heads=None,
+                extra={"exported_from": source},
+            )
+            _write_encoders(staging, image, text, quantize_images)
+    return _report(target, started, already=False)
+
+
+def _write_encoders(folder: Path, image: Path, text: Path, quantize_images: bool) -> None:
+    """Copy the exports `image` and `text` into the bundle `folder` and name them in its
+    `hanclip.json` (see the module docstring)."""
+    from hanclip_model.fast_image.export import quantize_image_encoder
+
+    staging = folder / f"{STAGING_PREFIX}{os.getpid()}"
     try:
         shutil.rmtree(staging, ignore_errors=True)
         link_tree(image, staging / Path(IMAGE_ENCODER_DIR).name)
         link_tree(text, staging / Path(TEXT_ENCODER_DIR).name)
         if quantize_images:
             quantize_image_encoder(staging / Path(IMAGE_ENCODER_DIR).name)
-        replace_dir(staging, target / ENCODERS_DIR)
+        replace_dir(staging, folder / ENCODERS_DIR)
         record_encoders(
-            target, image=IMAGE_ENCODER_DIR, text=TEXT_ENCODER_DIR, image_int8=quantize_images
+            folder, image=IMAGE_ENCODER_DIR, text=TEXT_ENCODER_DIR, image_int8=quantize_images
         )
     except OSError as exc:
-        error = storage_error(exc, target, what="bundle folder")
+        error = storage_error(exc, folder, what="bundle folder")
         if error is None:
             raise
-        raise error.saving(f"the encoders of {target} were not written") from exc
+        raise error.saving(f"the encoders of {folder} were not written") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return _report(target, started, already=False)
 
 
-def _target_folder(source: str, spec: BundleSpec, out: Path | None, force: bool) -> Path:
-    """The bundle folder to write into: the bundle itself, or a new one for a built-in."""
+def _target_folder(
+    source: str, spec: BundleSpec, out: Path | None, force: bool
+) -> tuple[Path, bool]:
+    """The bundle folder to write into, and whether it is written in place (the bundle
+    itself, or an earlier export of the same built-in) rather than made new. Writes nothing."""
     if spec.directory is not None:
         if out is not None:
             raise HanclipError(
                 "--out is for built-in models; a bundle folder gets its encoders in place "
                 "(copy the folder first to keep the original as it is)"
             )
-        return spec.directory
+        return spec.directory, True
     if out is None:
         raise HanclipError(
             f"{source!r} is a built-in model with no folder of its own: "
@@ -120,25 +149,12 @@ def _target_folder(source: str, spec: BundleSpec, out: Path | None, force: bool)
         raise HanclipError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
         raise HanclipError(f"--out {out} is a folder with other files in it: choose an empty one")
-    if (out / MANIFEST_NAME).is_file() and not force:
-        if read_bundle(out).extra.get("exported_from") != source:
+    if (out / MANIFEST_NAME).is_file():
+        if read_bundle(out).extra.get("exported_from") == source:
+            return out, True  # made by an earlier export of the same model
+        if not force:
             raise HanclipError(f"{out} holds another bundle: choose another --out, or --force")
-        return out  # made by an earlier export of the same model
-    try:
-        write_bundle(
-            out,
-            name=spec.name,
-            image_model=spec.image_model,
-            text_model=spec.text_model,
-            heads=None,
-            extra={"exported_from": source},
-        )
-    except OSError as exc:
-        error = storage_error(exc, out.parent, what="folder")
-        if error is None:
-            raise
-        raise error.saving(f"no bundle was made at {out}") from exc
-    return out
+    return out, False
 
 
 def _report(target: Path, started: float, *, already: bool) -> ExportReport:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,10 @@ from hanclip_model.errors import BundleError
 
 if TYPE_CHECKING:
     import torch
+
+# The devices torch and ONNX Runtime run hanclip's encoders on.
+DEVICE_NAMES = "cpu, cuda, cuda:N (the GPU numbered N) or mps"
+_DEVICE_NAME = re.compile(r"cpu|mps|cuda(:\d+)?")
 
 
 def pick_device(requested: str | None = None) -> str:
@@ -35,8 +40,21 @@ def pick_device(requested: str | None = None) -> str:
 
 
 def requested_device(requested: str | None = None) -> str | None:
-    """The device asked for (argument, else `settings.DEVICE`), or None: nothing imported."""
-    return requested or settings.DEVICE.get()
+    """The device asked for (argument, else `settings.DEVICE`), or None: nothing imported.
+    One that hanclip cannot run on is a `BundleError` (`check_device`)."""
+    if requested:
+        return check_device(requested)
+    chosen = settings.DEVICE.get()
+    return None if not chosen else check_device(chosen, origin=f" in {settings.DEVICE.name}")
+
+
+def check_device(device: str, *, origin: str = "") -> str:
+    """`device` when it names a device hanclip can run on, else a one-line `BundleError`
+    listing those (`origin`: where the name came from): asked before any work, rather than
+    met deep inside torch."""
+    if _DEVICE_NAME.fullmatch(device) is None:
+        raise BundleError(f"unknown device {device!r}{origin}: use {DEVICE_NAMES}")
+    return device
 
 
 def is_cuda(device: str | torch.device) -> bool:
@@ -50,13 +68,19 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def require_torch(what: str) -> None:
-    """Raise a one-line `BundleError` naming what to install when torch is missing."""
+EXPORTED_BUNDLE = (
+    "use a bundle that carries its ONNX encoders (`hanclip export BUNDLE` on a machine with "
+    "torch, then copy the bundle)"
+)
+
+
+def require_torch(what: str, *, instead: str | None = EXPORTED_BUNDLE) -> None:
+    """Raise a one-line `BundleError` naming what to install when torch is missing, and
+    what to do `instead` where there is another way (None: there is none)."""
     if not torch_available():
+        other = f", or {instead}" if instead else ""
         raise BundleError(
-            f"{what} needs torch, which is not installed: pip install 'hanclip[train]', "
-            "or use a bundle that carries its ONNX encoders (`hanclip export BUNDLE` on a "
-            "machine with torch, then copy the bundle)"
+            f"{what} needs torch, which is not installed: pip install 'hanclip[train]'{other}"
         )
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from hanclip_model.device import is_cuda, pick_device, require_torch
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import l2_normalize
-from hanclip_model.sources import require_local_dir
+from hanclip_model.hub import fetching
+from hanclip_model.sources import is_local, require_local_dir
 from hanclip_model.texts import nfc_texts
 
 if TYPE_CHECKING:
@@ -86,13 +87,20 @@ class ClipEncoder:
 
         name, pretrained = parse_image_model(self.spec)
         device = pick_device(self._requested_device)
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=device
-            )
-            tokenizer = open_clip.get_tokenizer(name)
-        except (RuntimeError, ValueError, OSError, KeyError) as exc:
-            raise BundleError(f"cannot load image model {self.spec!r}: {first_line(exc)}") from None
+        # A registry tag (`openai`) or `hf-hub:` is downloaded; a file or `local-dir:` is not.
+        remote = self.spec.startswith("hf-hub:") or (
+            pretrained is not None and not os.path.isfile(pretrained)
+        )
+        with fetching("image model", self.spec, remote=remote):
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pretrained, device=device
+                )
+                tokenizer = open_clip.get_tokenizer(name)
+            except (RuntimeError, ValueError, OSError, KeyError) as exc:
+                raise BundleError(
+                    f"cannot load image model {self.spec!r}: {first_line(exc)}"
+                ) from None
         model.eval()
         model.requires_grad_(False)
         return _OpenClipParts(model, preprocess, tokenizer, device)
@@ -172,15 +180,7 @@ class TextEncoder:
     def _model(self) -> Any:
         require_local_dir(self.spec, "text model")
         require_torch(f"text model {self.spec!r} without an ONNX export")
-        quiet_transformers()
-        from sentence_transformers import SentenceTransformer
-
-        try:
-            model = SentenceTransformer(self.spec, device=pick_device(self._requested_device))
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise BundleError(f"cannot load text model {self.spec!r}: {first_line(exc)}") from None
-        model.eval()
-        return model
+        return load_sentence_transformer(self.spec, pick_device(self._requested_device))
 
     @property
     def device(self) -> str:
@@ -204,6 +204,21 @@ class TextEncoder:
                 show_progress_bar=False,
             )
         return l2_normalize(vectors)
+
+
+def load_sentence_transformer(spec: str, device: str) -> Any:
+    """A sentence-transformers model (a folder, or a hub id fetched through `fetching`), in
+    eval mode; a `BundleError` when it cannot be loaded."""
+    from sentence_transformers import SentenceTransformer
+
+    quiet_transformers()
+    with fetching("text model", spec, remote=not is_local(spec)):
+        try:
+            model = SentenceTransformer(spec, device=device)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise BundleError(f"cannot load text model {spec!r}: {first_line(exc)}") from None
+    model.eval()
+    return model
 
 
 def sentence_embedding_dim(model: Any) -> int:

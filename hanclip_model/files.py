@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,8 +44,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     tmp = temporary_name(path)
     try:
+        mode = _new_file_mode(tmp)
         yield tmp
         fsync_file(tmp)
+        # Some writers make their files private (safetensors: 0600); every file hanclip
+        # writes gets the mode of any new file here, so a bundle's files share one mode.
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except Exception as exc:
         # Explained while the temporary file still holds the space it took.
@@ -79,6 +84,16 @@ def atomic_dir(path: str | Path, *, saving: str, what: str = "folder") -> Iterat
         raise error.saving(saving) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode a file created at `path` gets (the umask applied), learnt by creating it:
+    reading the umask would change it for a moment for every thread."""
+    with open(path, "xb"):
+        pass
+    mode = stat.S_IMODE(path.stat().st_mode)
+    path.unlink()
+    return mode
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -83,10 +83,24 @@ def test_text_search_never_loads_the_image_encoder(cli, tiny, photos, library, m
     assert len(_search(cli, library, tiny.plain_bundle, "고양이")) == 8
 
 
-def test_image_search_ranks_the_photo_itself_first(cli, tiny, photos, library):
+def _copy_outside(photo: Path, tmp_path: Path) -> Path:
+    """A copy of `photo` outside the library: an image search with it finds `photo` first
+    (the query photo itself is never among its results, issue 23)."""
+    copy = tmp_path / "outside" / photo.name
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copy(photo, copy)
+    return copy
+
+
+def test_image_search_leaves_the_photo_itself_out_and_ranks_a_copy_first(
+    cli, tiny, photos, library, tmp_path
+):
     _index(cli, photos, library, tiny.plain_bundle)
     for probe in [photos / "고양이.png", photos / "여행" / "산.jpg"]:
         hits = _search(cli, library, tiny.plain_bundle, "--image", probe, "-n", "3")
+        assert len(hits) == 3 and str(probe) not in [hit["path"] for hit in hits]
+        copy = _copy_outside(probe, tmp_path)
+        hits = _search(cli, library, tiny.plain_bundle, "--image", copy, "-n", "3")
         assert hits[0]["path"] == str(probe)
         assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
@@ -110,13 +124,14 @@ def test_deleted_photo_is_pruned_and_no_longer_found(cli, tiny, photos, library)
     assert str(victim) not in {h["path"] for h in hits}
 
 
-def test_changed_photo_is_embedded_again(cli, tiny, photos, library):
+def test_changed_photo_is_embedded_again(cli, tiny, photos, library, tmp_path):
     _index(cli, photos, library, tiny.plain_bundle)
     target = photos / "dog.jpeg"
     Image.new("RGB", (40, 40), (10, 200, 30)).save(target, format="JPEG")
     report = _index(cli, photos, library, tiny.plain_bundle)
     assert report["updated"] == 1 and report["unchanged"] == 7
-    hits = _search(cli, library, tiny.plain_bundle, "--image", target, "-n", "1")
+    copy = _copy_outside(target, tmp_path)
+    hits = _search(cli, library, tiny.plain_bundle, "--image", copy, "-n", "1")
     assert hits[0]["path"] == str(target)
 
 
@@ -150,8 +165,12 @@ def test_unreadable_photo_is_skipped_and_reported(cli, tiny, photos, library):
     assert "could not be indexed" in result.stderr
 
 
-def test_human_output_is_a_table(cli, tiny, photos, library):
+def test_human_output_is_a_table(cli, tiny, photos, library, monkeypatch):
+    from hanclip_cli import common
+
     _index(cli, photos, library, tiny.plain_bundle)
+    # A terminal wide enough for the table (narrower, one record a line: test_first_hour_cli).
+    monkeypatch.setattr(common.console, "width", 300)
     result = cli("search", "바다 위 노을", "--library", library, "--model", tiny.plain_bundle)
     assert result.exit_code == 0
     assert "score" in result.stdout
@@ -189,11 +208,12 @@ def test_missing_folder_is_an_error(cli, tiny, library, tmp_path):
     assert "no such file or folder" in result.stderr
 
 
-def test_bundle_with_heads_indexes_and_searches(cli, tiny, photos, library):
+def test_bundle_with_heads_indexes_and_searches(cli, tiny, photos, library, tmp_path):
     from hanclip_library.vector_index import load_index
 
     _index(cli, photos, library, tiny.heads_bundle)
-    hits = _search(cli, library, tiny.heads_bundle, "--image", photos / "dog.jpeg")
+    copy = _copy_outside(photos / "dog.jpeg", tmp_path)
+    hits = _search(cli, library, tiny.heads_bundle, "--image", copy)
     assert hits[0]["path"] == str(photos / "dog.jpeg")
     assert load_index(library).dim == 16
 
@@ -232,12 +252,13 @@ def test_hidden_folders_and_files_are_skipped_unless_asked(cli, tiny, photos, li
     assert report["added"] == 2 and report["unchanged"] == 8
 
 
-def test_exif_date_and_size_are_stored_and_shown(cli, tiny, photos, library):
+def test_exif_date_and_size_are_stored_and_shown(cli, tiny, photos, library, tmp_path):
     exif = Image.Exif()
     exif.get_ifd(0x8769)[36867] = "2021:05:01 09:15:00"
     Image.new("RGB", (90, 60), (0, 90, 200)).save(photos / "dated.jpg", exif=exif)
     _index(cli, photos, library, tiny.plain_bundle)
-    hits = _search(cli, library, tiny.plain_bundle, "--image", photos / "dated.jpg", "-n", "1")
+    copy = _copy_outside(photos / "dated.jpg", tmp_path)
+    hits = _search(cli, library, tiny.plain_bundle, "--image", copy, "-n", "1")
     assert hits[0]["taken_at"] == "2021-05-01T09:15:00"
     assert (hits[0]["width"], hits[0]["height"]) == (90, 60)
 
@@ -260,7 +281,8 @@ def test_another_image_model_needs_reembed_and_says_so(cli, tiny, photos, librar
 
     report = _index(cli, photos, library, other, "--reembed")
     assert report["added"] == 8
-    hits = _search(cli, library, other, "--image", photos / "dog.jpeg", "-n", "1")
+    copy = _copy_outside(photos / "dog.jpeg", tmp_path)
+    hits = _search(cli, library, other, "--image", copy, "-n", "1")
     assert hits[0]["path"] == str(photos / "dog.jpeg")
 
 

@@ -263,6 +263,8 @@ def test_repair_of_a_healthy_library_changes_nothing(indexed, cli):
         "damaged_file": None,
         "photos_saved": 0,
         "photos_lost": 0,
+        "settings_lost": [],
+        "settings_recovered": {},
     }
     text = cli("repair", "--library", indexed)
     assert text.exit_code == 0 and "healthy, nothing to repair" in text.stdout

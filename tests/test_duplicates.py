@@ -35,39 +35,40 @@ def _unit(*rows: list[float]) -> np.ndarray:
 # -- the pure grouping -----------------------------------------------------------------------
 
 
-def test_pairs_above_the_threshold_join_into_connected_groups():
+def _pairs(vectors: np.ndarray, threshold: float) -> list[ScoredPair]:
+    """Every pair of rows whose cosine reaches `threshold`, as the graph search finds them."""
+    scores = vectors @ vectors.T
+    return [
+        ScoredPair(i, j, float(scores[i, j]))
+        for i in range(len(vectors))
+        for j in range(i + 1, len(vectors))
+        if scores[i, j] >= threshold
+    ]
+
+
+def test_a_group_holds_photos_that_are_all_close_to_each_other():
     a, b, c, d, e, f = _unit(
         [1, 0, 0], [1, 0.1, 0], [1, 0.2, 0], [0, 1, 0], [0, 1, 0.05], [0, 0, 1]
     )
-    unit = dict(enumerate([a, b, c, d, e, f]))
-    pairs = [
-        ScoredPair(0, 1, float(a @ b)),
-        ScoredPair(1, 2, float(b @ c)),
-        ScoredPair(3, 4, float(d @ e)),
-        ScoredPair(2, 5, float(c @ f)),  # below: f stays alone
-    ]
-    groups = group_duplicates(pairs, 0.99, unit)
-    assert [g.ids for g in groups] == [(0, 1, 2), (3, 4)]
-    # the chain a-b-c holds a and c together; the group's score is theirs, the lowest pair
-    assert groups[0].similarity == pytest.approx(float(a @ c))
-    assert groups[0].similarity < min(pairs[0].score, pairs[1].score)
-    assert groups[1].similarity == pytest.approx(float(d @ e))
+    vectors = np.stack([a, b, c, d, e, f])
+    assert float(a @ c) < 0.99 <= min(float(a @ b), float(b @ c))
+    groups = group_duplicates(_pairs(vectors, 0.99), 0.99)
+    # the chain a~b~c is no group: b goes with its closer copy c, a stays alone
+    assert [g.ids for g in groups] == [(3, 4), (1, 2)]
+    assert groups[0].similarity == pytest.approx(float(d @ e))
+    assert groups[1].similarity == pytest.approx(float(b @ c))
 
 
 def test_groups_come_largest_first_then_most_similar():
-    vectors = _unit([1, 0, 0], [1, 0.05, 0], [0, 1, 0], [0, 1, 0.01], [0, 0, 1], [0.01, 0, 1])
-    unit = dict(enumerate(vectors))
-    pairs = [ScoredPair(i, j, float(vectors[i] @ vectors[j])) for i, j in [(0, 1), (2, 3), (4, 5)]]
-    pairs.append(ScoredPair(1, 3, 0.0))  # below any threshold: joins nothing
-    groups = group_duplicates(pairs, 0.99, unit)
-    assert [g.ids for g in groups] == [(2, 3), (4, 5), (0, 1)]
-    tripled = group_duplicates([*pairs, ScoredPair(0, 2, 1.0)], 0.99, unit)
-    assert [g.ids for g in tripled] == [(0, 1, 2, 3), (4, 5)]
+    vectors = _unit(
+        [1, 0, 0], [1, 0.05, 0], [1, 0, 0.05], [0, 1, 0], [0, 1, 0.01], [0, 0, 1], [0.03, 0, 1]
+    )
+    groups = group_duplicates(_pairs(vectors, 0.99), 0.99)
+    assert [g.ids for g in groups] == [(0, 1, 2), (3, 4), (5, 6)]
 
 
 def test_no_pair_at_the_threshold_means_no_group():
-    unit = dict(enumerate(_unit([1, 0], [0, 1])))
-    assert group_duplicates([ScoredPair(0, 1, 0.5)], 0.9, unit) == []
+    assert group_duplicates([ScoredPair(0, 1, 0.5)], 0.9) == []
 
 
 def test_every_member_of_a_burst_larger_than_k_is_found(monkeypatch):
@@ -84,7 +85,7 @@ def test_every_member_of_a_burst_larger_than_k_is_found(monkeypatch):
     assert {(p.first, p.second) for p in pairs if p.first in burst_ids} == {
         (a, b) for a in burst_ids for b in burst_ids if a < b
     }
-    groups = group_duplicates(pairs, 0.99, RawVectors(ids, vectors).by_id())
+    groups = group_duplicates(pairs, 0.99)
     assert [g.ids for g in groups][:1] == [tuple(range(100, 109))]
     assert all(set(g.ids).isdisjoint(range(100, 109)) for g in groups[1:])
 
@@ -167,7 +168,7 @@ def test_json_lists_exactly_the_copies_group(cli, tiny, with_copies, library):
     assert {p["path"] for p in group["photos"]} == copies
     assert threshold <= group["similarity"] <= 1.0
     for photo in group["photos"]:
-        assert set(photo) == {"path", "size", "width", "height", "taken_at"}
+        assert set(photo) == {"path", "size", "width", "height", "taken_at", "date_source"}
         assert photo["size"] == Path(photo["path"]).stat().st_size
         with Image.open(photo["path"]) as image:
             assert (photo["width"], photo["height"]) == image.size

@@ -320,6 +320,7 @@ def test_second_writer_is_refused_and_search_reads_the_last_committed_state(
         # An index run in progress has committed a photo that the HNSW file lacks.
         vector = np.random.default_rng(0).normal(size=32).astype(np.float32)
         lib.store.add_photos([NewPhoto(str(photos / "mid-run.jpg"), 1, 1, "x", 1, 1, None, vector)])
+        Image.new("RGB", (1, 1)).save(photos / "mid-run.jpg")  # a hit's file must be there
         before = _snapshot(library)
         hits = cli("search", "--image", photos / "dog.jpeg", *common, "-n", "20", "--json").json()
         assert str(photos / "mid-run.jpg") in {h["path"] for h in hits}

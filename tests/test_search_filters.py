@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from hanclip_library import vector_index
-from hanclip_library.searcher import SearchHit, date_bound, order_hits
+from hanclip_library.request import CLI, HTTP, SearchRequest
+from hanclip_library.searcher import SearchHit, order_hits
 from hanclip_library.store import DateBound
 from hanclip_library.vector_index import StoredVectors, build_index, load_index, save_index
 from hanclip_model.errors import HanclipError
@@ -74,13 +75,17 @@ def search(cli, tiny, dated, library):
 )
 def test_a_date_is_the_start_of_its_day_month_or_year(text, expected) -> None:
     year, month, day = (int(part) for part in expected.split("-"))
-    assert date_bound(text, "--after") == DateBound(expected, _ns(year, month, day))
+    bound = SearchRequest(after=text).date_bound("after", CLI)
+    assert bound == DateBound(expected, _ns(year, month, day))
 
 
-@pytest.mark.parametrize("text", ["2023-13", "2023-02-30", "23", "2023/07", "어제", ""])
+@pytest.mark.parametrize("text", ["2023-13", "2023-02-30", "23", "2023/07", "어제"])
 def test_a_bad_date_is_an_error(text) -> None:
+    request = SearchRequest(query=("바다",), before=text)
     with pytest.raises(HanclipError, match="--before .* is not a date"):
-        date_bound(text, "--before")
+        request.check(CLI)
+    with pytest.raises(HanclipError, match="^before=.* is not a date"):
+        request.check(HTTP)
 
 
 def test_dates_come_from_exif_else_the_files_time(search, dated) -> None:

@@ -166,8 +166,9 @@ def test_the_typer_signature_is_generated() -> None:
     [
         (SearchRequest(), "give a query or --image PATH", "the search query is empty"),
         (SearchRequest(query=("a",), sort="x"), "--sort 'x': choose one of", "sort='x': choose"),
-        (SearchRequest(query=("a",), min_prob=1.5), "--min-prob 1.5: give", "min_prob 1.5: give"),
+        (SearchRequest(query=("a",), min_prob=1.5), "--min-prob 1.5: give", "min_prob=1.5: give"),
         (SearchRequest(query=("a",), limit=0), "-n must be at least 1", "n must be at least 1"),
+        (SearchRequest(query=("a",), after="2023-13"), "--after '2023-13' is not", "^after="),
     ],
 )
 def test_each_check_is_worded_for_its_front_end(request_, cli: str, http: str) -> None:

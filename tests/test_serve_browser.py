@@ -317,3 +317,31 @@ def test_a_calibrated_models_match_probability_is_shown(page: Page, served) -> N
     scores = page.eval_on_selector_all("#grid .tile .score", "s => s.map(e => e.textContent)")
     assert scores[0].endswith("· <1%") and scores[1].endswith("· 37%")
     assert scores[2].endswith("· >99%") and "%" not in scores[3]
+
+
+def test_a_bad_parameter_is_said_in_the_pages_language(page: Page, served) -> None:
+    page.goto(served.url + "?q=바다&after=2023-13")
+    page.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('2023-13')"
+    )
+    status = page.inner_text("#status")
+    assert "--after" not in status and "is not a date" not in status
+    assert "날짜" in status and "error" in page.get_attribute("#status", "class")
+
+
+def test_an_english_browser_gets_the_page_in_english(browser, served) -> None:
+    context = browser.new_context(locale="en-US")
+    try:
+        page = context.new_page()
+        page.goto(served.url + "?q=바다&after=2023-13")
+        page.wait_for_function(
+            "() => document.querySelector('#status').textContent.includes('2023-13')"
+        )
+        assert page.get_attribute("html", "lang") == "en"
+        assert page.inner_text("#search") == "Search"
+        assert "not a date" in page.inner_text("#status")
+        page.goto(served.url + "?q=바다")
+        page.wait_for_selector("#grid .tile")
+        assert re.search(r"\d+ photos", page.inner_text("#status"))
+    finally:
+        context.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanclip_model.bundle import resolve_bundle
+from hanclip_model.bundle import MANIFEST_NAME, resolve_bundle
 from hanclip_model.device import pick_device
 from hanclip_model.encoders import ClipEncoder, TextEncoder
 from hanclip_model.errors import HanclipError
@@ -190,6 +190,16 @@ def build_corpus_banks(
         "language": inputs.language,
     }
     return PreparedBanks(banks, spec.image_model, spec.text_model, info)
+
+
+def check_out_dir(out_dir: Path, *, force: bool) -> None:
+    """Refuse to train over a finished bundle in `out_dir` unless `force`. A run stopped there
+    (its `STATE_DIR` is left) goes on: its checkpoint says whether it belongs to this run."""
+    if force or not (out_dir / MANIFEST_NAME).is_file() or (out_dir / STATE_DIR).is_dir():
+        return
+    raise HanclipError(
+        f"{out_dir} holds a trained bundle already: choose another --out, or --force to replace it"
+    )
 
 
 def train_bundle(

@@ -117,9 +117,10 @@ def filtered_run(vindex, raw: np.ndarray, queries: np.ndarray) -> FilteredRun:
     """A date filter keeping 1/FILTER_MONTHS of the photos, timed per query as `search` runs
     it: the candidates from SQLite, then `search_among`."""
     from hanclip_library import vector_index
-    from hanclip_library.searcher import date_bound
+    from hanclip_library.request import CLI, SearchRequest
 
-    after, before = date_bound(FILTER_AFTER, "--after"), date_bound(FILTER_BEFORE, "--before")
+    dated = SearchRequest(after=FILTER_AFTER, before=FILTER_BEFORE)
+    after, before = dated.date_bound("after", CLI), dated.date_bound("before", CLI)
     with tempfile.TemporaryDirectory(prefix="speedbench-filtered-") as tmp:
         store = dated_store(Path(tmp), raw)
         # `search` loads the index from its file, which then also serves the exact scan.

@@ -22,6 +22,7 @@ from hanclip_cli.common import (
 )
 from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption
 from hanclip_eval.runner import BenchRow
+from hanclip_model.device import require_torch
 from hanclip_model.errors import HanclipError
 
 BASELINES = ("mclip", "clip-translate", "koclip")
@@ -61,17 +62,20 @@ class BenchResult:
 
 def default_models(library: Path | None) -> list[str]:
     """The user's HanCLIP bundle (one with heads) if one is configured, then the baselines."""
-    from hanclip_library.library import Library, choose_model, library_dir
+    from hanclip_library.library import Library, NoModel, choose_model, library_dir
     from hanclip_library.store import DB_NAME
     from hanclip_model import resolve_bundle
 
     directory = library_dir(library)
-    if (directory / DB_NAME).exists():
-        with Library(directory, create=False) as lib:
-            choice = choose_model(None, directory, lib)
-    else:
-        choice = choose_model(None, directory)
     models = list(BASELINES)
+    try:
+        if (directory / DB_NAME).exists():
+            with Library(directory, create=False) as lib:
+                choice = choose_model(None, directory, lib)
+        else:
+            choice = choose_model(None, directory)
+    except NoModel:  # its settings were lost: there is no bundle of the user's to compare
+        return models
     try:
         if resolve_bundle(choice.model).heads_path is not None:
             models.insert(0, choice.model)
@@ -95,13 +99,16 @@ def run_bench(
 ) -> BenchResult:
     from hanclip_eval import runner as runs
 
-    if random_weights and dataset != "latency":
+    runs.check_bench_dataset(dataset)
+    if random_weights and dataset != runs.LATENCY:
         raise HanclipError("--random-weights only makes sense with --dataset latency")
+    if random_weights:  # the random models are made with torch; asked before any display
+        require_torch("hanclip bench --random-weights", instead=None)
     if random_weights:
         names = models or list(runs.RANDOM_MODEL_NAMES)
     else:
         names = models or default_models(library)
-    if dataset == "latency":
+    if dataset == runs.LATENCY:
         with make_progress() as progress, tempfile.TemporaryDirectory() as workdir:
             if random_weights:
                 factories = runs.random_weight_models(Path(workdir), names, device)

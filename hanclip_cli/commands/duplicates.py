@@ -55,7 +55,10 @@ def duplicates(
     json_output: JsonOption = False,
 ) -> None:
     """List groups of near-identical photos (burst shots, re-saved or resized copies), from
-    the stored embeddings: no photo is read again, and nothing is deleted."""
+    the stored embeddings: no photo is read again, and nothing is deleted.
+
+    Every two photos of a group are at least --threshold alike (a chain of copies of copies
+    is not one group); a group's similarity is the lowest of them."""
     from hanclip_library.duplicates import DEFAULT_THRESHOLD, find_duplicates
     from hanclip_library.library import open_library
 
@@ -81,8 +84,8 @@ def duplicates(
         )
         for photo in group.photos:
             pixels = f"{photo.width}x{photo.height}" if photo.width and photo.height else "-"
-            line = f"  {photo.path}  {_megabytes(photo.size)}  {pixels}  {photo.taken_at or '-'}"
-            console.print(Text(line), soft_wrap=True)
+            line = f"  {photo.path}  {_megabytes(photo.size)}  {pixels}  {photo.taken_at}"
+            console.print(Text(line))
 
 
 def _megabytes(size: int) -> str:

@@ -49,6 +49,5 @@ def forget(
         )
         return
     console.print(
-        Text(f"{report.path}: {report.photos} photo(s) removed from the library {report.library}"),
-        soft_wrap=True,
+        Text(f"{report.path}: {report.photos} photo(s) removed from the library {report.library}")
     )

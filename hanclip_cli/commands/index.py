@@ -12,11 +12,13 @@ from hanclip_cli.common import (
     CONSOLE_NOTICES,
     console,
     err_console,
+    fail,
     handle_errors,
     make_progress,
     notice,
     offline_text,
     print_json,
+    resumable,
 )
 from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption, ModelOption
 
@@ -34,6 +36,7 @@ EPILOG = (
 
 
 @handle_errors
+@resumable("the photos indexed so far are kept")
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders (or single photos) to index.")],
     library: LibraryOption = None,
@@ -83,9 +86,12 @@ def index(
     # Before torch loads: the model's idle OpenMP threads sleep instead of spinning, leaving
     # the cores to the decoding threads. The user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    roots = _photo_roots([Path(os.path.abspath(os.path.expanduser(p))) for p in paths], library)
     opened = open_library(library, model, for_writing=True, device=device, notices=CONSOLE_NOTICES)
-    roots = [Path(os.path.abspath(os.path.expanduser(p))) for p in paths]
-    with opened, opened.library.writer_lock(), make_progress() as progress:
+    # Started by the first stage: a run that stops at its checks draws nothing, not even the
+    # empty line of a bar never shown.
+    progress = make_progress()
+    with opened, opened.library.writer_lock():
         options = IndexOptions(
             batch_size=batch_size,
             reembed=reembed,
@@ -94,12 +100,15 @@ def index(
             reset_excludes=reset_excludes,
             prune_offline=prune_offline,
         )
-        report = index_library(opened, roots, options, RichProgress(progress))
+        try:
+            report = index_library(opened, roots, options, RichProgress(progress))
+        finally:
+            progress.stop()
     if json_output:
         print_json({**report.as_json(), "library": str(opened.directory)})
     else:
         counts = ", ".join(f"{v} {k}" for k, v in report.counts().items())
-        console.print(f"{opened.directory}: {counts}", highlight=False, soft_wrap=True)
+        console.print(f"{opened.directory}: {counts}", highlight=False)
         for failure in report.failures[:20]:
             err_console.print(Text(f"  could not read {failure.path}: {failure.error}"))
     for folder in report.offline_folders:
@@ -110,7 +119,7 @@ def index(
         )
         what = offline_text(folder.path, folder.reason)
         line = f"offline: {what}: its {folder.photos} photo(s) {fate}"
-        err_console.print(Text(line, style="yellow"), soft_wrap=True)
+        err_console.print(Text(line, style="yellow"))
     if opened.model.fast_image_error:
         reason = opened.model.fast_image_error
         notice(f"note: photos went through torch, not ONNX Runtime: {reason}")
@@ -126,16 +135,37 @@ def index(
             raise typer.Exit(1)  # nothing at all could be read: a script should notice
 
 
+def _photo_roots(roots: list[Path], library: Path | None) -> list[Path]:
+    """The folders and photos among `roots`, checked before the library is opened, so that a
+    command that cannot start creates nothing: a file that is not a photo is said and left
+    out (none left is a usage error); a missing one into a library not yet made is a typo
+    (one the library knows photos under is an offline folder: the indexer decides)."""
+    from hanclip_library.library import library_dir
+    from hanclip_library.store import DB_NAME
+    from hanclip_model.images import PHOTO_EXTENSIONS
+
+    if not (library_dir(library) / DB_NAME).exists():
+        for root in roots:
+            if not root.exists():
+                fail(f"no such file or folder: {root}")
+    not_photos = [r for r in roots if r.is_file() and r.suffix.lower() not in PHOTO_EXTENSIONS]
+    for path in not_photos:
+        notice(f"{path} is not a photo: left out")
+    if len(not_photos) == len(roots):
+        fail("nothing to index: give folders or photos")
+    return [root for root in roots if root not in not_photos]
+
+
 class RichProgress:
     """The indexer's stages as one rich task whose description and bar follow them."""
 
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
-        # Hidden and not started until the first stage: a run that stops at its checks
-        # shows no bar.
+        # Hidden, and the bar not started, until the first stage.
         self._task: TaskID = progress.add_task("", total=None, start=False, visible=False)
 
     def stage(self, description: str, total: int | None = None) -> None:
+        self._progress.start()
         self._progress.start_task(self._task)
         self._progress.update(
             self._task, description=description, total=total, completed=0, visible=True

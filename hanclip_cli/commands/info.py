@@ -45,7 +45,7 @@ def info(
         print_json(summary.as_json())
         return
     console.print(Text(f"library      {summary.library}"))
-    console.print(Text(_database_text(summary)), soft_wrap=True)  # a command to copy whole
+    console.print(Text(_database_text(summary)))
     contents = summary.contents
     if contents is None:
         return  # not even that could be read: the database line says why

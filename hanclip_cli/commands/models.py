@@ -46,40 +46,27 @@ def models(
 
 
 def _print_models(entries) -> None:
-    from rich.table import Table
-
-    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    table.add_column("", no_wrap=True)
-    table.add_column("name", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("encoders (image, text)", overflow="fold")
-    table.add_column("language", no_wrap=True)
-    table.add_column("trained on", overflow="fold")
-    table.add_column("calibrated", no_wrap=True)
+    """Each model as three short lines rather than a table row: the encoders' names alone are
+    as wide as a narrow terminal, and a table would fold them mid-name."""
     for entry in entries:
-        mark = "*" if entry.in_use else ""
-        name = Text(entry.name + (" (default)" if entry.default else ""))
+        mark = "*" if entry.in_use else " "
+        name = Text(f"{mark} {entry.name}{' (default)' if entry.default else ''}", style="bold")
         if entry.error:
-            table.add_row(mark, name, entry.kind, Text(f"unreadable: {entry.error}"))
+            console.print(name, Text(f"{entry.kind}  unreadable: {entry.error}"), sep="  ")
             continue
-        encoders = f"{_short_model(entry.image_model)}\n{_short_model(entry.text_model)}"
-        table.add_row(
-            mark,
-            name,
-            entry.kind,
-            Text(encoders),
-            Text(entry.language or "—"),
-            Text(entry.trained_on),
-            "yes" if entry.calibrated else "no",
-        )
-    console.print(table)
+        calibrated = "yes" if entry.calibrated else "no"
+        facts = f"{entry.kind}  language {entry.language or '—'}  calibrated {calibrated}"
+        console.print(name, Text(facts), sep="  ")
+        encoders = f"{_short_model(entry.image_model)} + {_short_model(entry.text_model)}"
+        console.print(Text(f"    encoders    {encoders}"))
+        console.print(Text(f"    trained on  {entry.trained_on}"))
     for entry in entries:
         if entry.in_use:
             where = f" ({entry.path})" if entry.path else ""
-            console.print(Text(f"* in use: {entry.name}{where}"), soft_wrap=True)
+            console.print(Text(f"* in use: {entry.name}{where}"))
     for entry in entries:
         if entry.card:
-            console.print(Text(f"card of {entry.name}: {entry.card}"), soft_wrap=True)
+            console.print(Text(f"card of {entry.name}: {entry.card}"))
     console.print(Text("full names and paths: hanclip models --json"), style="dim")
 
 
@@ -147,8 +134,8 @@ def models_install(
     else:
         replaced = " (replacing the bundle that was there)" if result.replaced else ""
         line = f"installed {result.name} into {result.path}{replaced}"
-    console.print(Text(line), soft_wrap=True)
+    console.print(Text(line))
     if result.default:
-        console.print(Text(f"{result.name} is the library's default model"), soft_wrap=True)
+        console.print(Text(f"{result.name} is the library's default model"))
     if result.in_use:
-        console.print(Text(f"`hanclip search` now uses {result.name}"), soft_wrap=True)
+        console.print(Text(f"`hanclip search` now uses {result.name}"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 
 from hanclip_cli.common import (
@@ -10,6 +12,9 @@ from hanclip_cli.common import (
     print_json,
 )
 from hanclip_cli.options import JsonOption, LibraryOption
+
+if TYPE_CHECKING:
+    from hanclip_library.repair import SettingsSalvage
 
 EPILOG = "Examples:\n\n  hanclip repair\n\n  hanclip repair --library ~/사진/.hanclip --json"
 
@@ -42,3 +47,23 @@ def repair(library: LibraryOption = None, json_output: JsonOption = False) -> No
         ),
         soft_wrap=True,
     )
+    settings = report.settings
+    if settings.lost:
+        console.print(Text(_settings_text(settings)), soft_wrap=True)
+
+
+def _settings_text(settings: SettingsSalvage) -> str:
+    """What became of the settings, and what to do about the ones still lost."""
+    words = f"settings lost: {', '.join(settings.lost)}"
+    if settings.recovered:
+        made = "; ".join(f"{name} from {how}" for name, how in settings.recovered.items())
+        words += f"; recovered: {made}"
+    still = settings.still_lost
+    if "model" in still:
+        words += (
+            "; the library has no model now: pass --model NAME to search and index, or make "
+            "one its default with `hanclip models install BUNDLE --default`"
+        )
+    if "excludes" in still:
+        words += "; pass --exclude again to the next `hanclip index` if you used it"
+    return words

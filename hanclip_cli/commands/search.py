@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from hanclip_cli.common import (
     CONSOLE_NOTICES,
-    console,
     err_console,
     handle_errors,
     notice,
     print_json,
+    print_table,
 )
 from hanclip_cli.options import DEVICE, LIBRARY, MODEL
 from hanclip_library.request import CLI, Part, RequestField, SearchRequest, request_fields
+from hanclip_model.errors import HanclipError
 
 if TYPE_CHECKING:
     from hanclip_cli.serve.discovery import RunningServer
@@ -190,6 +191,12 @@ def parse_search_args(argv: Sequence[str]) -> SearchArgs | None:
     except (_NotPlain, ValueError, TypeError):
         return None
     where = {name: parsed.pop(name) for name in WHERE}
+    for name, option in WHERE.items():
+        if option.check is not None:
+            try:
+                option.check(where[name])
+            except HanclipError:
+                return None  # Typer words the error, as for a value out of range
     request = SearchRequest(
         **{
             name: tuple(value) if isinstance(value, list) else value
@@ -245,6 +252,7 @@ def run_search(args: SearchArgs) -> None:
         served = _ask(server, request) if _fingerprint(choice) == server.fingerprint else None
         if served is not None:
             _print_hits(request, served)
+            _say_gone(served)
             return
     if choice is not None and choice.notice:
         notice(choice.notice)
@@ -274,6 +282,7 @@ def run_search(args: SearchArgs) -> None:
             offline_left_out=result.offline_left_out,
         )
     _print_hits(request, result)
+    _say_gone(result)
     _start_resident(opened)
     if page is not None:
         count = len(result.hits)
@@ -288,6 +297,18 @@ def run_search(args: SearchArgs) -> None:
 
             if not webbrowser.open(page.as_uri()):
                 notice("no web browser could be started: open the page yourself")
+
+
+def _say_gone(result: SearchResult) -> None:
+    """Photos left out because their file is gone: the library is behind the disk."""
+    gone = result.gone_left_out
+    if gone:
+        photos = "1 photo" if gone == 1 else f"{gone} photos"
+        notice(
+            f"{photos} among the best matches {'is' if gone == 1 else 'are'} gone since the last "
+            "index (deleted, moved, or on a drive not connected now) and left out: "
+            "hanclip index brings the library up to date"
+        )
 
 
 def query_words(request: SearchRequest) -> str:
@@ -408,24 +429,6 @@ def _print_hits(request: SearchRequest, result: SearchResult) -> None:
 
         print_json([hit_fields(h) for h in hits])
         return
-    from rich.table import Table
-    from rich.text import Text
-
-    calibrated = any(hit.match_probability is not None for hit in hits)
-    table = Table(box=None, header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("score")
-    if calibrated:
-        table.add_column("match", justify="right")
-    table.add_column("path", overflow="fold")  # a path cut short is useless: wrap it whole
-    table.add_column("taken", no_wrap=True)
-    for hit in hits:
-        path = Text(hit.path)
-        if hit.offline:
-            path.append(" (offline)", style="dim")
-        match = [percent(hit.match_probability)] if calibrated else []
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", *match, path, hit.taken_at or "")
-    console.print(table)
     if not hits:
         left_out = result.offline_left_out
         offline = (
@@ -435,6 +438,19 @@ def _print_hits(request: SearchRequest, result: SearchResult) -> None:
             else ""
         )
         notice(f"no photo matched{offline}")
+        return
+    from rich.text import Text
+
+    calibrated = any(hit.match_probability is not None for hit in hits)
+    rows = []
+    for hit in hits:
+        path = Text(hit.path)
+        if hit.offline:
+            path.append(" (offline)", style="dim")
+        match = [percent(hit.match_probability)] if calibrated else []
+        rows.append([str(hit.rank), f"{hit.score:.3f}", *match, path, hit.taken_at or ""])
+    headers = ["#", "score", *(["match"] if calibrated else []), "path", "taken"]
+    print_table(headers, rows, right=("#", "match"))
 
 
 def percent(probability: float | None) -> str:

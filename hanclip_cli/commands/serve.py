@@ -83,8 +83,13 @@ def serve(
         open_browser=open_browser,
         idle_exit=idle_exit,
     )
-    run_server(
-        options,
-        announce=lambda line: console.print(Text(line), soft_wrap=True),
-        warn=lambda line: err_console.print(Text(line, style="yellow"), soft_wrap=True),
-    )
+    try:
+        run_server(
+            options,
+            announce=lambda line: console.print(Text(line)),
+            warn=lambda line: err_console.print(Text(line, style="yellow")),
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C is how a server is stopped, not an error: uvicorn has shut down cleanly (and
+        # raised it again), and the announcement in the library folder is withdrawn.
+        return

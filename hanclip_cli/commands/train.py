@@ -24,8 +24,10 @@ from hanclip_cli.common import (
     handle_errors,
     make_progress,
     print_json,
+    resumable,
 )
 from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption
+from hanclip_model.device import require_torch
 from hanclip_model.errors import HanclipError
 
 DEFAULT_LANGUAGE = "ko"
@@ -66,6 +68,7 @@ class TrainArgs:
     cache_dir: Path | None = None
     device: str | None = None
     export: bool = False  # also write the ONNX encoders into the bundle (`hanclip export`)
+    force: bool = False  # replace a finished bundle at --out
     json_output: bool = False
 
 
@@ -206,20 +209,24 @@ def print_recipes(json_output: bool) -> None:
 
 def run_train(args: TrainArgs, progress_bar) -> None:
     """Train and write the bundle; print a summary (or JSON)."""
-    from trainer.pipeline import (
-        EmbeddingInputs,
-        build_corpus_banks,
-        load_embedding_banks,
-        train_bundle,
-    )
-    from trainer.train import TrainConfig
-
-    if args.list_recipes:
+    if args.list_recipes:  # reads no model: no torch needed
         print_recipes(args.json_output)
         return
     if args.out is None:
         fail("missing --out DIR: where to write the bundle")
     use_corpora = _check_modes(args)
+    require_torch("hanclip train", instead=None)
+
+    from trainer.pipeline import (
+        EmbeddingInputs,
+        build_corpus_banks,
+        check_out_dir,
+        load_embedding_banks,
+        train_bundle,
+    )
+    from trainer.train import TrainConfig
+
+    check_out_dir(args.out, force=args.force)
     cfg = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -333,6 +340,7 @@ EPILOG = (
 
 
 @handle_errors
+@resumable("the finished epochs are saved")
 def train(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Bundle directory to write.")
@@ -417,6 +425,12 @@ def train(
             "--export",
             help="Also write the ONNX encoders into the bundle (as hanclip export does), so "
             "it indexes and searches without torch wherever it is copied.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace the bundle --out holds already (a finished training run)."
         ),
     ] = False,
     json_output: JsonOption = False,

@@ -67,6 +67,10 @@ class RunningServer:
 def write_server_file(directory: Path, url: str, fingerprint: str) -> bool:
     """Announce this process's server in `directory`; False where the folder is read-only
     (then searches simply do not find it)."""
+    from hanclip_library.store import read_only_folder
+
+    if read_only_folder(directory):
+        return False
     record = {
         "url": url,
         "pid": os.getpid(),
@@ -163,6 +167,10 @@ def start_resident_server(directory: Path, model: str, photos: int) -> bool:
     large enough and none runs or is starting (see the module docstring); True if started."""
     if not settings.RESIDENT.enabled() or not hasattr(os, "posix_spawn"):
         return False
+    from hanclip_library.store import read_only_folder
+
+    if read_only_folder(directory):
+        return False  # it could not announce itself, and nothing is written there
     if photos < settings.RESIDENT_MIN_PHOTOS.number(RESIDENT_MIN_PHOTOS):
         return False
     if _live_server(directory) is not None:

@@ -11,27 +11,35 @@
     GET /api/photos/{id}/similar        photos like it (an image query), paged
 
 Photos are served by their id in the library, never by a path from the request. An unknown
-id, route or a bad parameter is a JSON error (404, 400); so is anything unexpected (500).
+id, route or a bad parameter is a JSON error (404, 400); so is anything unexpected (500). An
+error about a parameter names it (`after`, never `--after`) and carries a `problem` (reason,
+parameter, value) that the page says in its own language (`hanclip_cli/ui_text.py`, the
+language of the page and its words).
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import logging
 import os
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from hanclip_cli.common import to_json
 from hanclip_cli.serve.guard import LocalOnly
 from hanclip_cli.serve.service import LibraryService, Page
+from hanclip_cli.ui_text import accept_language, say, ui_strings
+from hanclip_library.query import SearchInputError
 from hanclip_library.request import HTTP, MAX_DEPTH, MAX_PAGE, SearchRequest
 from hanclip_library.searcher import SearchHit, hit_fields
 from hanclip_library.store import INT64_MAX, LibraryDamaged, PhotoRecord
@@ -61,8 +69,29 @@ class Json(JSONResponse):
         return to_json(content).encode("utf-8")
 
 
-def error(status: int, message: str) -> Json:
-    return Json({"error": message}, status_code=status)
+def error(status: int, message: str, problem: dict[str, str | None] | None = None) -> Json:
+    body: dict[str, object] = {"error": message}
+    if problem is not None:
+        body["problem"] = problem
+    return Json(body, status_code=status)
+
+
+@cache
+def page_html(language: str) -> str:
+    """index.html in `language`: its {{key}} placeholders filled from the UI strings, which the
+    page's script also gets whole (the body's data-ui)."""
+    strings = ui_strings(language)
+    filled = {key: html.escape(text) for key, text in strings.items()}
+    filled["help_terms"] = html.escape(say(language, "help_terms", plus="{+}", minus="{-}"))
+    filled["help_terms"] = (
+        filled["help_terms"].replace("{+}", "<kbd>+</kbd>").replace("{-}", "<kbd>-</kbd>")
+    )
+    filled["lang"] = language
+    filled["ui"] = html.escape(json.dumps(strings, ensure_ascii=False), quote=True)
+    page = (STATIC / "index.html").read_text("utf-8")
+    for key, text in filled.items():
+        page = page.replace("{{" + key + "}}", text)
+    return page
 
 
 # -- parameters -------------------------------------------------------------------------
@@ -112,7 +141,11 @@ class Routes:
         return await asyncio.wrap_future(self.service.submit(function, *args))
 
     async def page(self, request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        language = accept_language(request.headers.get("accept-language"))
+        return HTMLResponse(
+            page_html(language),
+            headers={"Cache-Control": "no-cache", "Vary": "Accept-Language"},
+        )
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -143,6 +176,7 @@ class Routes:
                 "results": [hit_json(hit, hit.record) for hit in page.hits],
                 "more": page.more,
                 "offline_left_out": page.offline_left_out,
+                "gone_left_out": page.gone_left_out,
             }
         )
 
@@ -253,7 +287,9 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 async def _library_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, LibraryDamaged | StorageError):
         return error(503, str(exc))
-    return error(400, str(exc))  # what the search says of its input (a bad date, ...)
+    if isinstance(exc, SearchInputError):
+        return error(400, str(exc), exc.problem())
+    return error(400, str(exc))  # what else the search says of its input
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

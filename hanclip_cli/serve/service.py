@@ -35,6 +35,7 @@ class Page:
     offset: int
     more: bool  # a next page may hold more
     offline_left_out: int
+    gone_left_out: int = 0  # among the best: files deleted since the last `index`
 
 
 @dataclass(frozen=True)
@@ -109,16 +110,16 @@ class LibraryService:
         return self.opened.store.count()
 
     def search(self, request: SearchRequest) -> Page:
-        """Hits `offset+1 .. offset+limit` of the request's search, the photo it asks for
-        photos `like` not among them. Each page is cut from one ranking of the best
-        `offset + limit` photos (one more is asked for, to know whether a next page holds
-        any), ranked 1.. ."""
-        offset, leave_out = request.offset, request.like
+        """Hits `offset+1 .. offset+limit` of the request's search (the photo it asks for
+        photos `like` is never among them: the searcher leaves a query's own photos out).
+        Each page is cut from one ranking of the best `offset + limit` photos (one more is
+        asked for, to know whether a next page holds any), ranked 1.. ."""
+        offset = request.offset
         end = offset + request.limit
         by_score = request.sort == "score"
-        deeper = replace(request, limit=end + by_score + (leave_out is not None))
+        deeper = replace(request, limit=end + by_score)
         result = search_library(self.opened, deeper, terms=request.terms, vector_index=self._index)
-        hits = [hit for hit in result.hits if hit.photo_id != leave_out]
+        hits = result.hits
         more = len(hits) > end
         if more:  # the best `end` by score, in the order asked for
             best = {id(hit) for hit in sorted(hits, key=lambda hit: -hit.score)[:end]}
@@ -131,6 +132,7 @@ class LibraryService:
             # deeper ranking would not follow it in date, so there is no next one.
             more=by_score and more and end < MAX_DEPTH,
             offline_left_out=result.offline_left_out,
+            gone_left_out=result.gone_left_out,
         )
 
     def photo(self, photo_id: int) -> PhotoInfo | None:

@@ -3,13 +3,16 @@
 The folder name carries a fingerprint of the model's weights (`image_fingerprint`), so a
 changed model is exported again, and an export that is current is used as it is, without
 torch. A model whose export fails verification gets a `<folder>.refused.json` beside it with
-the reason instead, so the next run goes straight to the torch path rather than exporting
-again (until the weights change, or `retry`).
+the reason and the versions of the libraries that made and checked the graph, so the next run
+goes straight to the torch path rather than exporting again: until the weights or one of those
+versions change, or `retry`. Only what a retry cannot change is recorded: a model that could
+not be loaded (a download that failed, a missing file) is tried again on the next run.
 """
 
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from hanclip_model.encoders import ClipEncoder
 
 REFUSED_SUFFIX = ".refused.json"
+# What makes, runs and checks an export: a refusal holds only while these are the same.
+EXPORT_PACKAGES = ("torch", "open_clip_torch", "onnxruntime", "Pillow", "numpy")
 
 
 def image_fingerprint(spec: str) -> str | None:
@@ -59,8 +64,9 @@ def ensure_fast_image(
     """`spec`'s verified export folder under `cache_root`, exported first when missing or stale
     (with `encoder` when given, else a `ClipEncoder` on the CPU; needs torch then).
 
-    Raises `BundleError` when the model cannot be exported exactly; the reason is recorded
-    and raised again on later calls without exporting, unless `retry`."""
+    Raises `BundleError` when the model cannot be loaded, or cannot be exported exactly; the
+    latter is recorded and raised again on later calls with the same library versions
+    without exporting, unless `retry`."""
     target = fast_image_dir(cache_root, spec)
     if is_current(target, spec):
         return target
@@ -71,13 +77,13 @@ def ensure_fast_image(
         from hanclip_model.encoders import ClipEncoder
 
         encoder = ClipEncoder(spec, device="cpu")
+    # Loads the model first: a hub model's revision is known only once it is downloaded.
+    encoder.model  # noqa: B018
+    settled = fast_image_dir(cache_root, spec)
     try:
-        # Loads the model first: a hub model's revision is known only once it is downloaded.
-        encoder.model  # noqa: B018
-        settled = fast_image_dir(cache_root, spec)
         export_image_encoder(encoder, settled, fingerprint=image_fingerprint(spec) or "unknown")
     except BundleError as exc:
-        _record_refusal(fast_image_dir(cache_root, spec), spec, str(exc))
+        _record_refusal(settled, spec, str(exc))
         raise
     _refusal_path(settled).unlink(missing_ok=True)
     removed = remove_other_exports(
@@ -111,12 +117,27 @@ def is_current(directory: Path, spec: str) -> bool:
 
 
 def refusal(directory: Path) -> str | None:
-    """The recorded reason why `directory`'s model was not exported, if one was."""
+    """The recorded reason why `directory`'s model was not exported, if one was with the
+    library versions installed now (`export_versions`)."""
     path = _refusal_path(directory)
     try:
-        return str(json.loads(path.read_text(encoding="utf-8"))["reason"])
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record["versions"] != export_versions():
+            return None
+        return str(record["reason"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
         return None
+
+
+def export_versions() -> dict[str, str | None]:
+    """The installed version of each of `EXPORT_PACKAGES` (None: not installed)."""
+    versions: dict[str, str | None] = {}
+    for package in EXPORT_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
 def _refusal_path(directory: Path) -> Path:
@@ -125,5 +146,10 @@ def _refusal_path(directory: Path) -> Path:
 
 def _record_refusal(directory: Path, spec: str, reason: str) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
-    record = {"format": FAST_IMAGE_FORMAT, "spec": spec, "reason": reason}
+    record = {
+        "format": FAST_IMAGE_FORMAT,
+        "spec": spec,
+        "reason": reason,
+        "versions": export_versions(),
+    }
     atomic_write_text(_refusal_path(directory), json.dumps(record, ensure_ascii=False) + "\n")

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from hanclip_model.encoders import first_line, quiet_transformers, sentence_embedding_dim
+from hanclip_model.encoders import (
+    load_sentence_transformer,
+    sentence_embedding_dim,
+)
 from hanclip_model.errors import BundleError
 from hanclip_model.fast_text.pieces import (
     piece_table_agrees,
@@ -78,7 +81,7 @@ def export_text_encoder(
     vanished cache disk raises `StorageError`.
     """
     out_dir = Path(out_dir)
-    model = _load_sentence_transformer(spec, device)
+    model = load_sentence_transformer(spec, device)
     parts = _pipeline_parts(model, spec)
     # ONNX Runtime and numpy lose the errno of a full disk: atomic_dir asks the disk.
     saving = f"the fast text encoder of {spec} was not cached"
@@ -100,18 +103,6 @@ class _PipelineParts:
     heads: list[Any]  # Pooling, then Dense layers; Normalize is always applied last anyway
     pooling_mode: list[str]
     dim: int
-
-
-def _load_sentence_transformer(spec: str, device: str) -> Any:
-    from sentence_transformers import SentenceTransformer
-
-    quiet_transformers()
-    try:
-        model = SentenceTransformer(spec, device=device)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise BundleError(f"cannot load text model {spec!r}: {first_line(exc)}") from None
-    model.eval()
-    return model
 
 
 def _pipeline_parts(model: Any, spec: str) -> _PipelineParts:

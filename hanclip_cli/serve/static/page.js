@@ -1,6 +1,7 @@
 // hanclip serve: the search page. Plain JS, no build step; the server's CSP allows no inline
 // script or style, so everything is wired here. A search is a URL (/?q=바다+위+노을&sort=date),
-// so back/forward, reload and bookmarks all work.
+// so back/forward, reload and bookmarks all work. Its words come with the page (the body's
+// data-ui: the server's table of UI strings in the page's language, hanclip_cli/ui_text.py).
 "use strict";
 
 (() => {
@@ -10,6 +11,27 @@
   const TRUE = ["1", "true", "yes", "on"];
 
   const $ = (selector) => document.querySelector(selector);
+  const language = document.documentElement.lang || "ko";
+  const strings = JSON.parse(document.body.dataset.ui || "{}");
+
+  /** The string `key` in the page's language, its {placeholders} filled from `values`,
+   * numbers as the language writes them (`KEY_one` where the language has one and n is 1). */
+  function say(key, values = {}) {
+    const text = (values.n === 1 && strings[`${key}_one`]) || strings[key] || key;
+    return text.replace(/\{(\w+)\}/g, (whole, name) => {
+      if (!(name in values)) return whole;
+      const value = values[name];
+      return typeof value === "number" ? value.toLocaleString(language) : String(value);
+    });
+  }
+
+  /** An error of the API in the page's language: its `problem` when it has one. */
+  function problemText(body) {
+    const problem = body.problem;
+    if (!problem || !strings[`problem_${problem.reason}`]) return body.error;
+    const param = strings[`param_${problem.param}`] || problem.param || "";
+    return say(`problem_${problem.reason}`, { param, value: problem.value ?? "" });
+  }
   const el = {
     info: $("#library-info"),
     q: $("#q"),
@@ -101,7 +123,9 @@
     urlFolders = state.folders;
     el.folder.value = state.folders[0] || "";
     const others = state.folders.slice(1);
-    el.folder.title = others.length ? `이 밖에 ${others.length}곳: ${others.join(", ")}` : "";
+    el.folder.title = others.length
+      ? say("folders_more", { n: others.length, list: others.join(", ") })
+      : "";
     el.minScore.value = state.minScore;
     el.sort.value = state.sort;
     el.includeOffline.checked = state.includeOffline;
@@ -170,7 +194,7 @@
       response = await fetch(url, { signal, headers: { Accept: "application/json" } });
     } catch (err) {
       if (err.name === "AbortError") throw err;
-      throw new ApiError("서버에 연결할 수 없습니다. hanclip serve가 실행 중인지 확인하세요.");
+      throw new ApiError(say("cannot_connect"));
     }
     let body = null;
     try {
@@ -180,9 +204,9 @@
     }
     if (!response.ok) {
       const said = body && typeof body.error === "string";
-      throw new ApiError(said ? body.error : `HTTP ${response.status}`);
+      throw new ApiError(said ? problemText(body) : `HTTP ${response.status}`);
     }
-    if (body === null) throw new ApiError("서버의 답을 읽을 수 없습니다.");
+    if (body === null) throw new ApiError(say("cannot_read_answer"));
     return body;
   }
 
@@ -194,7 +218,6 @@
   // -- formatting ------------------------------------------------------------------------
 
   const fileName = (path) => path.split(/[\\/]/).pop() || path;
-  const count = (n) => n.toLocaleString("ko-KR");
 
   function dateParts(takenAt) {
     const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2}))?/.exec(takenAt || "");
@@ -203,15 +226,15 @@
 
   function shortDate(takenAt) {
     const p = dateParts(takenAt);
-    return p ? `${p.y}.${p.m}.${p.d}` : "날짜 모름";
+    return p ? `${p.y}.${p.m}.${p.d}` : say("unknown_date");
   }
 
   function longDate(photo) {
     const p = dateParts(photo.taken_at);
-    if (!p) return "알 수 없음";
-    let text = `${p.y}년 ${Number(p.m)}월 ${Number(p.d)}일`;
+    if (!p) return say("unknown");
+    let text = say("long_date", { y: p.y, m: Number(p.m), d: Number(p.d), mm: p.m, dd: p.d });
     if (p.hh) text += ` ${p.hh}:${p.mm}`;
-    if (photo.date_source === "mtime") text += " (파일 수정 시각)";
+    if (photo.date_source === "mtime") text += ` ${say("file_time")}`;
     return text;
   }
 
@@ -237,7 +260,7 @@
       tile.classList.add("offline");
       const badge = document.createElement("span");
       badge.className = "badge";
-      badge.textContent = "오프라인";
+      badge.textContent = say("offline_badge");
       frame.append(badge);
     }
 
@@ -245,12 +268,12 @@
     meta.className = "meta";
     const score = document.createElement("span");
     score.className = "score";
-    score.title = "점수";
+    score.title = say("score_title");
     score.textContent = hit.score.toFixed(3);
     if (typeof hit.match_probability === "number") {
       // A calibrated model: the score as a match probability too.
       score.textContent += ` · ${matchPercent(hit.match_probability)}`;
-      score.title = "점수 · 일치 확률";
+      score.title = say("score_probability_title");
     }
     const date = document.createElement("time");
     date.className = "date";
@@ -297,13 +320,14 @@
       ids: [], // in the order shown
       scores: new Map(),
       offlineLeftOut: 0,
+      goneLeftOut: 0,
       notice: "", // what went wrong besides the search (a photo that could not be opened)
     };
     if (!state.q) {
-      setStatus("검색어를 입력하세요. 예: 바다 위 노을, 눈 덮인 산, 고양이 + 햇빛");
+      setStatus(say("type_query"));
       return;
     }
-    setStatus("검색 중…", "busy");
+    setStatus(say("searching"), "busy");
     loadMore();
   }
 
@@ -323,7 +347,7 @@
     const params = searchParams(search.state);
     params.set("n", pageSize(search.offset));
     params.set("offset", String(search.offset));
-    if (search.offset > 0) el.sentinel.textContent = "더 불러오는 중…";
+    if (search.offset > 0) el.sentinel.textContent = say("loading_more");
     try {
       const data = await getJson(`/api/search?${params}`, search.controller.signal);
       if (search !== current) return;
@@ -331,6 +355,7 @@
       search.more =
         Boolean(data.more) && data.results.length > 0 && search.offset < library.maxDepth;
       search.offlineLeftOut = Math.max(search.offlineLeftOut, data.offline_left_out || 0);
+      search.goneLeftOut = Math.max(search.goneLeftOut, data.gone_left_out || 0);
       const tiles = document.createDocumentFragment();
       for (const hit of data.results) {
         if (search.scores.has(hit.id)) continue; // a ranking that moved between pages
@@ -344,7 +369,7 @@
     } catch (err) {
       if (err.name === "AbortError" || search !== current) return;
       search.more = false;
-      setStatus(`검색하지 못했습니다: ${err.message}`, "error");
+      setStatus(say("search_failed", { why: err.message }), "error");
     } finally {
       search.loading = false;
       if (search === current) el.sentinel.textContent = "";
@@ -362,17 +387,16 @@
     const shown = search.ids.length;
     let text;
     if (shown === 0) {
-      text = "일치하는 사진이 없습니다";
+      text = say("no_match");
     } else if (search.more) {
-      text = `사진 ${count(shown)}장 · 아래로 내리면 더 보입니다`;
+      text = say("shown_more", { n: shown });
     } else if (search.state.sort !== "score" && shown >= Number(pageSize(0))) {
-      text = `점수가 높은 사진 ${count(shown)}장을 날짜순으로 보여 줍니다`;
+      text = say("best_by_date", { n: shown });
     } else {
-      text = `사진 ${count(shown)}장을 찾았습니다`;
+      text = say("found", { n: shown });
     }
-    if (search.offlineLeftOut > 0) {
-      text += ` (연결되지 않은 드라이브의 사진 ${count(search.offlineLeftOut)}장은 뺐습니다)`;
-    }
+    if (search.offlineLeftOut > 0) text += say("offline_left_out", { n: search.offlineLeftOut });
+    if (search.goneLeftOut > 0) text += say("gone_left_out", { n: search.goneLeftOut });
     if (search.notice) setStatus(`${search.notice} · ${text}`, "error");
     else setStatus(text, shown === 0 ? "empty" : "");
   }
@@ -396,7 +420,7 @@
     el.path.textContent = photo.path;
     el.date.textContent = longDate(photo);
     const sized = photo.width && photo.height;
-    el.size.textContent = sized ? `${photo.width} × ${photo.height}` : "알 수 없음";
+    el.size.textContent = sized ? `${photo.width} × ${photo.height}` : say("unknown");
     const score = current && current.scores.get(photo.id);
     el.score.textContent = score === undefined ? "" : score.toFixed(3);
     for (const row of el.viewer.querySelectorAll(".score-row")) row.hidden = score === undefined;
@@ -422,7 +446,7 @@
       const photo = await getJson(`/api/photos/${encodeURIComponent(id)}`);
       if (readUrl().photo === String(id)) openViewer(photo, "none");
     } catch (err) {
-      const notice = `사진을 열지 못했습니다: ${err.message}`;
+      const notice = say("photo_failed", { why: err.message });
       if (current) current.notice = notice; // stays when the search's count comes
       if (current && current.ids.length) showCount(current);
       else setStatus(notice, "error");
@@ -441,7 +465,7 @@
   async function loadSimilar(photo) {
     const run = ++similarRun;
     el.similar.replaceChildren();
-    el.similarStatus.textContent = "비슷한 사진을 찾는 중…";
+    el.similarStatus.textContent = say("similar_searching");
     const url = new URL(photo.similar, location.origin);
     url.searchParams.set("n", String(SIMILAR_PAGE));
     if (current && current.state.includeOffline) url.searchParams.set("include_offline", "1");
@@ -451,15 +475,14 @@
       const state = current ? current.state : readUrl();
       const tiles = document.createDocumentFragment();
       for (const hit of data.results) {
-        if (hit.id === photo.id) continue;
         known.set(hit.id, hit);
         tiles.append(makeTile(hit, state));
       }
       el.similar.append(tiles);
-      el.similarStatus.textContent = el.similar.childElementCount ? "" : "비슷한 사진이 없습니다";
+      el.similarStatus.textContent = el.similar.childElementCount ? "" : say("no_similar");
     } catch (err) {
       if (run !== similarRun) return;
-      el.similarStatus.textContent = `비슷한 사진을 찾지 못했습니다: ${err.message}`;
+      el.similarStatus.textContent = say("similar_failed", { why: err.message });
     }
   }
 
@@ -518,10 +541,10 @@
       const info = await getJson("/api/info");
       library.maxPage = info.max_page;
       library.maxDepth = info.max_depth;
-      el.info.textContent = `사진 ${count(info.photos)}장 · 모델 ${info.model}`;
+      el.info.textContent = say("library_info", { n: info.photos, model: info.model });
       el.info.title = info.library;
     } catch (err) {
-      el.info.textContent = `라이브러리 정보를 읽지 못했습니다: ${err.message}`;
+      el.info.textContent = say("library_failed", { why: err.message });
       el.info.classList.add("error");
     }
   }
