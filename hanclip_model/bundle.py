@@ -131,7 +131,7 @@ def unknown_model(
     built-ins (`builtins`) and the bundles installed in the library (`installed`)."""
     known = ", ".join(sorted(builtins))
     names = sorted(installed)
-    there = f"; installed in the library: {', '.join(names)}" if names else ""
+    there = f", a bundle installed in the library ({', '.join(names)})" if names else ""
     return UnknownModel(
         f"unknown model {name!r}: not a built-in name ({known}){there}, nor a bundle directory"
     )
