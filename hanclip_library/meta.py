@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from hanclip_library.store import PhotoStore
+
+class MetaRows(Protocol):
+    """Where the `meta` rows are read and written (the library's `PhotoStore`)."""
+
+    def get_meta(self, key: str) -> object | None: ...
+
+    def set_meta(self, key: str, value: object) -> None: ...
 
 
 class _MetaText:
@@ -41,7 +46,7 @@ class LibraryMeta:
     # encoders were checked then, so a re-index with it need not load them to check again.
     checked_fingerprint = _MetaText()
 
-    def __init__(self, store: PhotoStore) -> None:
+    def __init__(self, store: MetaRows) -> None:
         self.store = store
 
     @property
