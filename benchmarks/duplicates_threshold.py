@@ -1,20 +1,14 @@
 """Where `hanclip duplicates` should draw its line: copies of a photo against other photos.
 
-Generates varied photo-like pictures (smooth colour at two scales, hard-edged shapes, sensor
-noise: `benchkit.inputs.synthetic_photo`), makes the copies a photo library collects of
-one picture (JPEG re-saved at quality 60, PNG <-> JPEG, resized to 50% and 25%), embeds every
-file with the image model of `--bundle` (a user's real weights) or, offline, the random-weight
-ViT-B/32 (`hanclip_eval.random_models.random_clip_vit_b32`), and prints the cosine
-distributions: copy against its original (min and low percentiles) and different photos
-against each other (max and high percentiles), in the raw image embedding space and in the
-search space (through the bundle's heads, or seeded random heads offline). The threshold
-reported, "threshold (raw space)", is the midpoint of the gap between the lowest copy score
-and the highest different-photo score in the raw space, which is what `hanclip duplicates`
-compares.
+    python benchmarks/duplicates_threshold.py [--photos 40] [--bundle DIR]
 
-`hanclip_library.duplicates.DEFAULT_THRESHOLD` is this script's figure for the random-weight
-ViT-B/32 (real CLIP weights cannot be fetched where it was run): a random network's gap is not
-CLIP's, so the default is a measured starting point, and `--threshold` overrides it.
+Photo-like pictures (`benchkit.inputs.synthetic_photo`) and the copies a library collects of
+each (JPEG at quality 60, PNG <-> JPEG, resized to 50% and 25%) are embedded with the image
+model of `--bundle` or, offline, the random-weight ViT-B/32; the report gives the cosines of
+copies against their originals (lowest) and of different photos (highest), in the raw space
+and through the heads. "threshold (raw space)", the middle of the gap in the raw space that
+`hanclip duplicates` compares, is where `hanclip_library.duplicates.DEFAULT_THRESHOLD` comes
+from (random weights: a measured starting point, which `--threshold` overrides).
 """
 
 from __future__ import annotations

@@ -1,38 +1,15 @@
 """`hanclip index` with an exported bundle (ONNX Runtime, no torch) against torch, one run.
 
-Real-size architectures with random weights, so FLOPs, file sizes and import costs are the
-real ones and only the vectors mean nothing: open_clip ViT-B/32 saved with fixed seeded
-weights in open_clip's `local-dir:` layout (a model with no pretrained tag has new weights at
-every load, and cannot be exported), a paraphrase-multilingual-MiniLM-L12-v2-shaped BERT with
-a 250k-piece Unigram stand-in tokenizer, random heads. Two bundles name the same models: one
-after `hanclip export` (carries `encoders/image` and `encoders/text`), one without encoders,
-run with `HANCLIP_FAST_IMAGE=0` (the torch path). The export also puts the text encoder's ONNX
-export in the work directory's cache, which the plain bundle's runs use: only the image side
-differs. One run measures:
+    python benchmarks/index_onnx.py --work /tmp/onnxbench [--quantize-images] [--quick]
 
-1. start-up: wall time of a whole `hanclip index` process (spawn to exit) on a folder holding
-   one ~2-MP JPEG, a new library each run, for both bundles (median of `--runs`, every run
-   shown; one untimed run of each first). Target: exported <= 1.5 s. One more exported run
-   under `python -X importtime` tells whether torch, open_clip and onnxruntime were imported.
-2. photos/s, ONNX vs torch: (i) the encoder stage, in this process: batches of 32
-   preprocessed 224x224 photos through `FastImageEncoder.embed_pixels` and open_clip
-   `ClipEncoder.embed_pixels`, both on the usable cores, one warm-up then interleaved timed
-   batches, the best of each; the target (ONNX/torch >= 1.1x) applies to this figure. (ii)
-   end to end: `hanclip index` processes on `--photos` ~2-MP JPEGs (decoding, hashing and the
-   library are costs both pay alike), as photos / wall time (start-up included) and steady:
-   the photos committed from the first batch's commit to the last over the time between them
-   (read from the library while it runs; needs two batches of 32, so 64 photos or more). The
-   worst cosine ONNX vs torch over the benchmark photos (same pixels) is shown too.
-3. `--quantize-images`: `quantize_image_encoder` on a copy of the export (it keeps the int8
-   graph only at cosine >= 0.99 against fp32 on its verification images: KEPT or REFUSED),
-   its photos/s in the same encoder-stage loop, its worst cosine against fp32 on the
-   verification images and on the benchmark photos (a refused graph is quantised again beside
-   it so that its speed is still shown).
-4. the peak RSS of every `hanclip index` process (wait4 in a small launcher).
-
-Every ratio comes from figures measured in this run. The machine may be shared: the load
-average and the cores a busy loop could get are reported with the figures. Models, photos and
-the export are kept in `--work` and reused.
+Two bundles name the same real-size random models (ViT-B/32 with fixed seeded weights, so it
+can be exported; a MiniLM-L12-shaped text model; heads): one after `hanclip export`, one
+without encoders, run with HANCLIP_FAST_IMAGE=0 (torch); only the image side differs. It
+measures a whole `hanclip index` of one photo (start-up; target: exported <= 1.5 s) and what
+it imported; photos/s of the image encoder stage in this process (target: ONNX/torch >= 1.1x)
+and of whole `index` processes, steady rate included; the worst cosine ONNX vs torch; with
+`--quantize-images`, the int8 graph (kept or refused) timed alike; each process's peak RSS.
+Models, photos and the export are kept in `--work`; the parts are in `onnxbench`.
 """
 
 from __future__ import annotations
@@ -40,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 
 from benchkit import entry
 
@@ -63,11 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from onnxbench.figures import FULL, QUICK, checks
     from onnxbench.run import run_benchmark
 
-    sizes = QUICK if args.quick else FULL
-    if args.photos is not None:
-        sizes = replace(sizes, photos=max(1, args.photos))
-    if args.runs is not None:
-        sizes = replace(sizes, runs=max(1, args.runs))
+    sizes = entry.resized(QUICK if args.quick else FULL, args, "photos", "runs")
     with work_directory(args.work) as work:
         return entry.finish(
             lambda: run_benchmark(work, sizes, quantize=args.quantize_images),

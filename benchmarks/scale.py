@@ -1,31 +1,16 @@
 """hanclip at scale (issue 16): cold and warm search, the index's freshness check and load, and
 a no-op re-index, on fabricated libraries of 100k and 1M photos.
 
-Per size, a library is fabricated with plain SQL at schema 4 (kept in `--work`, keyed on the
-size and a format number): random clustered unit embeddings of the bundle's raw dimension
-(512 for the default real-size random-weight bundle of `benchmarks/speed.py`), the first
-100,000 rows real small JPEG files on disk (one folder tree, 100 subfolders, each file
-distinct, rows with its real size, mtime_ns and sha256), the rest rows under a folder that
-exists nowhere and is never indexed. The measured checkout (`--code`, default this repository;
-run as `python -m hanclip_cli` with PYTHONPATH=CHECKOUT) works on its own copy of it, kept in
-the work directory per checkout path and HEAD (`--fresh` copies it anew): its first
-`hanclip index` of the real files migrates the library and builds the HNSW index (the report
-gives its time); then, per size:
+    python benchmarks/scale.py --work /tmp/hanclip-scale [--code CHECKOUT] [--quick]
 
-1. cold search: fresh `hanclip search QUERY --json -n 10` processes, spawn to exit, `--runs`
-   distinct Korean queries, after one untimed search (OS page cache warm): p50, min, max;
-2. warm search: GET /api/search?q=QUERY&n=10 on a running `hanclip serve` of the library,
-   client wall time, distinct queries, after one untimed request;
-3. the freshness check: `sync_index(directory, store, model, write=False)` and
-   `load_index(directory)`, each timed in a fresh process of the checkout, and their
-   difference; also the id read of the check before issue 16 (`store.ids()` + labels);
-4. index load time: `load_index`, median of 3 fresh processes;
-5. peak RSS of the cold search processes;
-6. no-op re-index: `hanclip index REALROOT --json` with nothing changed, median of 3, checked
-   to report nothing added, updated, moved, removed or failed.
-
-Targets, PASS/FAIL: cold search p50 <= 0.5 s up to 100k photos, <= 1 s up to 1M; no-op
-re-index of 100,000 files < 2 s.
+Each library is fabricated once in plain SQL at schema 4 (`scalebench.library`) and copied for
+the measured checkout (`--code`, default this repository, run as `python -m hanclip_cli` with
+PYTHONPATH=CHECKOUT), whose first `hanclip index` migrates it and builds the HNSW index. Per
+size (`scalebench.measure`): cold `hanclip search -n 10` processes, spawn to exit, on their own
+and with the resident server up; warm /api/search requests on a running `hanclip serve`;
+`load_index` and `sync_index` (the freshness check) in fresh processes; the cold searches'
+peak RSS; a no-op re-index of the real files. Targets: cold search p50 <= 0.5 s up to 100k
+photos, <= 1 s up to 1M; no-op re-index of 100,000 files < 2 s.
 """
 
 from __future__ import annotations
@@ -41,8 +26,8 @@ import httpx
 from benchkit import entry
 from benchkit.inputs import build_random_bundle, korean_queries, tiny_bundle
 from benchkit.processes import log
-from benchkit.workspace import default_work, isolated_env
-from scalebench.checkout import Checkout, Runner, seed_dim
+from benchkit.workspace import default_work
+from scalebench.checkout import Checkout, seed_dim
 from scalebench.figures import Report, checks
 from scalebench.library import REAL_FILES
 from scalebench.measure import RUNS, measure_size
@@ -66,9 +51,9 @@ def run_benchmark(args: argparse.Namespace) -> Report:
     else:
         log("bundle: real-size random weights (once per work directory)")
         bundle = build_random_bundle(work / "bundle")
-    runner = Runner(checkout, bundle, checkout.env(isolated_env(work)))
+    ws = checkout.workspace(work, bundle)
     load_start = os.getloadavg()
-    dim = seed_dim(work, runner)
+    dim = seed_dim(ws)
     log(f"checkout {checkout.label}; bundle {bundle}; raw dimension {dim}")
     texts = korean_queries(len(args.sizes) * 2 * (args.runs + 1), seed=16)
     figures = []
@@ -76,13 +61,7 @@ def run_benchmark(args: argparse.Namespace) -> Report:
         queries = texts[number * 2 * (args.runs + 1) : (number + 1) * 2 * (args.runs + 1)]
         figures.append(
             measure_size(
-                work,
-                runner,
-                size,
-                queries,
-                real_files=args.real_files,
-                dim=dim,
-                fresh=args.fresh,
+                ws, checkout, size, queries, real_files=args.real_files, dim=dim, fresh=args.fresh
             )
         )
     return Report(

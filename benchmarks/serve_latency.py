@@ -1,27 +1,14 @@
 """`hanclip serve`'s API latency on a 10,000-photo library, measured in one offline run.
 
-The issue's claim: the server keeps the text model loaded and the HNSW index in memory, so a
-query answers in tens of milliseconds, where each `hanclip search` process loads them anew.
-One run measures, with real-size random-weight models (the bundle of `benchmarks/speed.py`:
-ViT-B/32 and a MiniLM-L12-size text model with a 250k-piece Unigram tokenizer):
+    python benchmarks/serve_latency.py [--work DIR] [--photos 10000] [--queries 100]
 
-* start-up: `hanclip serve --port 0` from spawn to its URL line and to its first answer;
-* warm latency, the client's wall time per request over one keep-alive connection, p50, p90,
-  p99, min and max: `GET /api/search?q=...&n=30`, the same filtered by date and folder (a
-  broad filter that keeps the synthetic rows, a narrow one that keeps the real photos), a
-  second page (`offset=30`), `/api/photos/ID/similar?n=30`, and a real photo's thumbnail
-  made the first time and then from the cache. Every query text is new (generated Korean
-  phrases), so no cache can answer one;
-* the cold CLI: the median wall time of `hanclip search` processes on the same library, and
-  its ratio to the server's p50.
-
-The library: a few generated 12-MP JPEGs (phone-size, so a first thumbnail costs what it
-costs on a phone photo) indexed with `hanclip index`, topped up with synthetic rows (random
-embeddings, paths under /synthetic) to `--photos`. The bundle, the photos, the library and
-the fast text encoder's export are kept under `--work` (default: a folder in the user cache)
-and reused by the next run: only the first run pays for making them.
-
-The report ends with the target `server search p50 <= 50 ms`.
+The server keeps the text model and the HNSW index loaded, so a query should answer in tens of
+milliseconds (target: search p50 <= 50 ms), where each `hanclip search` process loads them
+anew. With the real-size random-weight bundle of `speed.py`, on a library of a few indexed
+12-MP JPEGs topped up with synthetic rows, it measures the server's start-up, then the warm
+latency of each kind of request over one keep-alive connection (search, filtered broad and
+narrow, second page, similar photos, a thumbnail made and then cached), every query text new,
+and the cold CLI's median beside it. Bundle, photos and library are kept under `--work`.
 """
 
 from __future__ import annotations
@@ -39,10 +26,17 @@ import httpx
 import numpy as np
 from benchkit import entry
 from benchkit.figures import Check, Spread, Target
-from benchkit.inputs import PHOTO_SIZE, PHRASES, fill_library, korean_queries, linked_folder
+from benchkit.inputs import (
+    PHOTO_SIZE,
+    PHRASES,
+    fill_library,
+    korean_queries,
+    linked_folder,
+    synthetic_root,
+)
 from benchkit.processes import BenchmarkError, LoadSampler, LoadSummary, log
 from benchkit.server import Server, running_server
-from benchkit.workspace import Workspace, check_index_counts
+from benchkit.workspace import Workspace, check_index_counts, photo_rows
 
 # The issue's "tens of milliseconds".
 SEARCH_P50 = Target("search_p50_ms", "server search p50", "<=", 50.0, " ms")
@@ -50,15 +44,11 @@ REAL_PHOTOS = 12  # indexed JPEGs: the thumbnails and the narrow filter's photos
 PAGE = 30  # n of every search: the web page's grid
 WARMUP_SEARCHES = 10
 CLI_RUNS = 3
-SYNTHETIC_ROOT = "/synthetic"  # where `fill_library` puts its rows
 
 # Each text is used once: warm-up, the plain search, two filters and the second page.
 MAX_QUERIES = (PHRASES - WARMUP_SEARCHES - 3) // 4
 
 Call = tuple[str, dict[str, str | int]]  # a GET: path and query parameters
-
-
-# -- figures ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -111,9 +101,6 @@ class Results:
 
 def checks(results: Results) -> list[Check]:
     return [Check.of(SEARCH_P50, results.search_p50_ms)]
-
-
-# -- the requests ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -230,9 +217,6 @@ def measure_requests(client: httpx.Client, plan: Plan) -> tuple[float, tuple[Lat
     return first_ms, tuple(latencies)
 
 
-# -- the server process ------------------------------------------------------------------
-
-
 def measure_server(server: Server, plan: Plan) -> ServerFigures:
     """Everything in `plan`, over one keep-alive connection."""
     with httpx.Client(base_url=server.url, timeout=120, trust_env=False) as client:
@@ -240,9 +224,6 @@ def measure_server(server: Server, plan: Plan) -> ServerFigures:
         ready_s = server.since_spawn()
         first_ms, latencies = measure_requests(client, plan)
     return ServerFigures(server.announced_s, ready_s, first_ms, server.peak_rss_mb(), latencies)
-
-
-# -- the library and the CLI -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -265,23 +246,11 @@ def read_library(path: Path, photos_folder: Path) -> Library:
     return Library(path, photos_folder, all_ids, tuple(real))
 
 
-def library_count(path: Path) -> int:
-    from hanclip_library.store import DB_NAME, PhotoStore
-
-    if not (path / DB_NAME).is_file():
-        return 0
-    store = PhotoStore(path, create=False)
-    try:
-        return store.count()
-    finally:
-        store.close()
-
-
 def build_library(ws: Workspace, photos: Sequence[Path], total: int) -> Library:
     """The real photos indexed by `hanclip index`, synthetic rows up to `total`; kept in the
     work directory and reused when it holds `total` photos."""
     path, folder = ws.root / f"serve-library-{total}", ws.root / "serve-photos"
-    if library_count(path) == total and folder.is_dir():
+    if photo_rows(path / "library.db") == total and folder.is_dir():
         log(f"library: reusing {path}")
     else:
         shutil.rmtree(path, ignore_errors=True)
@@ -291,12 +260,6 @@ def build_library(ws: Workspace, photos: Sequence[Path], total: int) -> Library:
         log(f"library: adding synthetic rows up to {total:,} photos")
         fill_library(path, total)
     return read_library(path, folder.resolve())
-
-
-def sync_index_file(ws: Workspace, library: Path, text: str) -> None:
-    """One search, as after a user's `hanclip index`: the HNSW file takes the new rows."""
-    log("library: one search to bring the HNSW index file in line")
-    ws.search(text, library)
 
 
 def measure_cli(ws: Workspace, library: Path, texts: Sequence[str]) -> Spread:
@@ -311,16 +274,13 @@ def measure_cli(ws: Workspace, library: Path, texts: Sequence[str]) -> Spread:
     return Spread.of(walls)
 
 
-# -- one run -----------------------------------------------------------------------------
-
-
 def filters_for(library: Library) -> tuple[Filter, ...]:
     """A broad filter (the synthetic rows: nearly every photo passes) and a narrow one (the
     real photos' folder: a handful pass)."""
-    broad = {"after": "2023", "in": SYNTHETIC_ROOT}
+    broad = {"after": "2023", "in": str(synthetic_root(library.path))}
     narrow = {"in": str(library.photos_folder)}
     return (
-        Filter("filtered_broad", f"after=2023 in={SYNTHETIC_ROOT}", broad),
+        Filter("filtered_broad", "after=2023 in=<the synthetic rows' folder>", broad),
         Filter("filtered_narrow", f"in=<the {len(library.real_ids)} real photos>", narrow),
     )
 
@@ -341,7 +301,8 @@ def run_benchmark(work: Path, photos: int, queries: int) -> Results:
         library = build_library(ws, inputs.photos, photos)
         plan = make_plan(queries, library.all_ids, library.real_ids, filters_for(library))
         cli_texts = korean_queries(CLI_RUNS + 1, seed=1)
-        sync_index_file(ws, library.path, cli_texts[0])
+        log("library: one search to bring the HNSW index file in line")
+        ws.search(cli_texts[0], library.path)
         shutil.rmtree(library.path / THUMBNAILS_DIR, ignore_errors=True)  # made the first time
         load.probe("before server")
         log("server: starting")

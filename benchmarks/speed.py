@@ -1,25 +1,14 @@
 """hanclip's speed targets, every figure and every ratio measured in one offline run.
 
+    python benchmarks/speed.py [--work DIR] [--quick] [--bundle DIR] [--json PATH]
+
 Real-size architectures with random weights (open_clip `ViT-B-32` with no pretrained tag, a
-paraphrase-multilingual-MiniLM-L12-v2-shaped BERT with its 250k vocabulary and a stand-in
-XLM-R-style Unigram tokenizer of the same size, random heads), so
-FLOPs and file sizes are the real ones and only the rankings mean nothing. One run measures:
-
-* search: wall time of a `hanclip search` process, start to exit, on a 10,000-photo library,
-  against a naive fresh process (torch + sentence-transformers + open_clip, numpy search);
-* index: photos/s of `hanclip index` on generated 12-megapixel JPEGs, against the machine's
-  ceiling, cores / (decode + model core-seconds per photo), and a naive sequential loop;
-* HNSW (the product's settings): recall@10 against exact search and p50 query time at
-  100,000 vectors, random unit vectors and clustered ones;
-* peak RSS of the `index` and `search` processes;
-* every approximate path against its torch fp32 reference (cosine): the ONNX text encoder,
-  the numpy heads, JPEG draft decoding.
-
-    python benchmarks/speed.py [--work DIR] [--photos 96] [--runs 3] [--quick] [--json PATH]
-
-`--bundle DIR` benchmarks an existing bundle (real weights, say) instead of random ones.
-The measurements live in the package `speedbench` beside this script, the parts every
-benchmark shares in `benchkit`.
+MiniLM-L12-shaped BERT with a 250k-piece stand-in tokenizer, random heads): FLOPs and file
+sizes are the real ones, only rankings mean nothing (`--bundle` measures a given bundle). It
+times cold `hanclip search` processes on a 10,000-photo library against a naive script,
+`hanclip index` photos/s on 12-MP JPEGs against the machine's ceiling and a naive loop, HNSW
+recall@10 and query time at 100,000 vectors, peak RSS, and every approximate path against its
+torch fp32 reference. The parts are in `speedbench`, what benchmarks share in `benchkit`.
 """
 
 from __future__ import annotations
@@ -27,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from benchkit import entry
@@ -49,12 +37,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def sizes_from(args: argparse.Namespace) -> Sizes:
-    sizes = QUICK if args.quick else FULL
-    if args.photos is not None:
-        sizes = replace(sizes, photos=max(1, args.photos))
-    if args.runs is not None:
-        sizes = replace(sizes, runs=max(1, args.runs))
-    return sizes
+    return entry.resized(QUICK if args.quick else FULL, args, "photos", "runs")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

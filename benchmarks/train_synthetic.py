@@ -1,18 +1,15 @@
 """Time the training pipeline on a synthetic world, and show that it learns.
 
-Builds a synthetic world (English, image and Korean banks of 40,000 rows each, D=512/384,
-1,000 held-out image/Korean pairs), saves it as .npy files the way an outside generator
-would, reads the banks back memmapped, then trains with the default hyperparameters for 10
-epochs. Reports seconds per stage (pseudo-pair precompute, training) and image→Korean and
-Korean→image R@1 on the held-out pairs before and after training (chance = 1/1000), then the
-match probability's reliability on those pairs: each photo with its own caption and with
---negatives others, weighted to even odds (the probability's definition, see
-trainer/calibration.py), in bins of predicted probability. A bin's `calibrated_error` is the
-standard error its match rate would have, were the calibration exact.
+    python benchmarks/train_synthetic.py [--rows 40000] [--dims 512 384] [--epochs 10]
 
-The default world parts matches from non-matches so well that nearly every pair lands below
-10 % or above 90 %; a smaller one shows the middle of the curve, e.g.
-`--rows 10000 --dims 128 96 --epochs 4 --batch-size 128 --test 50000`.
+A synthetic world (English, image and Korean banks of `--rows` each, `--test` held-out
+image/Korean pairs) is saved as .npy files the way an outside generator would and read back
+memmapped, then trained. Reports seconds per stage, image->Korean and Korean->image R@1 on
+the held-out pairs before and after training (chance = 1/test), and the match probability's
+reliability there: each photo with its own caption and `--negatives` others, weighted to even
+odds, in bins of predicted probability (trainer/calibration.py). The default world parts
+matches so well that nearly every pair lands below 10 % or above 90 %; a smaller one shows the
+middle of the curve, e.g. `--rows 10000 --dims 128 96 --epochs 4 --batch-size 128 --test 50000`.
 """
 
 from __future__ import annotations

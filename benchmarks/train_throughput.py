@@ -1,24 +1,14 @@
 """How fast `hanclip train`'s stages run on one device, with real-size random-weight encoders.
 
-One offline run, on the device that `--device` names (default: CUDA when torch sees a GPU,
-else the CPU), with the bundle of `benchmarks/speed.py` (open_clip ViT-B/32 and a
-paraphrase-multilingual-MiniLM-L12-v2-size text encoder, random weights: true FLOPs,
-meaningless outputs) and the code paths `hanclip train` runs:
+    python benchmarks/train_throughput.py [--device cuda] [--work DIR] [--images N ...]
 
-* caption banks: captions/s encoding English captions into the e^I bank (CLIP text tower)
-  and into the e^K bank (the text encoder; a Korean caption bank costs the same per
-  caption), through `encode_bank` with its per-device batch size;
-* the image bank: images/s of decode + preprocess (DataLoader workers) + ViT-B/32 on
-  generated phone-size JPEGs (12 MP), through `encode_bank` and the DataLoader encoder; on
-  a GPU the few distinct photos are read over and over (each read decodes in full);
-* soft retrieval (the pseudo images): seconds for Q captions against a bank of N images,
-  512-d, measured on a slice and extrapolated to 1M × 1.5M. The work is exactly Q·N·D
-  multiply-adds twice and Q·N exponentials, so its time is proportional to Q × N;
-* training: seconds per epoch at batch 2048, the second of two epochs measured on R rows and
-  scaled by steps to 1M rows (every step of a fixed batch size costs the same).
-
-The bundle and the photos are made once and kept under `--work` (default: a folder in the
-user cache). A target-language caption bank costs what the e^K bank costs per caption.
+With the bundle of `speed.py` (true FLOPs, meaningless outputs) and the code paths `hanclip
+train` runs, on `--device` (default CUDA when torch sees a GPU): captions/s into the e^I bank
+(CLIP text tower) and the e^K bank (the text encoder; a Korean bank costs the same), images/s
+of the image bank on 12-MP JPEGs (DataLoader decode + ViT-B/32), soft retrieval timed on a
+slice and extrapolated to 1M x 1.5M (its work is proportional to queries x bank), and one
+epoch at batch 2048 (the second of two) scaled by steps to 1M rows. Each figure comes with its
+time at those targets. Bundle and photos are kept under `--work`.
 """
 
 from __future__ import annotations
@@ -181,9 +171,6 @@ class Results:
         return self.images.items / self.distinct_photos
 
 
-# -- measurements ------------------------------------------------------------------------
-
-
 def english_captions(count: int) -> list[str]:
     """Caption-like English sentences (the stand-in corpus's), repeated up to `count`."""
     from hanclip_eval.random_models import standin_corpus
@@ -200,7 +187,13 @@ def mean_tokens(text_model: str, captions: Sequence[str]) -> float:
 
 
 def time_bank(
-    name: str, items: Sequence[str], encoder, dim: int, batch_size: int, folder: Path, target: int
+    name: str,
+    items: Sequence[str],
+    encoder,
+    dim: int,
+    batch_size: int,
+    folder: Path,
+    target: int = TARGET_CAPTIONS,
 ) -> BankFigure:
     """`encode_bank` into a fresh file, as `hanclip train` builds a bank."""
     from trainer.banks import encode_bank
@@ -284,43 +277,23 @@ def run_benchmark(bundle: Path, photos: Sequence[Path], sizes: Sizes, device: st
     # Untimed first calls: lazy initialisation and first-seen shapes are not throughput.
     clip.embed_texts(captions[:WARMUP_CAPTIONS]), text.embed(captions[:WARMUP_CAPTIONS])
     clip.embed_images([Image.new("RGB", (clip.image_size, clip.image_size))] * 2)
-    text_batch = bank_batch_size("text", device)
+    text_batch, image_batch = bank_batch_size("text", device), bank_batch_size("image", device)
+    for photo in photos:
+        photo.read_bytes()  # into the page cache: the disk is not what is measured
+    paths = [str(photos[i % len(photos)]) for i in range(sizes.images)]
+    encoder = image_batch_encoder(clip)
     with tempfile.TemporaryDirectory(prefix="hanclip-train-throughput-") as tmp:
         folder = Path(tmp)
         log(f"e^I bank: {sizes.clip_captions:,} captions, CLIP text tower")
+        english = captions[: sizes.clip_captions]
         clip_text = time_bank(
-            "english-clip",
-            captions[: sizes.clip_captions],
-            clip.embed_texts,
-            clip.dim,
-            text_batch,
-            folder,
-            TARGET_CAPTIONS,
+            "english-clip", english, clip.embed_texts, clip.dim, text_batch, folder
         )
         log(f"e^K bank: {sizes.text_captions:,} captions, text encoder")
-        text_bank = time_bank(
-            "english-text",
-            captions[: sizes.text_captions],
-            text.embed,
-            text.dim,
-            text_batch,
-            folder,
-            TARGET_CAPTIONS,
-        )
-        for photo in photos:
-            photo.read_bytes()  # into the page cache: the disk is not what is measured
-        paths = [str(photos[i % len(photos)]) for i in range(sizes.images)]
-        encoder = image_batch_encoder(clip)
+        english = captions[: sizes.text_captions]
+        text_bank = time_bank("english-text", english, text.embed, text.dim, text_batch, folder)
         log(f"image bank: {sizes.images:,} photos, DataLoader workers: {encoder.workers}")
-        images = time_bank(
-            "images",
-            paths,
-            encoder,
-            clip.dim,
-            bank_batch_size("image", device),
-            folder,
-            TARGET_IMAGES,
-        )
+        images = time_bank("images", paths, encoder, clip.dim, image_batch, folder, TARGET_IMAGES)
     log(f"soft retrieval: {sizes.retrieval_queries:,} x {sizes.retrieval_bank:,}")
     retrieval = time_retrieval(sizes.retrieval_queries, sizes.retrieval_bank, clip.dim, device)
     log(f"training: two epochs over {sizes.train_rows:,} rows")
@@ -348,15 +321,11 @@ def run_benchmark(bundle: Path, photos: Sequence[Path], sizes: Sizes, device: st
     )
 
 
-# -- one run -----------------------------------------------------------------------------
-
-
 def sizes_from(args: argparse.Namespace, device: str) -> Sizes:
     from hanclip_model.device import is_cuda
 
     sizes = CUDA_SIZES if is_cuda(device) else CPU_SIZES
-    given = {f.name: getattr(args, f.name) for f in fields(Sizes)}
-    return replace(sizes, **{k: v for k, v in given.items() if v is not None})
+    return entry.resized(sizes, args, *(f.name for f in fields(Sizes)))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from benchscripts import load_script
 
+from trainer.calibration import ReliabilityBin
+
 # Tensors this small gain nothing from two threads (see conftest.py).
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -22,7 +24,7 @@ bench = load_script("calibration_reliability.py", "calibration_reliability")
 
 
 def _bin(low: float, predicted: float, observed: float, error: float) -> Any:
-    return bench.BinFigure(low, low + 0.1, predicted, observed, error)
+    return ReliabilityBin(low, low + 0.1, 100, 100.0, predicted, observed, error, error)
 
 
 def test_the_worst_miss_counts_only_the_measured_bins() -> None:

@@ -35,9 +35,9 @@ def results(tiny, tmp_path_factory: pytest.TempPathFactory) -> onnx_figures.Resu
 
 def test_both_backends_measured_and_ratios_follow(results: onnx_figures.Results) -> None:
     s, e, x = results.startup, results.encoder, results.end_to_end
-    assert s.onnx_wall_s.count == s.torch_wall_s.count == onnx_figures.QUICK.runs
-    assert min(*s.onnx_wall_s.runs, *s.torch_wall_s.runs) > 0
-    assert min(*s.onnx_peak_rss_mb, *s.torch_peak_rss_mb) > 0
+    assert s.onnx.wall_s.count == s.torch.wall_s.count == onnx_figures.QUICK.runs
+    assert min(*s.onnx.wall_s.runs, *s.torch.wall_s.runs) > 0
+    assert min(*s.onnx.peak_rss_mb.runs, *s.torch.peak_rss_mb.runs) > 0
     assert e.onnx_photos_per_s > 0 and e.torch_photos_per_s > 0
     assert e.ratio == pytest.approx(e.onnx_photos_per_s / e.torch_photos_per_s)
     assert e.onnx_photos_per_s == pytest.approx(e.batch / min(e.onnx_batch_s))
@@ -46,7 +46,7 @@ def test_both_backends_measured_and_ratios_follow(results: onnx_figures.Results)
     assert x.onnx_photos_per_s > 0 and x.torch_photos_per_s > 0
     assert x.ratio == pytest.approx(x.onnx_photos_per_s / x.torch_photos_per_s)
     # Fewer photos than two index batches: no steady rate, said so rather than guessed.
-    assert x.steady_ratio is None and x.onnx_steady_photos_per_s is None
+    assert x.steady_ratio is None and x.onnx.steady_photos_per_s is None
     q = results.int8
     assert q is not None and q.photos_per_s > 0
     assert q.ratio_vs_fp32 == pytest.approx(q.photos_per_s / e.onnx_photos_per_s)
@@ -68,7 +68,7 @@ def test_report_and_targets_follow_the_figures(results: onnx_figures.Results) ->
     report = _report(results)
     s, e = results.startup, results.encoder
     startup, ratio = onnx_figures.checks(results)
-    assert startup.passed == (s.onnx_wall_s.p50 <= 1.5)
+    assert startup.passed == (s.onnx.wall_s.p50 <= 1.5)
     assert ratio.passed == (e.ratio >= 1.1)
     assert re.search(
         rf"\n  {startup.verdict()} +exported start-up, median +[0-9.]+ s  <= 1.5 s", report
@@ -79,7 +79,7 @@ def test_report_and_targets_follow_the_figures(results: onnx_figures.Results) ->
     assert re.search(r"\n  onnx imports torch +no\n", report)
     assert re.search(rf"\n  kept +{'yes' if results.int8.kept else 'no'}\n", report)
     # The verdicts flip with the figures, not with anything else.
-    slow = replace(results, startup=replace(s, onnx_wall_s=Spread.of([9.0])))
+    slow = replace(results, startup=replace(s, onnx=replace(s.onnx, wall_s=Spread.of([9.0]))))
     assert re.search(r"\n  FAIL \(500% over\) +exported start-up, median +9 s", _report(slow))
     figures = json.loads(to_json(results, onnx_figures.checks(results)))
     assert figures["encoder"]["ratio"] == pytest.approx(e.ratio)

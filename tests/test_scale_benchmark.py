@@ -13,17 +13,16 @@ import pytest
 from benchkit.figures import Spread
 from benchkit.inputs import korean_queries
 from benchkit.report import render
-from benchkit.workspace import isolated_env
+from benchkit.workspace import photo_rows
 from benchscripts import load_script
 from conftest import EMBED_DIM, TinyModels
-from scalebench.checkout import PAGE, Checkout, Runner
+from scalebench.checkout import PAGE, Checkout, search
 from scalebench.figures import Report, SizeFigures, checks, size_checks
 from scalebench.library import (
     SCHEMA_VERSION,
     SYNTHETIC_ROOT,
     ensure_real_files,
     fabricate_library,
-    library_rows,
     raw_dim,
 )
 from scalebench.measure import measure_size
@@ -85,7 +84,7 @@ def test_the_fabricated_library_has_schema_4_of_the_migrations(tmp_path: Path) -
     assert [r[:4] for r in rows[:10]] == [(f.path, f.size, f.mtime_ns, f.sha256) for f in files]
     assert all(r[0].startswith(SYNTHETIC_ROOT + "/") for r in rows[10:])
     assert len(rows) == 25 == len({r[0] for r in rows})
-    assert raw_dim(library) == 8 and library_rows(library) == 25
+    assert raw_dim(library) == 8 and photo_rows(library / "library.db") == 25
 
 
 def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) -> None:
@@ -94,10 +93,10 @@ def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) ->
     from hanclip_library.store import PhotoStore
 
     checkout = Checkout.at(REPO)
-    runner = Runner(checkout, tiny.heads_bundle, checkout.env(isolated_env(tmp_path)))
+    ws = checkout.workspace(tmp_path, tiny.heads_bundle)
     queries = korean_queries(6, seed=16)  # 1 + 2 cold, 1 + 2 warm
     figures = measure_size(
-        tmp_path, runner, 300, queries, real_files=100, dim=EMBED_DIM, reindex_runs=1, probe_runs=1
+        ws, checkout, 300, queries, real_files=100, dim=EMBED_DIM, reindex_runs=1, probe_runs=1
     )
     assert figures.photos == 300 and figures.real_files == 100
     assert figures.reindex_counts["added"] == 0 and figures.reindex_counts["unchanged"] == 100
@@ -111,7 +110,7 @@ def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) ->
         assert len(store.records_under([tmp_path / "files-100-f1"])) == 100
     finally:
         store.close()
-    _, hits = runner.search("바닷가의 강아지", Path(figures.library))
+    _, hits = search(ws, "바닷가의 강아지", Path(figures.library))
     assert len(hits) == PAGE
     report = format_report(_report([figures]))
     assert "reindex counts" in report and "\n  n/a " in report  # no re-index target at 100 files

@@ -1,11 +1,9 @@
 """What every benchmark script shares: its common flags and the tail of its `main`.
 
-A benchmark measures into frozen dataclasses; `finish` prints them as the report
-(`benchkit.report`; progress goes to stderr) and, with `--json PATH`, writes the same figures
-as JSON (`benchkit.figures`). It exits 0 whether or not its targets are met: a target missed
-is a figure, not a failure (a script whose target is a limit it must hold says so with
-`fail_on_miss`). It exits 1 when a measurement could not be made (`BenchmarkError`, or the
-errors a script adds).
+`finish` prints the figures as the report (progress goes to stderr), writes them as JSON with
+`--json PATH`, and exits 0 whether or not the targets are met (a missed target is a figure;
+a script whose target is a limit it must hold says `fail_on_miss`), 1 when a measurement
+could not be made (`BenchmarkError`, or the errors a script adds).
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +20,7 @@ from benchkit.processes import BenchmarkError
 from benchkit.report import render
 
 Results = TypeVar("Results")
+Sizes = TypeVar("Sizes")
 
 
 def parser(doc: str, example: str, *, work: str | None = None) -> argparse.ArgumentParser:
@@ -31,6 +31,12 @@ def parser(doc: str, example: str, *, work: str | None = None) -> argparse.Argum
         made.add_argument("--work", type=Path, help=f"work directory ({work})")
     made.add_argument("--json", type=Path, dest="json_path", help="also write figures here")
     return made
+
+
+def resized(sizes: Sizes, args: argparse.Namespace, *names: str) -> Sizes:
+    """`sizes` with each field of `names` that the command line gave (at least 1)."""
+    given = {name: getattr(args, name) for name in names}
+    return replace(sizes, **{k: max(1, v) for k, v in given.items() if v is not None})
 
 
 def finish(

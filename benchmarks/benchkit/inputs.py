@@ -135,12 +135,20 @@ def read_bytes(paths: Sequence[Path]) -> int:
     return total
 
 
+def synthetic_root(library: Path) -> Path:
+    """The folder of the rows `fill_library` adds to `library`."""
+    return library.parent / f"{library.name}-synthetic"
+
+
 def fill_library(library: Path, total: int, seed: int = 0) -> int:
-    """Add synthetic rows (random raw embeddings, fake paths) until `total` photos; returns
-    how many were added. Search never reads the photos themselves, and the ViT's cost per
-    photo is what the index measurement is for already."""
+    """Add synthetic rows (random raw embeddings) until `total` photos; returns how many were
+    added. Search never decodes the photos, and the ViT's cost per photo is what the index
+    measurement is for already; but it leaves out a hit whose file is gone, so each row has an
+    empty file under `synthetic_root(library)`."""
     from hanclip_library.store import NewPhoto, PhotoStore
 
+    root = synthetic_root(library)
+    root.mkdir(exist_ok=True)
     store = PhotoStore(library, create=False)
     try:
         have = store.count()
@@ -149,9 +157,12 @@ def fill_library(library: Path, total: int, seed: int = 0) -> int:
         for start in range(have, total, 1000):
             count = min(1000, total - start)
             raw = rng.standard_normal((count, dim), dtype=np.float32)
+            paths = [root / f"{start + i:06d}.jpg" for i in range(count)]
+            for path in paths:
+                path.touch()
             photos = [
                 NewPhoto(
-                    path=f"/synthetic/{start + i:06d}.jpg",
+                    path=str(paths[i]),
                     size=3_500_000,
                     mtime_ns=1_700_000_000_000_000_000 + start + i,
                     sha256=f"{start + i:064x}",

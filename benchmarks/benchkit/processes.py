@@ -104,6 +104,17 @@ def run_process(
     )
 
 
+def import_log(stderr: str) -> list[tuple[str, int]]:
+    """(name, cumulative microseconds) of each import in a `python -X importtime` log; the
+    name keeps its leading spaces, one per level of nesting."""
+    found = []
+    for line in stderr.splitlines():
+        fields = line.split("|")
+        if line.startswith("import time:") and len(fields) == 3 and fields[1].strip().isdigit():
+            found.append((fields[2], int(fields[1])))
+    return found
+
+
 def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:
     """A kB field of /proc/PID/status (VmRSS, VmHWM: the peak RSS, RssFile) in bytes; None
     off Linux or once the process has exited."""
@@ -170,10 +181,10 @@ def with_others(command: Callable[[], ProcessRun]) -> tuple[ProcessRun, float | 
     The launcher's own few milliseconds of start-up count as theirs."""
     if not Path("/proc/stat").is_file():
         return command(), None
-    machine, own = machine_busy_s(), time.process_time()
+    start = CpuSample(machine_busy_s(), 0.0, time.process_time())
     run = command()
-    spent = machine_busy_s() - machine - (time.process_time() - own) - run.cpu_s
-    return run, max(0.0, spent / run.wall_s)
+    end = CpuSample(machine_busy_s(), run.cpu_s, time.process_time())
+    return run, others_cores(start, end, run.wall_s)
 
 
 _SPIN = """

@@ -82,6 +82,15 @@ def hanclip_command() -> list[str]:
     return [sys.executable, "-m", "hanclip_cli"]
 
 
+def photo_rows(db: Path) -> int:
+    """Photos in a library database, read-only; 0 while it is missing or busy (a poll)."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1)) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
 @dataclass
 class IndexWatch:
     """Polled while `hanclip index` runs. Its library database appears once both models are
@@ -99,7 +108,7 @@ class IndexWatch:
             if self.db.exists():
                 self.opened_s, self.opened_cpu = elapsed_s, CpuSample.take(pid)
             return
-        count = self._count()
+        count = photo_rows(self.db)
         if count and (not self.commits or count != self.commits[-1][1]):
             self.commits.append((elapsed_s, count))
             self.committed_cpu = CpuSample.take(pid)
@@ -120,13 +129,6 @@ class IndexWatch:
         wall = self.commits[-1][0] - self.opened_s
         return others_cores(self.opened_cpu, self.committed_cpu, wall) if wall > 0 else None
 
-    def _count(self) -> int:
-        try:
-            with closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=0.1)) as db:
-                return int(db.execute("SELECT COUNT(*) FROM photos").fetchone()[0])
-        except sqlite3.Error:  # not created yet, or busy: the next poll sees it
-            return 0
-
     def phase_s(self, photos: int, wall_s: float) -> float:
         """Library opened to last photo committed; when a poll missed either end, the start
         or the exit stands in, which can only make the phase longer, never flatter it."""
@@ -137,12 +139,14 @@ class IndexWatch:
 
 @dataclass(frozen=True)
 class Workspace:
-    """Everything one run writes, under the work directory."""
+    """hanclip's commands on one bundle, as a user runs them, writing under `root`."""
 
     root: Path
     bundle: Path
     env: dict[str, str]
     hanclip: list[str] = field(default_factory=hanclip_command)
+    # False: `index` runs unpolled (scale.py times whole processes; polling would cost them).
+    watch_index: bool = True
 
     def fresh(self, name: str) -> Path:
         path = self.root / "runs" / name
@@ -152,12 +156,12 @@ class Workspace:
 
     def index(
         self, folder: Path, library: Path, device: str | None = "cpu"
-    ) -> tuple[ProcessRun, IndexWatch]:
+    ) -> tuple[ProcessRun, IndexWatch | None]:
         cmd = [*self.hanclip, "index", str(folder), "--library", str(library)]
         cmd += ["--model", str(self.bundle), "--json"]
         if device:
             cmd += ["--device", device]
-        watch = IndexWatch(library / "library.db")
+        watch = IndexWatch(library / "library.db") if self.watch_index else None
         return run_process(cmd, self.env, watch), watch
 
     def search(
@@ -168,11 +172,11 @@ class Workspace:
         cmd += ["--model", str(self.bundle), "--json", *options]
         return run_process(cmd, {**self.env, **(env or {})})
 
-    def search_imports(self, query: str, library: Path) -> ProcessRun:
-        """The same search under `python -X importtime` (the import log goes to stderr)."""
-        cmd = [sys.executable, "-X", "importtime", "-m", "hanclip_cli", "search", query]
-        cmd += ["--library", str(library), "--model", str(self.bundle), "--json"]
-        return run_process(cmd, self.env)
+    def with_import_log(self, *args: str) -> ProcessRun:
+        """`hanclip ARGS...` under `python -X importtime` (the log goes to stderr: see
+        `processes.import_log`)."""
+        script = self.hanclip[1:] if self.hanclip[0] == sys.executable else self.hanclip
+        return run_process([sys.executable, "-X", "importtime", *script, *args], self.env)
 
     def naive_search(self, query: str, vectors: Path, paths: Path) -> ProcessRun:
         """`speedbench.naive.naive_search` in a fresh process."""

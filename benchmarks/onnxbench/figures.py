@@ -3,7 +3,6 @@ sizes and its targets."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchkit.environment import Environment
@@ -31,13 +30,28 @@ QUICK = Sizes(photos=4, runs=1, photo_size=(640, 480), batch=8, repeats=2, warmu
 
 
 @dataclass(frozen=True)
-class Startup:
-    """Whole `hanclip index` processes on a folder of one photo, a fresh library each."""
+class Processes:
+    """Whole `hanclip index` processes of one backend, a fresh library each. The steady rate
+    is read from the library while it runs (each batch of photos is one commit): photos
+    committed between the first commit and the last, over the time between them, so neither
+    the start-up nor the first forward counts."""
 
-    onnx_wall_s: Spread
-    torch_wall_s: Spread
-    onnx_peak_rss_mb: tuple[float, ...]
-    torch_peak_rss_mb: tuple[float, ...]
+    wall_s: Spread
+    peak_rss_mb: Spread
+    steady_photos_per_s_runs: tuple[float | None, ...]  # None: under two batches
+
+    @property
+    def steady_photos_per_s(self) -> float | None:
+        seen = [v for v in self.steady_photos_per_s_runs if v is not None]
+        return median(seen) if seen else None
+
+
+@dataclass(frozen=True)
+class Startup:
+    """`hanclip index` of a folder holding one photo."""
+
+    onnx: Processes
+    torch: Processes
     onnx_imports_torch: bool  # one more exported run, under `python -X importtime`
     onnx_imports_onnxruntime: bool
     onnx_imports_open_clip: bool
@@ -45,7 +59,7 @@ class Startup:
     @property
     def speedup(self) -> float:
         """Torch median over ONNX median."""
-        return self.torch_wall_s.p50 / self.onnx_wall_s.p50
+        return self.torch.wall_s.p50 / self.onnx.wall_s.p50
 
 
 @dataclass(frozen=True)
@@ -73,52 +87,32 @@ class EncoderStage:
         return self.onnx_photos_per_s / self.torch_photos_per_s
 
 
-def _median_or_none(values: Sequence[float | None]) -> float | None:
-    seen = [v for v in values if v is not None]
-    return median(seen) if seen else None
-
-
 @dataclass(frozen=True)
 class EndToEnd:
-    """Whole `hanclip index` processes on the photos, a fresh library each. The steady rate
-    is read from the library while it runs (each batch of photos is one commit): photos
-    committed between the first batch's commit and the last, over the time between them, so
-    neither the start-up nor the first forward counts."""
+    """`hanclip index` of the photos."""
 
     photos: int
     megapixels: float
-    onnx_wall_s: Spread
-    torch_wall_s: Spread
     batch: int  # `hanclip index`'s default --batch-size: photos per commit
-    onnx_steady_photos_per_s_runs: tuple[float | None, ...]  # None: under two batches
-    torch_steady_photos_per_s_runs: tuple[float | None, ...]
-    onnx_peak_rss_mb: tuple[float, ...]
-    torch_peak_rss_mb: tuple[float, ...]
+    onnx: Processes
+    torch: Processes
 
     @property
     def onnx_photos_per_s(self) -> float:
         """Photos over the median wall time: start-up included."""
-        return self.photos / self.onnx_wall_s.p50
+        return self.photos / self.onnx.wall_s.p50
 
     @property
     def torch_photos_per_s(self) -> float:
-        return self.photos / self.torch_wall_s.p50
+        return self.photos / self.torch.wall_s.p50
 
     @property
     def ratio(self) -> float:
         return self.onnx_photos_per_s / self.torch_photos_per_s
 
     @property
-    def onnx_steady_photos_per_s(self) -> float | None:
-        return _median_or_none(self.onnx_steady_photos_per_s_runs)
-
-    @property
-    def torch_steady_photos_per_s(self) -> float | None:
-        return _median_or_none(self.torch_steady_photos_per_s_runs)
-
-    @property
     def steady_ratio(self) -> float | None:
-        onnx, torch = self.onnx_steady_photos_per_s, self.torch_steady_photos_per_s
+        onnx, torch = self.onnx.steady_photos_per_s, self.torch.steady_photos_per_s
         return onnx / torch if onnx and torch else None
 
 
@@ -155,6 +149,6 @@ class Results:
 
 def checks(results: Results) -> list[Check]:
     return [
-        Check.of(STARTUP, results.startup.onnx_wall_s.p50),
+        Check.of(STARTUP, results.startup.onnx.wall_s.p50),
         Check.of(ENCODER_RATIO, results.encoder.ratio),
     ]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchkit.figures import Spread
 from benchkit.inputs import read_bytes
-from benchkit.processes import BenchmarkError, ProcessRun, log, run_process
+from benchkit.processes import BenchmarkError, ProcessRun, import_log, log
 from benchkit.workspace import (
     FAST_IMAGE_ENV,
     INDEX_BATCH,
@@ -19,7 +18,7 @@ from benchkit.workspace import (
 )
 
 from onnxbench.bundles import Bundles
-from onnxbench.figures import EndToEnd, Startup
+from onnxbench.figures import EndToEnd, Processes, Startup
 
 TORCH_NOTE = "photos went through torch"  # `hanclip index`'s notice when ONNX was not used
 MB = 1024**2
@@ -56,23 +55,35 @@ def index_once(
 
 def imported_modules(ws: Workspace, folder: Path) -> set[str]:
     """Top-level modules one `hanclip index` imported (`python -X importtime`'s log)."""
-    cmd = ws.hanclip
-    if cmd[0] == sys.executable:  # python -m hanclip_cli
-        prefixed = [sys.executable, "-X", "importtime", *cmd[1:]]
-    else:  # the console script is a Python file
-        prefixed = [sys.executable, "-X", "importtime", *cmd]
     library = ws.fresh("imports-library")
     args = ["index", str(folder), "--library", str(library), "--model", str(ws.bundle)]
-    run = run_process([*prefixed, *args, "--json", "--device", "cpu"], ws.env)
+    run = ws.with_import_log(*args, "--json", "--device", "cpu")
     check_index_counts(run, 1)
-    names = set()
-    for line in run.stderr.splitlines():
-        if line.startswith("import time:") and line.count("|") == 2:
-            name = line.rsplit("|", 1)[1].strip()
-            names.add(name.split(".", 1)[0])
+    names = {name.strip().split(".", 1)[0] for name, _ in import_log(run.stderr)}
     if "hanclip_cli" not in names:
         raise BenchmarkError("no import log from `python -X importtime`")
     return names
+
+
+def index_processes(
+    backs: Backends, folder: Path, photos: int, name: str, runs: int
+) -> tuple[Processes, Processes]:
+    """`runs` rounds of one `hanclip index` of `folder` per backend, ONNX then torch."""
+    done: dict[str, list[tuple[ProcessRun, IndexWatch]]] = {"onnx": [], "torch": []}
+    for i in range(runs):
+        for backend, ws in (("onnx", backs.onnx), ("torch", backs.torch)):
+            done[backend].append(index_once(ws, folder, photos, f"{name}-{backend}", backend))
+        walls = ", ".join(f"{b} {runs_of[-1][0].wall_s:.2f} s" for b, runs_of in done.items())
+        log(f"{name} run {i + 1}/{runs}: {walls} for {photos} photos")
+    onnx, torch_ = (
+        Processes(
+            wall_s=Spread.of([run.wall_s for run, _ in runs_of]),
+            peak_rss_mb=Spread.of([run.peak_rss_bytes / MB for run, _ in runs_of]),
+            steady_photos_per_s_runs=tuple(steady_rate(watch, photos) for _, watch in runs_of),
+        )
+        for runs_of in done.values()
+    )
+    return onnx, torch_
 
 
 def measure_startup(backs: Backends, folder: Path, runs: int, warmup: bool) -> Startup:
@@ -81,19 +92,10 @@ def measure_startup(backs: Backends, folder: Path, runs: int, warmup: bool) -> S
     if warmup:
         log("start-up: one untimed torch run (the page cache, like the exported runs had)")
         index_once(backs.torch, folder, 1, "startup-torch", "torch")
-    onnx, torch_ = [], []
-    for i in range(runs):
-        onnx.append(index_once(backs.onnx, folder, 1, "startup-onnx", "onnx")[0])
-        torch_.append(index_once(backs.torch, folder, 1, "startup-torch", "torch")[0])
-        log(
-            f"start-up run {i + 1}/{runs}: onnx {onnx[-1].wall_s:.2f} s, "
-            f"torch {torch_[-1].wall_s:.2f} s"
-        )
+    onnx, torch_ = index_processes(backs, folder, 1, "startup", runs)
     return Startup(
-        onnx_wall_s=Spread.of([r.wall_s for r in onnx]),
-        torch_wall_s=Spread.of([r.wall_s for r in torch_]),
-        onnx_peak_rss_mb=tuple(r.peak_rss_bytes / MB for r in onnx),
-        torch_peak_rss_mb=tuple(r.peak_rss_bytes / MB for r in torch_),
+        onnx=onnx,
+        torch=torch_,
         onnx_imports_torch="torch" in names,
         onnx_imports_onnxruntime="onnxruntime" in names,
         onnx_imports_open_clip="open_clip" in names,
@@ -113,31 +115,10 @@ def steady_rate(watch: IndexWatch, photos: int) -> float | None:
 def measure_end_to_end(
     backs: Backends, folder: Path, photos: Sequence[Path], runs: int
 ) -> EndToEnd:
-    read_bytes(photos)
-    onnx: list[ProcessRun] = []
-    torch_: list[ProcessRun] = []
-    steady: dict[str, list[float | None]] = {"onnx": [], "torch": []}
-    for i in range(runs):
-        for backend, ws, runs_of in (("onnx", backs.onnx, onnx), ("torch", backs.torch, torch_)):
-            run, watch = index_once(ws, folder, len(photos), f"e2e-{backend}", backend)
-            runs_of.append(run)
-            steady[backend].append(steady_rate(watch, len(photos)))
-        log(
-            f"end-to-end run {i + 1}/{runs}: onnx {onnx[-1].wall_s:.2f} s, "
-            f"torch {torch_[-1].wall_s:.2f} s for {len(photos)} photos"
-        )
     from PIL import Image
 
+    read_bytes(photos)
+    onnx, torch_ = index_processes(backs, folder, len(photos), "end-to-end", runs)
     with Image.open(photos[0]) as image:
         megapixels = image.width * image.height / 1e6
-    return EndToEnd(
-        photos=len(photos),
-        megapixels=megapixels,
-        onnx_wall_s=Spread.of([r.wall_s for r in onnx]),
-        torch_wall_s=Spread.of([r.wall_s for r in torch_]),
-        batch=INDEX_BATCH,
-        onnx_steady_photos_per_s_runs=tuple(steady["onnx"]),
-        torch_steady_photos_per_s_runs=tuple(steady["torch"]),
-        onnx_peak_rss_mb=tuple(r.peak_rss_bytes / MB for r in onnx),
-        torch_peak_rss_mb=tuple(r.peak_rss_bytes / MB for r in torch_),
-    )
+    return EndToEnd(len(photos), megapixels, INDEX_BATCH, onnx, torch_)

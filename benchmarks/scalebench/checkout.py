@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchkit.processes import BenchmarkError, ProcessRun, log, run_process
+from benchkit.workspace import Workspace, isolated_env, photo_rows
 
-from scalebench.library import library_rows, raw_dim, template_jpeg, unique_jpeg
+from scalebench.library import raw_dim, template_jpeg, unique_jpeg
 
 PAGE = 10  # results per search: `-n 10`
 # A search that neither asks a running `hanclip serve` nor starts one (serve/discovery.py).
@@ -44,14 +45,13 @@ class Checkout:
     def label(self) -> str:
         return f"{self.path} @ {self.commit}"
 
-    def env(self, base: dict[str, str]) -> dict[str, str]:
-        """`base` with this checkout first on the path; PYTHONSAFEPATH keeps the current
-        directory (another checkout, perhaps) off it."""
-        return {**base, "PYTHONPATH": str(self.path), "PYTHONSAFEPATH": "1"}
-
-    @staticmethod
-    def hanclip() -> list[str]:
-        return [sys.executable, "-m", "hanclip_cli"]
+    def workspace(self, work: Path, bundle: Path) -> Workspace:
+        """Its commands on `bundle`, caches under `work`; PYTHONSAFEPATH keeps the current
+        directory (another checkout, perhaps) off the path. `index` is not polled."""
+        env = {**isolated_env(work), "PYTHONPATH": str(self.path), "PYTHONSAFEPATH": "1"}
+        return Workspace(
+            work, bundle, env, [sys.executable, "-m", "hanclip_cli"], watch_index=False
+        )
 
 
 def _git(path: Path, *args: str) -> str:
@@ -62,38 +62,29 @@ def _git(path: Path, *args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-@dataclass(frozen=True)
-class Runner:
-    """The measured checkout's commands on one bundle, in an isolated environment."""
+def index(ws: Workspace, folder: Path, library: Path) -> tuple[ProcessRun, dict[str, int]]:
+    """`hanclip index FOLDER --json` and the counts it printed."""
+    run, _ = ws.index(folder, library, device=None)
+    return run, json.loads(run.stdout)
 
-    checkout: Checkout
-    bundle: Path
-    env: dict[str, str]
 
-    def index(self, folder: Path, library: Path) -> tuple[ProcessRun, dict[str, int]]:
-        cmd = [*self.checkout.hanclip(), "index", str(folder), "--library", str(library)]
-        run = run_process([*cmd, "--model", str(self.bundle), "--json"], self.env)
-        return run, json.loads(run.stdout)
+def search(
+    ws: Workspace, query: str, library: Path, *, on_its_own: bool = False
+) -> tuple[ProcessRun, list[dict]]:
+    """`hanclip search QUERY --json -n PAGE` and its hits. `on_its_own`: neither asking a
+    running server nor starting one (a checkout from before issue 16 ignores the two
+    variables and always searches on its own)."""
+    run = ws.search(query, library, "-n", str(PAGE), env=ON_ITS_OWN if on_its_own else None)
+    hits = json.loads(run.stdout)
+    if not hits:
+        raise BenchmarkError(f"hanclip search {query!r} found nothing in {library}")
+    return run, hits
 
-    def search(
-        self, query: str, library: Path, *, on_its_own: bool = False
-    ) -> tuple[ProcessRun, list[dict]]:
-        """`on_its_own`: neither asking a running server nor starting one (a checkout from
-        before issue 16 ignores the two variables and always searches on its own)."""
-        cmd = [*self.checkout.hanclip(), "search", query, "--library", str(library)]
-        cmd += ["--model", str(self.bundle), "--json", "-n", str(PAGE)]
-        env = {**self.env, **(ON_ITS_OWN if on_its_own else {})}
-        run = run_process(cmd, env)
-        hits = json.loads(run.stdout)
-        if not hits:
-            raise BenchmarkError(f"hanclip search {query!r} found nothing in {library}")
-        return run, hits
 
-    def probe(self, what: str, library: Path) -> dict[str, float | int | None]:
-        """`_PROBE` in a fresh process: "load" or "sync" timed in process."""
-        cmd = [sys.executable, "-c", _PROBE, what, str(library), str(self.bundle)]
-        run = run_process(cmd, self.env)
-        return json.loads(run.stdout.strip().splitlines()[-1])
+def probe(ws: Workspace, what: str, library: Path) -> dict[str, float | int | None]:
+    """`_PROBE` in a fresh process: "load" or "sync" timed in process."""
+    cmd = [sys.executable, "-c", _PROBE, what, str(library), str(ws.bundle)]
+    return json.loads(run_process(cmd, ws.env).stdout.strip().splitlines()[-1])
 
 
 # In a fresh process of the measured checkout: "load" times `load_index(directory)`; "sync"
@@ -131,18 +122,18 @@ print(json.dumps(out))
 """
 
 
-def seed_dim(work: Path, runner: Runner) -> int:
+def seed_dim(ws: Workspace) -> int:
     """The bundle's raw image dimension, as the checkout stores it: one small JPEG indexed
     into a seed library (kept per bundle)."""
-    digest = hashlib.sha1(str(runner.bundle.resolve()).encode()).hexdigest()[:10]
-    seed = work / "seed" / digest
+    digest = hashlib.sha1(str(ws.bundle.resolve()).encode()).hexdigest()[:10]
+    seed = ws.root / "seed" / digest
     library = seed / "library"
-    if not (library / "library.db").is_file() or library_rows(library) != 1:
+    if not (library / "library.db").is_file() or photo_rows(library / "library.db") != 1:
         shutil.rmtree(seed, ignore_errors=True)
         (seed / "photo").mkdir(parents=True)
         (seed / "photo" / "seed.jpg").write_bytes(unique_jpeg(template_jpeg(), 0))
         log("seed: indexing one photo to learn the bundle's raw dimension")
-        _, counts = runner.index(seed / "photo", library)
+        _, counts = index(ws, seed / "photo", library)
         if counts.get("added") != 1:
             raise BenchmarkError(f"the seed index added {counts.get('added')} of 1: {counts}")
     return raw_dim(library)

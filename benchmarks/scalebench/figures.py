@@ -63,17 +63,13 @@ def size_checks(figures: SizeFigures) -> list[Check]:
         kinds.append(("resident server up", "resident", figures.resident_search_s))
     for kind, key, spread in kinds:
         label = f"cold search p50 at {figures.photos:,}, {kind}"
-        if cold is None:
-            found.append(Check(label, spread.p50, None))
-        else:
-            target = Target(f"cold_search_{key}_{figures.photos}", label, "<=", cold, " s")
-            found.append(Check.of(target, spread.p50))
+        key = f"cold_search_{key}_{figures.photos}"
+        target = None if cold is None else Target(key, label, "<=", cold, " s")
+        found.append(Check(label, spread.p50, target))
     label = f"no-op re-index of {figures.real_files:,} files"
-    if figures.real_files == REINDEX_TARGET_FILES:
-        target = Target("reindex_s", label, "<", REINDEX_TARGET_S, " s")
-        found.append(Check.of(target, figures.reindex_s.p50))
-    else:
-        found.append(Check(label, figures.reindex_s.p50, None))
+    target = Target("reindex_s", label, "<", REINDEX_TARGET_S, " s")
+    on_target = figures.real_files == REINDEX_TARGET_FILES
+    found.append(Check(label, figures.reindex_s.p50, target if on_target else None))
     return found
 
 

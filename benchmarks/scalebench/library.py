@@ -22,12 +22,14 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from benchkit.processes import BenchmarkError, log
+from benchkit.vectors import around
 
 FORMAT = 1  # of the fabricated libraries and files: bump when what is fabricated changes
 REAL_FILES = 100_000
@@ -118,14 +120,6 @@ def ensure_real_files(work: Path, count: int) -> tuple[Path, list[RealFile]]:
     return root, files
 
 
-def unit_embeddings(rng: np.random.Generator, centres: np.ndarray, count: int) -> np.ndarray:
-    """`count` unit vectors, each around one of `centres` (clustered, as photos are)."""
-    which = rng.integers(0, len(centres), count)
-    noise = rng.standard_normal((count, centres.shape[1]), dtype=np.float32) * SPREAD
-    vectors = centres[which] + noise
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
 def synthetic_path(number: int) -> str:
     return f"{SYNTHETIC_ROOT}/{number // 1000:04d}/{number:07d}.jpg"
 
@@ -156,7 +150,7 @@ def fabricate_library(
             )
         for start in range(0, size, BATCH_ROWS):
             count = min(BATCH_ROWS, size - start)
-            vectors = unit_embeddings(rng, centres, count)
+            vectors = around(rng, centres, count, SPREAD)
             rows = []
             for offset in range(count):
                 number = start + offset
@@ -186,21 +180,10 @@ def fabricate_library(
     staging.rename(directory)
 
 
-def library_rows(directory: Path) -> int:
-    conn = sqlite3.connect(f"file:{directory / 'library.db'}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0])
-    finally:
-        conn.close()
-
-
 def raw_dim(directory: Path) -> int:
     """The length of the stored embeddings of a library (float32)."""
-    conn = sqlite3.connect(f"file:{directory / 'library.db'}?mode=ro", uri=True)
-    try:
+    with closing(sqlite3.connect(f"file:{directory / 'library.db'}?mode=ro", uri=True)) as conn:
         row = conn.execute("SELECT length(embedding) FROM photos LIMIT 1").fetchone()
-    finally:
-        conn.close()
     if row is None:
         raise BenchmarkError(f"no photo in {directory}")
     return int(row[0]) // 4

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from benchkit.figures import Spread
 from benchkit.inputs import read_bytes
-from benchkit.processes import BenchmarkError, ProcessRun, log, with_others
+from benchkit.processes import BenchmarkError, log, with_others
 from benchkit.server import running_server
+from benchkit.workspace import Workspace
 
-from scalebench.checkout import PAGE, Runner
+from scalebench.checkout import PAGE, Checkout, index, probe, search
 from scalebench.figures import SizeFigures
 from scalebench.library import (
     FORMAT,
@@ -44,33 +45,35 @@ def check_noop(counts: dict[str, int], real_files: int) -> None:
 
 
 def prepare_library(
-    work: Path, runner: Runner, size: int, real_files: int, dim: int, fresh: bool
+    ws: Workspace, checkout: Checkout, size: int, real_files: int, dim: int, fresh: bool
 ) -> tuple[Path, Path, list[RealFile], str]:
     """The fabricated library (cached per size and format) and the measured checkout's copy
     of it (cached per checkout: the HNSW index it builds is kept). Returns the copy, the real
     files' root, the files, and where the copy came from."""
-    root, files = ensure_real_files(work, min(size, real_files))
-    pristine = work / "fabricated" / f"lib-{size}-r{len(files)}-d{dim}-f{FORMAT}"
+    root, files = ensure_real_files(ws.root, min(size, real_files))
+    pristine = ws.root / "fabricated" / f"lib-{size}-r{len(files)}-d{dim}-f{FORMAT}"
     if not (pristine / "library.db").is_file():
         log(f"library: fabricating {size:,} rows in {pristine}")
         fabricate_library(pristine, size, files, dim)
-    measured = work / "measured" / runner.checkout.key / pristine.name
+    measured = ws.root / "measured" / checkout.key / pristine.name
     if fresh or not (measured / "library.db").is_file():
-        log(f"library: copying {pristine.name} for {runner.checkout.commit}")
+        log(f"library: copying {pristine.name} for {checkout.commit}")
         shutil.rmtree(measured, ignore_errors=True)
         measured.mkdir(parents=True)
         partial = measured / "library.db.copying"  # an interrupted copy is never reused
         shutil.copyfile(pristine / "library.db", partial)
         partial.rename(measured / "library.db")
-        origin = "copied from the fabricated library"
-    else:
-        origin = "reused: this checkout's earlier copy"
-    return measured, root, files, origin
+        return measured, root, files, "copied from the fabricated library"
+    return measured, root, files, "reused: this checkout's earlier copy"
+
+
+def _spread(values: Sequence[float]) -> Spread | None:
+    return Spread.of(values) if values else None
 
 
 def measure_size(
-    work: Path,
-    runner: Runner,
+    ws: Workspace,
+    checkout: Checkout,
     size: int,
     queries: Sequence[str],
     *,
@@ -84,10 +87,10 @@ def measure_size(
     more for the warm ones (the first of each untimed)."""
     runs = (len(queries) - 2) // 2
     cold_texts, warm_texts = queries[: runs + 1], queries[runs + 1 :]
-    library, root, files, origin = prepare_library(work, runner, size, real_files, dim, fresh)
+    library, root, files, origin = prepare_library(ws, checkout, size, real_files, dim, fresh)
 
     log(f"{size:,}: first `hanclip index {root}` (migrates; builds the HNSW index if missing)")
-    first, counts = runner.index(root, library)
+    first, counts = index(ws, root, library)
     check_noop(counts, len(files))
     log(f"{size:,}: first index {first.wall_s:.1f} s")
     # Building a large index evicts the library from the page cache; a disk read of it would
@@ -96,42 +99,37 @@ def measure_size(
     log(f"{size:,}: page cache: read {files_read / 1e6:,.0f} MB of library files")
 
     reindex, reindex_others = [], []
-    outcomes: list[dict[str, int]] = []
     for _ in range(reindex_runs):
-        run, others = with_others(lambda: _kept(runner.index(root, library), outcomes))
-        counts = outcomes[-1]
+        run, others = with_others(lambda: ws.index(root, library, device=None)[0])
+        counts = json.loads(run.stdout)
         check_noop(counts, len(files))
         reindex.append(run.wall_s)
         reindex_others += [] if others is None else [others]
         log(f"{size:,}: no-op re-index {run.wall_s:.2f} s")
 
-    # untimed: page cache, fast-text export
-    runner.search(cold_texts[0], library, on_its_own=True)
+    search(ws, cold_texts[0], library, on_its_own=True)  # untimed: page cache, fast-text export
     cold, rss, cold_others = [], [], []
     for text in cold_texts[1:]:
-        run, others = with_others(
-            lambda text=text: runner.search(text, library, on_its_own=True)[0]
-        )
+        run, others = with_others(lambda text=text: search(ws, text, library, on_its_own=True)[0])
         cold.append(run.wall_s)
         rss.append(run.peak_rss_bytes / 1e6)
         cold_others += [] if others is None else [others]
         log(f"{size:,}: cold search on its own {run.wall_s:.3f} s, peak RSS {rss[-1]:.0f} MB")
-    resident, resident_rss = measure_resident(runner, library, cold_texts, size)
+    resident, resident_rss = measure_resident(ws, library, cold_texts, size)
 
     loads, syncs, id_reads = [], [], []
     for _ in range(probe_runs):
-        loaded = runner.probe("load", library)
-        synced = runner.probe("sync", library)
-        for probe in (loaded, synced):
-            if probe["vectors"] != size:
-                raise BenchmarkError(f"the index holds {probe['vectors']} vectors, not {size}")
+        loaded, synced = probe(ws, "load", library), probe(ws, "sync", library)
+        for found in (loaded, synced):
+            if found["vectors"] != size:
+                raise BenchmarkError(f"the index holds {found['vectors']} vectors, not {size}")
         loads.append(float(loaded["load_s"]))
         syncs.append(float(synced["sync_s"]))
         if synced.get("id_read_s") is not None:
             id_reads.append(float(synced["id_read_s"]))
         log(f"{size:,}: load_index {loads[-1]:.3f} s, sync_index {syncs[-1]:.3f} s")
 
-    warm = measure_warm(runner, library, warm_texts)
+    warm = measure_warm(ws, library, warm_texts)
     return SizeFigures(
         photos=size,
         real_files=len(files),
@@ -146,23 +144,23 @@ def measure_size(
         warm_search_ms=Spread.of([s * 1000 for s in warm]),
         load_index_s=Spread.of(loads),
         sync_index_s=Spread.of(syncs),
-        id_read_s=Spread.of(id_reads) if id_reads else None,
+        id_read_s=_spread(id_reads),
         reindex_s=Spread.of(reindex),
         reindex_counts={k: v for k, v in counts.items() if isinstance(v, int)},
-        cold_others_cores=Spread.of(cold_others) if cold_others else None,
-        reindex_others_cores=Spread.of(reindex_others) if reindex_others else None,
-        resident_search_s=Spread.of(resident) if resident else None,
-        resident_rss_mb=Spread.of(resident_rss) if resident_rss else None,
+        cold_others_cores=_spread(cold_others),
+        reindex_others_cores=_spread(reindex_others),
+        resident_search_s=_spread(resident),
+        resident_rss_mb=_spread(resident_rss),
     )
 
 
 def measure_resident(
-    runner: Runner, library: Path, texts: Sequence[str], size: int
+    ws: Workspace, library: Path, texts: Sequence[str], size: int
 ) -> tuple[list[float], list[float]]:
     """The cold searches again, as a user's run: the first (untimed) may start the resident
     server; once it has announced itself the rest are timed, then it is stopped. Empty lists
     when no server was started (a checkout without one, or a library below its threshold)."""
-    runner.search(texts[0], library)
+    search(ws, texts[0], library)
     pid = _resident_pid(library, RESIDENT_WAIT_S)
     if pid is None:
         log(f"{size:,}: no resident server was started")
@@ -170,7 +168,7 @@ def measure_resident(
     seconds, rss = [], []
     try:
         for text in texts[1:]:
-            run = runner.search(text, library)[0]
+            run = search(ws, text, library)[0]
             seconds.append(run.wall_s)
             rss.append(run.peak_rss_bytes / 1e6)
             log(f"{size:,}: cold search, resident server up {run.wall_s:.3f} s")
@@ -209,21 +207,14 @@ def _stop(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _kept(outcome: tuple[ProcessRun, dict[str, int]], into: list[dict[str, int]]) -> ProcessRun:
-    """The run of `outcome`; its counts appended to `into`."""
-    run, counts = outcome
-    into.append(counts)
-    return run
-
-
-def measure_warm(runner: Runner, library: Path, texts: Sequence[str]) -> list[float]:
+def measure_warm(ws: Workspace, library: Path, texts: Sequence[str]) -> list[float]:
     """Client wall time of /api/search on a running `hanclip serve`; the first untimed."""
     import httpx
 
-    args = ["--library", str(library), "--model", str(runner.bundle)]
+    args = ["--library", str(library), "--model", str(ws.bundle)]
     seconds = []
     with (
-        running_server(args, runner.env, SERVER_START_TIMEOUT_S) as server,
+        running_server(args, ws.env, SERVER_START_TIMEOUT_S) as server,
         httpx.Client(base_url=server.url, timeout=300, trust_env=False) as client,
     ):
         for number, text in enumerate(texts):

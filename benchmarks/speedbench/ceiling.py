@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from benchkit.figures import Spread
 from benchkit.inputs import read_bytes
-from benchkit.processes import median
 from benchkit.workspace import INDEX_BATCH
 
 from hanclip_model.device import usable_cores
@@ -128,23 +128,19 @@ def ceiling_round(clip: ClipParts, photos: Sequence[Path]) -> CeilingRound:
 
 
 def summarise_ceilings(rounds: Sequence[CeilingRound], naive: Sequence[float]) -> CeilingResult:
-    """Medians over the rounds, with each round's ceiling and naive rate (`naive[i]` was
-    measured in round i) kept."""
+    """Each per-photo figure and ceiling over the rounds, with the naive rate (`naive[i]` was
+    measured in round i)."""
+    first = rounds[0]
+    spreads = {
+        f.name: Spread.of([getattr(r, f.name) for r in rounds])
+        for f in fields(CeilingRound)
+        if f.name.endswith(("_per_photo", "_per_s"))  # the costs and rates, not the machine
+    }
     return CeilingResult(
-        cores=rounds[0].cores,
-        image_size=rounds[0].image_size,
-        torch_threads=rounds[0].torch_threads,
+        cores=first.cores,
+        image_size=first.image_size,
+        torch_threads=first.torch_threads,
         model_batch=INDEX_BATCH,
-        rounds=len(rounds),
-        decode_core_s_per_photo=median([r.decode_core_s_per_photo for r in rounds]),
-        preprocess_core_s_per_photo=median([r.preprocess_core_s_per_photo for r in rounds]),
-        model_core_s_per_photo=median([r.model_core_s_per_photo for r in rounds]),
-        model_wall_s_per_photo=median([r.model_wall_s_per_photo for r in rounds]),
-        model_1thread_core_s_per_photo=median([r.model_1thread_core_s_per_photo for r in rounds]),
-        ceiling_photos_per_s=median([r.ceiling_photos_per_s for r in rounds]),
-        strict_ceiling_photos_per_s=median([r.strict_ceiling_photos_per_s for r in rounds]),
-        naive_photos_per_s=median(naive),
-        ceiling_runs=tuple(r.ceiling_photos_per_s for r in rounds),
-        strict_ceiling_runs=tuple(r.strict_ceiling_photos_per_s for r in rounds),
-        naive_runs=tuple(naive),
+        naive_photos_per_s=Spread.of(naive),
+        **spreads,
     )

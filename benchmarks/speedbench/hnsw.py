@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from benchkit.processes import log
-from benchkit.vectors import unit_vectors
+from benchkit.vectors import around, unit_vectors
 
-from hanclip_model.heads import l2_normalize
 from speedbench.results import FilteredRun, HnswResult, HnswRun
 from speedbench.settings import CLUSTER_SPREAD, HNSW_DIM, HNSW_K, Sizes
-
-
-def clustered_vectors(
-    rng: np.random.Generator, n: int, dim: int, clusters: int, spread: float = CLUSTER_SPREAD
-) -> np.ndarray:
-    """Unit vectors around `clusters` random centres (isotropic Gaussian spread)."""
-    centres = unit_vectors(rng, clusters, dim)
-    labels = rng.integers(0, clusters, n)
-    noise = rng.standard_normal((n, dim), dtype=np.float32) * (spread / np.sqrt(dim))
-    return l2_normalize(centres[labels] + noise)
 
 
 def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int, chunk: int = 128) -> np.ndarray:
@@ -56,23 +45,26 @@ def timed_build(vectors: np.ndarray) -> tuple[object, float]:
     return vindex, time.perf_counter() - start
 
 
-def hnsw_run(vectors: np.ndarray, queries: np.ndarray, built: tuple[object, float]) -> HnswRun:
-    """Query the index `built` from `vectors` one vector at a time, as `search` does."""
-    vindex, build_s = built
-    vindex.search(queries[0], HNSW_K)  # warm-up
+def timed_queries(search: Callable[[np.ndarray], list], queries: np.ndarray) -> tuple[list, list]:
+    """Each query's hits and its seconds, one query at a time as `search` runs them, after
+    one untimed warm-up query."""
+    search(queries[0])
     found, times = [], []
     for query in queries:
         start = time.perf_counter()
-        hits = vindex.search(query, HNSW_K)
+        found.append(search(query))
         times.append(time.perf_counter() - start)
-        found.append([photo_id for photo_id, _ in hits])
+    return found, times
+
+
+def hnsw_run(vectors: np.ndarray, queries: np.ndarray, built: tuple[object, float]) -> HnswRun:
+    """Query the index `built` from `vectors` one vector at a time, as `search` does."""
+    vindex, build_s = built
+    found, times = timed_queries(lambda query: vindex.search(query, HNSW_K), queries)
     exact = exact_top_k(vectors, queries, HNSW_K)
-    return HnswRun(
-        recall_at_10=recall_at_k(found, exact),
-        p50_ms=float(np.percentile(times, 50) * 1000),
-        p95_ms=float(np.percentile(times, 95) * 1000),
-        build_s=build_s,
-    )
+    p50, p95 = np.percentile(times, (50, 95)) * 1000
+    ids = [[photo_id for photo_id, _ in hits] for hits in found]
+    return HnswRun(recall_at_k(ids, exact), float(p50), float(p95), build_s)
 
 
 # Photos are dated over FILTER_MONTHS months from 2015-01; the filter keeps one of them.
@@ -127,29 +119,24 @@ def filtered_run(vindex, raw: np.ndarray, queries: np.ndarray) -> FilteredRun:
         vector_index.save_index(Path(tmp), vindex)
         vindex = vector_index.load_index(Path(tmp))
         try:
+            passing = len(store.ids_passing(after=after, before=before))
 
             def one(query: np.ndarray) -> list[tuple[int, float]]:
                 # Photo ids are 1..n, the benchmark index's labels 0..n-1.
                 allowed = {i - 1 for i in store.ids_passing(after=after, before=before)}
                 return vindex.search_among(query, HNSW_K, allowed)
 
-            passing = len(store.ids_passing(after=after, before=before))
-            one(queries[0])  # warm-up
-            times, complete = [], 0
-            for query in queries:
-                start = time.perf_counter()
-                found = one(query)
-                times.append(time.perf_counter() - start)
-                complete += len(found) == min(HNSW_K, passing)
+            found, times = timed_queries(one, queries)
         finally:
             store.close()
+    p50, p95 = np.percentile(times, (50, 95)) * 1000
     return FilteredRun(
         passing=passing,
         share=passing / len(raw),
         strategy="exact" if passing <= vector_index.EXACT_MAX_CANDIDATES else "graph",
-        complete=complete / len(queries),
-        p50_ms=float(np.percentile(times, 50) * 1000),
-        p95_ms=float(np.percentile(times, 95) * 1000),
+        complete=float(np.mean([len(hits) == min(HNSW_K, passing) for hits in found])),
+        p50_ms=float(p50),
+        p95_ms=float(p95),
     )
 
 
@@ -159,7 +146,8 @@ def measure_hnsw(sizes: Sizes, seed: int = 0) -> HnswResult:
     n, q = sizes.hnsw_vectors, sizes.hnsw_queries
     rng = np.random.default_rng(seed)
     # Queries come from the same distribution as the base vectors but are not in the index.
-    clustered_set = clustered_vectors(rng, n + q, HNSW_DIM, sizes.hnsw_clusters)
+    centres = unit_vectors(rng, sizes.hnsw_clusters, HNSW_DIM)
+    clustered_set = around(rng, centres, n + q, CLUSTER_SPREAD / np.sqrt(HNSW_DIM))
     log(f"hnsw: clustered, {n:,} vectors")
     built = timed_build(clustered_set[:n])
     clustered = hnsw_run(clustered_set[:n], clustered_set[n:], built)

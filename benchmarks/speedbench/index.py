@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchkit.figures import Spread
 from benchkit.inputs import linked_folder
 from benchkit.processes import ProcessRun, log, median
 from benchkit.workspace import INDEX_BATCH, IndexWatch, Workspace, check_index_counts
@@ -28,7 +29,7 @@ class IndexRun:
 @dataclass(frozen=True)
 class IndexRounds:
     index: IndexResult
-    ceiling: CeilingResult
+    ceiling: CeilingResult | None  # None: measured alone
 
 
 def index_run(ws: Workspace, folder: Path, empty: Path, photos: int, device: str) -> IndexRun:
@@ -45,71 +46,53 @@ def summarise_index(runs: Sequence[IndexRun], photos: int, device: str) -> Index
     the ceiling leaves out too."""
     phases = [r.watch.phase_s(photos, r.whole.wall_s) for r in runs]
     steady = tuple(r.watch.steady_photos_per_s(photos, INDEX_BATCH) for r in runs)
-    whole = [r.whole.wall_s for r in runs]
-    whole_s, startup_s = median(whole), median([r.startup.wall_s for r in runs])
+    whole = Spread.of([r.whole.wall_s for r in runs])
+    startup = Spread.of([r.startup.wall_s for r in runs])
     extra_cpu = median([r.whole.cpu_s for r in runs]) - median([r.startup.cpu_s for r in runs])
     # With few photos, start-up's own spread can exceed the work: then this says nothing.
-    extra_wall = whole_s - startup_s if whole_s > startup_s else None
+    extra_wall = whole.p50 - startup.p50 if whole.p50 > startup.p50 else None
     return IndexResult(
         device=device,
         photos=photos,
-        runs=len(runs),
-        whole_wall_s=tuple(whole),
-        startup_wall_s=tuple(r.startup.wall_s for r in runs),
-        embedding_phase_s=tuple(phases),
-        whole_median_s=whole_s,
-        startup_median_s=startup_s,
-        embedding_median_s=median(phases),
+        whole_wall_s=whole,
+        startup_wall_s=startup,
+        embedding_phase_s=Spread.of(phases),
         photos_per_s=photos / median(phases),
         photos_per_s_runs=tuple(photos / p for p in phases),
-        whole_photos_per_s_runs=tuple(photos / w for w in whole),
+        whole_photos_per_s_runs=tuple(photos / w for w in whole.runs),
         steady_photos_per_s_runs=steady,
         steady_photos_per_s=None if None in steady else median(steady),
         others_cores=tuple(r.watch.others_cores() for r in runs),
-        whole_photos_per_s=photos / whole_s,
+        whole_photos_per_s=photos / whole.p50,
         whole_minus_startup_photos_per_s=photos / extra_wall if extra_wall else None,
         cores_busy=extra_cpu / extra_wall if extra_wall else None,
         peak_rss_bytes=max(r.whole.peak_rss_bytes for r in runs),
     )
 
 
-def _folders(ws: Workspace, photos: Sequence[Path]) -> tuple[Path, Path]:
-    """A folder of exactly the photos, and an empty one (the start-up's own run)."""
+def measure_index(
+    ws: Workspace, photos: Sequence[Path], runs: int, clip: ClipParts | None, device: str = "cpu"
+) -> IndexRounds:
+    """`runs` rounds of `hanclip index` on `device`; with `clip`, each round also measures the
+    ceiling and the naive loop. This machine's speed drifts with its neighbours' load, so each
+    ratio is taken within a round, where all three met the same conditions."""
     folder = linked_folder(ws.root / "runs" / "photos", photos)
-    empty = ws.fresh("empty")
+    empty = ws.fresh("empty")  # the start-up's own run
     empty.mkdir()
-    return folder, empty
-
-
-def measure_index(ws: Workspace, photos: Sequence[Path], runs: int, clip: ClipParts) -> IndexRounds:
-    """`runs` rounds of: the ceiling, `hanclip index` on the CPU, the naive loop. This
-    machine's speed drifts with its neighbours' load, so each ratio is taken within a round,
-    where all three met the same conditions."""
-    folder, empty = _folders(ws, photos)
     index_runs: list[IndexRun] = []
     ceilings: list[CeilingRound] = []
     naive: list[float] = []
     for run in range(runs):
-        ceilings.append(ceiling_round(clip, photos))
-        index_runs.append(index_run(ws, folder, empty, len(photos), "cpu"))
-        naive.append(naive_index_rate(clip.model, clip.preprocess, photos))
-        note = _round_note(index_runs[-1], len(photos)) + _ceiling_note(ceilings[-1], naive[-1])
-        log(f"index (cpu) round {run + 1}/{runs}: {note}")
-    return IndexRounds(
-        summarise_index(index_runs, len(photos), "cpu"), summarise_ceilings(ceilings, naive)
-    )
-
-
-def measure_index_alone(
-    ws: Workspace, photos: Sequence[Path], runs: int, device: str
-) -> IndexResult:
-    """`runs` runs of `hanclip index` on `device`, with no contender beside them."""
-    folder, empty = _folders(ws, photos)
-    index_runs: list[IndexRun] = []
-    for run in range(runs):
+        if clip is not None:
+            ceilings.append(ceiling_round(clip, photos))
         index_runs.append(index_run(ws, folder, empty, len(photos), device))
-        log(f"index ({device}) round {run + 1}/{runs}: {_round_note(index_runs[-1], len(photos))}")
-    return summarise_index(index_runs, len(photos), device)
+        note = _round_note(index_runs[-1], len(photos))
+        if clip is not None:
+            naive.append(naive_index_rate(clip.model, clip.preprocess, photos))
+            note += _ceiling_note(ceilings[-1], naive[-1])
+        log(f"index ({device}) round {run + 1}/{runs}: {note}")
+    ceiling = summarise_ceilings(ceilings, naive) if clip is not None else None
+    return IndexRounds(summarise_index(index_runs, len(photos), device), ceiling)
 
 
 def _round_note(run: IndexRun, photos: int) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from benchkit.environment import Environment
+from benchkit.figures import Spread
 from benchkit.processes import LoadSummary, median
 
 from speedbench.settings import Sizes
@@ -27,38 +28,31 @@ class SearchResult:
     """Cold `hanclip search` processes against the naive script, on the same library."""
 
     library_photos: int
-    runs: int
-    ours_wall_s: tuple[float, ...]
-    ours_cpu_s: tuple[float, ...]
-    ours_median_s: float
+    ours_wall_s: Spread
+    ours_cpu_s: Spread
     others_cores: tuple[float | None, ...]  # cores other jobs kept busy during each run
-    naive_wall_s: tuple[float, ...]
-    naive_median_s: float
-    speedup: float  # naive median / ours median
+    naive_wall_s: Spread
     peak_rss_bytes: int
     naive_peak_rss_bytes: int
     imports_s: float  # one more run of ours, with the import log
     imports_run_wall_s: float
 
     @property
-    def ours_cpu_median_s(self) -> float:
-        return median(self.ours_cpu_s)
+    def speedup(self) -> float:
+        """Naive median over ours."""
+        return self.naive_wall_s.p50 / self.ours_wall_s.p50
 
 
 @dataclass(frozen=True)
 class IndexResult:
-    """`hanclip index` of the photos into a fresh library, per run and as medians. The
-    embedding phase runs from the library's opening (models loaded) to the last commit."""
+    """`hanclip index` of the photos into a fresh library. The embedding phase runs from the
+    library's opening (models loaded) to the last commit."""
 
     device: str
     photos: int
-    runs: int
-    whole_wall_s: tuple[float, ...]
-    startup_wall_s: tuple[float, ...]  # the same command on an empty folder
-    embedding_phase_s: tuple[float, ...]
-    whole_median_s: float
-    startup_median_s: float
-    embedding_median_s: float
+    whole_wall_s: Spread
+    startup_wall_s: Spread  # the same command on an empty folder
+    embedding_phase_s: Spread
     photos_per_s: float  # over the median embedding phase: what the ratios use
     photos_per_s_runs: tuple[float, ...]
     whole_photos_per_s_runs: tuple[float, ...]
@@ -74,7 +68,7 @@ class IndexResult:
     @property
     def whole_minus_startup_s(self) -> float:
         """The whole command less its start-up alone (a cross-check of the phase)."""
-        return self.whole_median_s - self.startup_median_s
+        return self.whole_wall_s.p50 - self.startup_wall_s.p50
 
 
 @dataclass(frozen=True)
@@ -95,25 +89,21 @@ class CeilingRound:
 
 @dataclass(frozen=True)
 class CeilingResult:
-    """Medians over the rounds of `CeilingRound` and the naive loop, and each round's
-    ceiling and naive rate (each ratio is taken within a round)."""
+    """Every figure of `CeilingRound` over the rounds, and the naive loop's rate in each
+    (each ratio is taken within a round)."""
 
     cores: int
     image_size: int
     torch_threads: int
     model_batch: int
-    rounds: int
-    decode_core_s_per_photo: float
-    preprocess_core_s_per_photo: float
-    model_core_s_per_photo: float
-    model_wall_s_per_photo: float
-    model_1thread_core_s_per_photo: float
-    ceiling_photos_per_s: float
-    strict_ceiling_photos_per_s: float
-    naive_photos_per_s: float
-    ceiling_runs: tuple[float, ...]
-    strict_ceiling_runs: tuple[float, ...]
-    naive_runs: tuple[float, ...]
+    decode_core_s_per_photo: Spread
+    preprocess_core_s_per_photo: Spread
+    model_core_s_per_photo: Spread
+    model_wall_s_per_photo: Spread
+    model_1thread_core_s_per_photo: Spread
+    ceiling_photos_per_s: Spread
+    strict_ceiling_photos_per_s: Spread
+    naive_photos_per_s: Spread
 
 
 @dataclass(frozen=True)
@@ -289,7 +279,7 @@ def ceiling_given_others(
 
 
 def index_ratios(index: IndexResult, ceiling: CeilingResult) -> IndexRatios:
-    limit, naive = ceiling.ceiling_runs, ceiling.naive_runs
+    limit, naive = ceiling.ceiling_photos_per_s.runs, ceiling.naive_photos_per_s.runs
     return IndexRatios(
         index_vs_ceiling=per_round(index.photos_per_s_runs, limit),
         index_vs_naive=per_round(index.photos_per_s_runs, naive),
@@ -297,7 +287,9 @@ def index_ratios(index: IndexResult, ceiling: CeilingResult) -> IndexRatios:
         index_vs_ceiling_given_others=ceiling_given_others(
             index.photos_per_s_runs, limit, index.others_cores, ceiling.cores
         ),
-        index_vs_strict_ceiling=per_round(index.photos_per_s_runs, ceiling.strict_ceiling_runs),
+        index_vs_strict_ceiling=per_round(
+            index.photos_per_s_runs, ceiling.strict_ceiling_photos_per_s.runs
+        ),
         index_whole_vs_ceiling=per_round(index.whole_photos_per_s_runs, limit),
         index_whole_vs_naive=per_round(index.whole_photos_per_s_runs, naive),
     )

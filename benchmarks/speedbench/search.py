@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from benchkit.processes import BenchmarkError, log, median, with_others
+from benchkit.figures import Spread
+from benchkit.processes import BenchmarkError, import_log, log, with_others
 from benchkit.workspace import Workspace
 
 from hanclip_eval.runner import LATENCY_QUERIES
@@ -35,14 +36,8 @@ def export_search_vectors(library: Path, bundle: Path, out_dir: Path) -> tuple[P
 def import_seconds(importtime_log: str) -> float:
     """Total import time in a `python -X importtime` log: the cumulative times of the
     top-level imports (one space of nesting), in seconds."""
-    total_us = 0
-    for line in importtime_log.splitlines():
-        fields = line.split("|")
-        if line.startswith("import time:") and len(fields) == 3 and fields[1].strip().isdigit():
-            name = fields[2]
-            if name.startswith(" ") and not name.startswith("  "):
-                total_us += int(fields[1])
-    return total_us / 1e6
+    imports = import_log(importtime_log)
+    return sum(us for name, us in imports if name[:1] == " " and name[1:2] != " ") / 1e6
 
 
 def measure_search(ws: Workspace, library: Path, sizes: Sizes) -> SearchResult:
@@ -65,18 +60,14 @@ def measure_search(ws: Workspace, library: Path, sizes: Sizes) -> SearchResult:
             f"naive {naive[-1].wall_s:.2f} s"
         )
     # One more run, with the import log: how much of a search is spent importing.
-    traced = ws.search_imports(LATENCY_QUERIES[0], library)
-    ours_s, naive_s = [r.wall_s for r in ours], [r.wall_s for r in naive]
+    args = ["search", LATENCY_QUERIES[0], "--library", str(library)]
+    traced = ws.with_import_log(*args, "--model", str(ws.bundle), "--json")
     return SearchResult(
         library_photos=sizes.library,
-        runs=sizes.runs,
-        ours_wall_s=tuple(ours_s),
-        ours_cpu_s=tuple(r.cpu_s for r in ours),
-        ours_median_s=median(ours_s),
+        ours_wall_s=Spread.of([r.wall_s for r in ours]),
+        ours_cpu_s=Spread.of([r.cpu_s for r in ours]),
         others_cores=tuple(others),
-        naive_wall_s=tuple(naive_s),
-        naive_median_s=median(naive_s),
-        speedup=median(naive_s) / median(ours_s),
+        naive_wall_s=Spread.of([r.wall_s for r in naive]),
         peak_rss_bytes=max(r.peak_rss_bytes for r in ours),
         naive_peak_rss_bytes=max(r.peak_rss_bytes for r in naive),
         imports_s=import_seconds(traced.stderr),
