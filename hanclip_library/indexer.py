@@ -39,6 +39,7 @@ from hanclip_library.index_plan import (
 )
 from hanclip_library.library import Library, OpenLibrary
 from hanclip_library.store import NewPhoto, OfflineFolder, PhotoStore, RecordedFailure
+from hanclip_library.text_pass import TextPassReport, TextReader, read_text
 from hanclip_library.vector_index import index_is_current, sync_index
 from hanclip_model.device import usable_cores
 from hanclip_model.errors import HanclipError, ImageLoadError
@@ -100,6 +101,7 @@ class IndexReport:
     excluded: int = 0
     failures: list[IndexFailure] = field(default_factory=list)
     offline_folders: list[OfflineFolder] = field(default_factory=list)
+    text: TextPassReport | None = None  # None: no text was read (no engine)
 
     def counts(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTS}
@@ -110,7 +112,8 @@ class IndexReport:
             {"path": f.path, "reason": f.reason, "photos": f.photos} for f in self.offline_folders
         ]
         failures = [failure.as_json() for failure in self.failures]
-        return {**self.counts(), "failures": failures, "offline_folders": offline}
+        text = None if self.text is None else self.text.as_json()
+        return {**self.counts(), "failures": failures, "offline_folders": offline, "text": text}
 
     def fail(self, path: str, reason: str) -> None:
         self.failed += 1
@@ -232,6 +235,7 @@ class IndexOptions:
     exclude: tuple[str, ...] = ()
     reset_excludes: bool = False
     prune_offline: bool = False  # remove the photos of offline folders under the roots
+    reocr: bool = False  # read the text of every photo again with the engine given
 
 
 def index_library(
@@ -239,8 +243,10 @@ def index_library(
     roots: list[Path],
     options: IndexOptions = IndexOptions(),
     progress: ProgressReporter = _NO_PROGRESS,
+    text_reader: TextReader | None = None,
 ) -> IndexReport:
-    """Bring the library in line with the photos under `roots` (`_index_into`); returns what
+    """Bring the library in line with the photos under `roots` (`_index_into`), then, with a
+    `text_reader`, read the text of the photos it has not read (`text_pass.py`); returns what
     changed.
 
     A full or read-only disk, or a library folder that went away (a drive unplugged), stops
@@ -249,7 +255,13 @@ def index_library(
     """
     report = IndexReport()
     try:
-        return _index_into(report, opened, roots, options, progress)
+        _index_into(report, opened, roots, options, progress)
+        if text_reader is not None:
+            report.text = read_text(opened.store, text_reader, progress, again=options.reocr)
+        # Ends on the count of files this run went through, as the scan counted them.
+        progress.stage("done", total=report.scanned)
+        progress.advance(report.scanned)
+        return report
     except Exception as exc:
         error = storage_error(exc, opened.directory, what="library folder")
         if error is None:
@@ -264,8 +276,8 @@ def _index_into(
     roots: list[Path],
     options: IndexOptions,
     progress: ProgressReporter,
-) -> IndexReport:
-    """Bring the library in line with the photos under `roots`; returns what changed."""
+) -> None:
+    """Bring the library in line with the photos under `roots`, counting in `report`."""
     library, model, store, meta = opened.library, opened.model, opened.store, opened.meta
     remembered = () if options.reset_excludes else meta.excludes
     excludes = tuple(dict.fromkeys(exclude_patterns([*remembered, *options.exclude])))
@@ -335,10 +347,6 @@ def _index_into(
     if not index_is_current(library.directory, store, model.fingerprint):
         sync_index(library.directory, store, model)
     meta.checked_fingerprint = model.fingerprint
-    # Ends on the count of files this run went through, as the scan counted them.
-    progress.stage("done", total=report.scanned)
-    progress.advance(report.scanned)
-    return report
 
 
 def _scan_all(

@@ -34,6 +34,7 @@ from hanclip_model.sources import resolve_local
 from hanclip_model.storage import unwritable
 
 if TYPE_CHECKING:
+    from hanclip_library.photo_text import TextCounts
     from hanclip_library.vector_index import IndexHealth
     from hanclip_model.model import HanclipModel
 
@@ -362,6 +363,7 @@ class LibraryContents:
     # Probed again, as search does: a folder back since the last `index` is online.
     offline_folders: tuple[OfflineFolder, ...]
     excludes: tuple[str, ...]
+    text: TextCounts  # the photos by the text read in them (`photo_text.py`)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -373,6 +375,7 @@ class LibraryContents:
             "index": self.index.as_json(),
             "offline_folders": [asdict(folder) for folder in self.offline_folders],
             "excludes": list(self.excludes),
+            "text": self.text.as_json(),
         }
 
 
@@ -410,6 +413,7 @@ def library_summary(library: Path | None, *, with_errors: bool = False) -> Libra
 
 def _readable_summary(directory: Path, *, with_errors: bool) -> LibrarySummary:
     from hanclip_library.folders import still_offline
+    from hanclip_library.photo_text import PhotoText
     from hanclip_library.vector_index import index_health
 
     with Library(directory, create=False) as lib:
@@ -425,6 +429,7 @@ def _readable_summary(directory: Path, *, with_errors: bool) -> LibrarySummary:
             index=index_health(directory, store),
             offline_folders=tuple(still_offline(store.offline_folders())),
             excludes=tuple(meta.excludes),
+            text=PhotoText(store.conn).counts(),
         )
     return LibrarySummary(
         str(directory), DatabaseHealth(problem), contents, failures if with_errors else None

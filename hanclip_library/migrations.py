@@ -147,6 +147,43 @@ def index_photo_files(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(7)
+def record_photo_text(conn: sqlite3.Connection) -> None:
+    """The text read in photos (`photo_text.py`): one reading per content hash and engine
+    (name, version, languages), so a moved or copied photo is not read again and a change of
+    engine is another reading; `status` is "text", "no_text" or "failed" (then `error` says
+    why). `words` holds the words with their boxes as JSON. `grams` is the text as the
+    full-text index reads it (`photo_text.grams`): FTS5's trigram tokenizer cannot find the
+    two-syllable words Korean is full of, a column of bigram tokens can, with a smaller index
+    (the choice is measured in photo_text.py's docstring).
+
+    The index is derived data kept by triggers, named as sqlite-utils names them, so its
+    `table.search` works on it too; `repair` rebuilds it rather than copying it."""
+    conn.execute(
+        "CREATE TABLE photo_text (id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL, "
+        "engine TEXT NOT NULL, engine_version TEXT NOT NULL, languages TEXT NOT NULL, "
+        "status TEXT NOT NULL CHECK (status IN ('text', 'no_text', 'failed')), "
+        "text TEXT NOT NULL DEFAULT '', words TEXT NOT NULL DEFAULT '[]', "
+        "grams TEXT NOT NULL DEFAULT '', error TEXT, read_at TEXT NOT NULL, "
+        "UNIQUE (sha256, engine, engine_version, languages))"
+    )
+    conn.execute(
+        "CREATE VIRTUAL TABLE photo_text_fts USING fts5 (grams, tokenize='unicode61', "
+        "content='photo_text', content_rowid='id')"
+    )
+    insert = "INSERT INTO photo_text_fts (rowid, grams) VALUES (new.id, new.grams);"
+    delete = (
+        "INSERT INTO photo_text_fts (photo_text_fts, rowid, grams) "
+        "VALUES ('delete', old.id, old.grams);"
+    )
+    for trigger, event, body in (
+        ("photo_text_ai", "AFTER INSERT", insert),
+        ("photo_text_ad", "AFTER DELETE", delete),
+        ("photo_text_au", "AFTER UPDATE", delete + " " + insert),
+    ):
+        conn.execute(f"CREATE TRIGGER {trigger} {event} ON photo_text BEGIN {body} END")
+
+
 SCHEMA_VERSION = MIGRATIONS[-1].number
 
 

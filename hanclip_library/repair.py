@@ -12,7 +12,8 @@ table in rowid order, and where a read fails, the next rowid SQLite can read fro
 searched for (`next_readable`); the rows between are lost. The fresh database comes from the
 migrations, so it has this hanclip's schema, and the schema is read from it: every table and
 column it has is copied (`table_copies`), but for the few tables it makes its own
-(`NOT_COPIED`), so a new migration's table or column is never left behind.
+(`NOT_COPIED`) and the full-text index, which its triggers build again from the rows copied
+(`derived_tables`), so a new migration's table or column is never left behind.
 
 A photo row whose embedding is unusable (not whole float32s, not finite, or not the length of
 the others) is left out: the next `hanclip index` finds its file new and embeds it again.
@@ -110,9 +111,10 @@ def table_copies(fresh: sqlite3.Connection) -> list[Table]:
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
         "ORDER BY rowid"
     ).fetchall()
+    derived = derived_tables(fresh)
     copies = []
     for (name,) in names:
-        if name in NOT_COPIED:
+        if name in NOT_COPIED or name in derived:
             continue
         columns = [row[0] for row in fresh.execute("SELECT name FROM pragma_table_info(?)", [name])]
         listed = ", ".join(_quoted(column) for column in columns)
@@ -122,6 +124,24 @@ def table_copies(fresh: sqlite3.Connection) -> list[Table]:
         insert = "INSERT INTO " + table + " (" + listed + ") VALUES (" + marks + ")"
         copies.append(Table(name, select, insert, KEEP.get(name, _every_row)))
     return copies
+
+
+def derived_tables(fresh: sqlite3.Connection) -> set[str]:
+    """The virtual tables of the fresh database (the full-text index of the text in photos,
+    migration 7) and the shadow tables that hold their data: derived from the tables they
+    index, they are never copied. Their triggers fill them again as the rows they index are
+    copied, so a damaged index is rebuilt rather than carried over."""
+    virtual = [
+        name
+        for (name,) in fresh.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND sql LIKE 'CREATE VIRTUAL TABLE%'"
+        )
+    ]
+    every = [name for (name,) in fresh.execute("SELECT name FROM sqlite_master")]
+    return {
+        name for name in every for table in virtual if name == table or name.startswith(table + "_")
+    }
 
 
 def photo_id_queries(fresh: sqlite3.Connection) -> list[str]:

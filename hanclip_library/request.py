@@ -186,6 +186,20 @@ class SearchRequest:
         http="in",
         repeat=True,
     )
+    text_only: bool = declared(
+        False,
+        part=Part.FILTER,
+        help="Only photos whose text (read by `hanclip index`) holds the words.",
+        flags=("--text-only",),
+        http="text_only",
+    )
+    no_text: bool = declared(
+        False,
+        part=Part.FILTER,
+        help="Search by look alone, not by the text in photos.",
+        flags=("--no-text",),
+        http="no_text",
+    )
     min_score: float | None = declared(
         None,
         part=Part.FILTER,
@@ -279,6 +293,20 @@ class SearchRequest:
             raise SearchInputError(dialect.nothing_to_find, "nothing_to_find")
         if self.json_output and (self.paths or self.null):
             raise HanclipError("choose one output: --json or --paths / -0")
+        if self.text_only and self.no_text:
+            raise SearchInputError(
+                f"choose one: {dialect.name('text_only')} or {dialect.name('no_text')}",
+                "conflicting_switches",
+                _field("text_only").declared.http,
+                True,
+            )
+        if self.text_only and not words:
+            raise SearchInputError(
+                f"{dialect.name('text_only')} finds photos by the words in them: give some words",
+                "nothing_to_find",
+                _field("text_only").declared.http,
+                True,
+            )
         if self.open_page and self.html is None:
             raise HanclipError("--open opens the page --html writes: give --html FILE too")
         if self.sort not in SORT_ORDERS:

@@ -8,6 +8,16 @@ that means); `min_prob` filters on it by the score it stands for.
 
 What to search for comes as one `SearchRequest` (`request.py`), checked by the front end that
 built it; the searcher checks it again against the model (`min_prob` needs a calibrated one).
+
+Text in photos (`photo_text.py`) joins the ranking by one rule: the photos whose text holds
+every word of the query (two letters or more) come first, best text match first (FTS5's bm25),
+then the photos found by their look, by score, leaving those out. A photo that shows its words
+is what was asked for, however far its look is: a fusion of ranks (Reciprocal Rank Fusion)
+would put a receipt whose look ranks 500th below the look's first few, and with no text match
+both rules leave the look's ranking exactly as it was. The score cuts (`min_score`,
+`min_prob`) judge looks, so they leave text matches in; the date and folder filters, the
+offline folders and `limit` apply to both. `text_only` keeps the text matches alone, `no_text`
+the look alone.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import numpy as np
 
 from hanclip_library.folders import still_offline
 from hanclip_library.library import LibraryBusy, OpenLibrary
+from hanclip_library.photo_text import PhotoText, TextFound, TextMatch, searchable_words
 from hanclip_library.query import QueryTerm, SearchInputError, combine, normalise_query
 from hanclip_library.request import CLI, SearchRequest
 from hanclip_library.store import PhotoRecord
@@ -47,11 +58,13 @@ class SearchHit:
     match_probability: float | None = None  # None: the model is not calibrated
     # The photo's row, for the pages that show it; None in a hit a running server sent.
     record: PhotoRecord | None = None
+    text_match: TextMatch | None = None  # where the words stand, for a hit found by its text
 
 
 def hit_fields(hit: SearchHit) -> dict[str, object]:
     """A hit as `search --json` writes it (the server adds the photo's id and URLs):
-    `match_probability` only from a calibrated model, so uncalibrated output is unchanged."""
+    `match_probability` only from a calibrated model, `text_match` only for a hit found by its
+    text, so other output is unchanged."""
     fields: dict[str, object] = {
         "rank": hit.rank,
         "path": hit.path,
@@ -66,6 +79,8 @@ def hit_fields(hit: SearchHit) -> dict[str, object]:
         offline=hit.offline,
         date_source=hit.date_source,
     )
+    if hit.text_match is not None:
+        fields["text_match"] = hit.text_match.as_json()
     return fields
 
 
@@ -73,6 +88,7 @@ def hit_from_fields(fields: Mapping[str, Any]) -> SearchHit:
     """`hit_fields` read back, with the photo's `id` the server adds (a search answered by a
     running `hanclip serve`); KeyError, TypeError or ValueError when a field is wrong."""
     probability = fields.get("match_probability")
+    text = fields.get("text_match")
     return SearchHit(
         rank=int(fields["rank"]),
         path=str(fields["path"]),
@@ -84,6 +100,7 @@ def hit_from_fields(fields: Mapping[str, Any]) -> SearchHit:
         date_source=str(fields["date_source"]),
         photo_id=int(fields["id"]),
         match_probability=None if probability is None else float(probability),
+        text_match=None if text is None else TextMatch.from_json(text),
     )
 
 
@@ -253,12 +270,19 @@ def search_library(
     offline = offline_photo_ids(opened)
     include_offline = request.include_offline
     left_out = query_photo_ids(opened, request) | (set() if include_offline else offline)
+    words = () if request.no_text else text_words(request.terms if terms is None else terms)
     records: dict[int, PhotoRecord] = {}
     gone: set[int] = set()
     while True:  # again while a hit is gone: each round stats only the hits new to it
-        found = _nearest(vindex, vector, request.limit, left_out | gone, allowed)
+        by_text = _text_found(
+            PhotoText(library.store.conn), words, request.limit, left_out | gone, allowed
+        )
+        text_ids = {found.photo_id for found in by_text}
+        room = 0 if request.text_only else request.limit - len(by_text)
+        by_look = _nearest(vindex, vector, room, left_out | gone | text_ids, allowed)
         if threshold is not None:
-            found = [(photo_id, score) for photo_id, score in found if score >= threshold]
+            by_look = [(photo_id, score) for photo_id, score in by_look if score >= threshold]
+        found = [*_look_scores(opened, vector, by_text), *by_look]
         records.update(library.store.records_by_ids(i for i, _ in found if i not in records))
         newly_gone = {
             photo_id
@@ -268,6 +292,7 @@ def search_library(
         if not newly_gone:
             break
         gone |= newly_gone
+    matches = {found.photo_id: found.match for found in by_text}
     probabilities = model.match_probability(np.array([score for _, score in found]))
     hits = []
     for index, (photo_id, score) in enumerate(found):
@@ -287,6 +312,7 @@ def search_library(
                 photo_id=photo_id,
                 match_probability=None if probabilities is None else float(probabilities[index]),
                 record=record,
+                text_match=matches.get(photo_id),
             )
         )
     offline_left_out = 0 if include_offline else len(offline)
@@ -304,3 +330,47 @@ def _nearest(
     if allowed is None:
         return vindex.search(vector, limit, exclude=frozenset(left_out))
     return vindex.search_among(vector, limit, allowed - left_out)
+
+
+def text_words(terms: Sequence[QueryTerm]) -> tuple[str, ...]:
+    """The words a text match must hold: those of the terms added to the query (a term
+    subtracted says what the photo should not look like, not what it must not say)."""
+    words = [word for t in terms if t.text is not None and t.weight > 0 for word in t.text.split()]
+    return searchable_words(dict.fromkeys(words))
+
+
+def _text_found(
+    texts: PhotoText,
+    words: Sequence[str],
+    limit: int,
+    left_out: Set[int],
+    allowed: set[int] | None,
+) -> list[TextFound]:
+    """The `limit` best text matches of `words` among the photos `allowed` (None: all) but
+    `left_out`: asked for more while the filters leave fewer than `limit` of those found."""
+    asked = limit
+    while words:
+        found = texts.find(words, asked)
+        passing = [
+            f
+            for f in found
+            if f.photo_id not in left_out and (allowed is None or f.photo_id in allowed)
+        ]
+        if len(passing) >= limit or len(found) < asked:
+            return passing[:limit]
+        asked *= 4
+    return []
+
+
+def _look_scores(
+    opened: OpenLibrary, vector: np.ndarray, by_text: Sequence[TextFound]
+) -> list[tuple[int, float]]:
+    """(id, score) of the photos found by their text, in their text order: the score is
+    their look's, as for every hit."""
+    if not by_text:
+        return []
+    ids, raw = opened.store.embeddings(np.array([f.photo_id for f in by_text], dtype=np.int64))
+    scores = dict(
+        zip(ids.tolist(), (opened.model.project_images(raw) @ vector).tolist(), strict=True)
+    )
+    return [(f.photo_id, float(scores[f.photo_id])) for f in by_text if f.photo_id in scores]

@@ -22,9 +22,11 @@ from typer.testing import CliRunner
 
 from hanclip_eval.tiny_models import write_photo_folder
 from hanclip_library.library import writer_lock
+from hanclip_library.photo_text import PhotoText, Reading
 from hanclip_library.repair import (
     NOT_COPIED,
     aside_moves,
+    derived_tables,
     next_readable,
     photo_id_queries,
     salvage_into,
@@ -39,6 +41,7 @@ from hanclip_library.store import (
     damage_error,
     is_damage,
 )
+from hanclip_library.text_engines import EngineId, Word
 from hanclip_library.vector_index import load_index
 from hanclip_model.errors import StorageError
 
@@ -314,12 +317,22 @@ def test_repair_copies_every_table_and_column_the_migrations_make(tmp_path):
     store.record_failure("/p/bad.jpg", 5, 6, "broken JPEG")
     store.set_meta("model", "mclip")
     store.record_offline([Path("/usb")], [OfflineFolder("/usb/사진", "missing", 1)])
+    engine = EngineId("fake", "1", "kor+eng")
+    word = Word("스타벅스", 1, 2, 3, 4, 0.9)
+    PhotoText(store.conn).record(
+        [Reading("a" * 64, engine, "text", "스타벅스", (word,), "earlier")]
+    )
     store.close()
+    found = "SELECT rowid FROM photo_text_fts WHERE photo_text_fts MATCH '\"스타 타벅 벅스\"'"
     with closing(sqlite3.connect(library / DB_NAME)) as conn:
         names = conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         ).fetchall()
-        copied = [name for (name,) in names if name not in NOT_COPIED]
+        # The full-text index is derived: rebuilt from the rows copied, not copied.
+        derived = derived_tables(conn)
+        assert {"photo_text_fts", "photo_text_fts_data"} <= derived
+        copied = [name for (name,) in names if name not in NOT_COPIED and name not in derived]
+        found_before = conn.execute(found).fetchall()
         indexes = conn.execute("SELECT name FROM pragma_index_list('photos')").fetchall()
         queries = photo_id_queries(conn)
         before = {name: conn.execute(f'SELECT * FROM "{name}"').fetchall() for name in copied}
@@ -330,6 +343,7 @@ def test_repair_copies_every_table_and_column_the_migrations_make(tmp_path):
     assert (salvage.saved, salvage.lost) == (1, 0)
     with closing(sqlite3.connect(work / DB_NAME)) as conn:
         after = {name: conn.execute(f'SELECT * FROM "{name}"').fetchall() for name in copied}
+        assert conn.execute(found).fetchall() == found_before == [(1,)]
     assert after == before
     assert set(NOT_COPIED) <= {name for (name,) in names}
     assert {query.split()[-1].strip('"') for query in queries} == {name for (name,) in indexes}

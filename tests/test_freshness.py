@@ -194,11 +194,14 @@ def test_a_restored_backup_that_reaches_the_same_counter_is_not_taken_for_curren
 def test_a_library_from_before_the_generation_is_compared_then_recorded(
     cli, indexed: Path, tiny, photos: Path
 ) -> None:
-    # As schema 4 left it: no generation table or triggers, a pointer without generation.
+    # As schema 4 left it: no generation table or triggers, a pointer without generation, and
+    # nothing of the later steps (the text found in photos).
     conn = sqlite3.connect(indexed / DB_NAME)
     for trigger in ("photos_added", "photos_removed", "photos_reembedded"):
         conn.execute("DROP TRIGGER " + trigger)
     conn.execute("DROP TABLE photo_generation")
+    conn.execute("DROP TABLE photo_text_fts")
+    conn.execute("DROP TABLE photo_text")  # its triggers go with it
     conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()

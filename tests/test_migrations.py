@@ -121,7 +121,7 @@ def no_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_steps_are_numbered_from_one_in_order_and_the_last_is_the_schema_version():
     assert [step.number for step in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].number == 6
+    assert SCHEMA_VERSION == MIGRATIONS[-1].number == 7
     assert [step.name for step in MIGRATIONS] == [
         "create_photo_tables",
         "index_taken_at",
@@ -129,6 +129,7 @@ def test_steps_are_numbered_from_one_in_order_and_the_last_is_the_schema_version
         "index_photo_dates",
         "count_photo_changes",
         "index_photo_files",
+        "record_photo_text",
     ]
 
 

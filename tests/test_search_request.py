@@ -87,6 +87,8 @@ def _every_field_given() -> SearchRequest:
         min_score=0.25,
         min_prob=0.9,
         sort="date-asc",
+        text_only=True,  # with no_text, a request `check` refuses: here only the form counts
+        no_text=True,
     )
 
 

@@ -25,13 +25,19 @@ from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption, ModelOp
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+    from hanclip_library.library import OpenLibrary
+    from hanclip_library.text_engines import TextEngine
+    from hanclip_library.text_pass import TextReader
+
 EPILOG = (
     "Examples:\n\n"
     "  hanclip index ~/Pictures\n\n"
     "  hanclip index ~/Pictures/여행 ~/Pictures/가족 --json\n\n"
     "  hanclip index ~/Pictures --model ./my-bundle\n\n"
     "  hanclip index /media/usb/사진 --exclude 임시 --exclude '*.tmp.jpg'\n\n"
-    "  hanclip index /media/usb/사진 --prune-offline   # the drive is gone for good"
+    "  hanclip index /media/usb/사진 --prune-offline   # the drive is gone for good\n\n"
+    "  hanclip index ~/Pictures --no-ocr   # no text recognition this time\n\n"
+    "  hanclip index ~/Pictures --ocr-lang kor+eng+jpn --reocr   # read every photo again"
 )
 
 
@@ -69,14 +75,42 @@ def index(
             "(kept by default: a drive may be unplugged). Your files are never touched.",
         ),
     ] = False,
+    ocr: Annotated[
+        bool | None,
+        typer.Option(
+            "--ocr/--no-ocr",
+            help="Read the text in photos (screenshots, receipts, signs) after embedding them, "
+            "so search finds them by their words. Default: on when a text engine is installed "
+            "(pip install 'hanclip[ocr]').",
+            show_default=False,
+        ),
+    ] = None,
+    ocr_engine: Annotated[
+        str | None,
+        typer.Option("--ocr-engine", help="Text engine: tesseract+detect (default) or tesseract."),
+    ] = None,
+    ocr_lang: Annotated[
+        str | None,
+        typer.Option(
+            "--ocr-lang",
+            help="Languages to read, as the engine names them (kor+eng, vie). Default: those of "
+            "the model's language (Korean: kor+eng).",
+        ),
+    ] = None,
+    reocr: Annotated[
+        bool,
+        typer.Option("--reocr", help="Read the text of every photo again with this engine."),
+    ] = False,
     device: DeviceOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Index photos: embed new or changed files, prune deleted ones, recognise moves.
+    """Index photos: embed new or changed files, prune deleted ones, recognise moves, then read
+    the text in the photos not read yet.
 
     Runs again in seconds: unchanged photos are skipped, renamed or moved ones are found by
-    their content hash, so nothing is embedded twice. The photos of a folder that is missing,
-    empty or unreadable (an unplugged drive) are kept, left out of search until it is back.
+    their content hash, so nothing is embedded or read twice. The photos of a folder that is
+    missing, empty or unreadable (an unplugged drive) are kept, left out of search until it is
+    back.
     """
     import os
 
@@ -86,12 +120,15 @@ def index(
     # Before torch loads: the model's idle OpenMP threads sleep instead of spinning, leaving
     # the cores to the decoding threads. The user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if reocr and ocr is False:
+        fail("--reocr reads the text again: it cannot go with --no-ocr")
     roots = _photo_roots([Path(os.path.abspath(os.path.expanduser(p))) for p in paths], library)
     opened = open_library(library, model, for_writing=True, device=device, notices=CONSOLE_NOTICES)
     # Started by the first stage: a run that stops at its checks draws nothing, not even the
     # empty line of a bar never shown.
     progress = make_progress()
     with opened, opened.library.writer_lock():
+        reader = None if ocr is False else _text_reader(opened, ocr_engine, ocr_lang, ocr)
         options = IndexOptions(
             batch_size=batch_size,
             reembed=reembed,
@@ -99,9 +136,10 @@ def index(
             exclude=tuple(exclude or ()),
             reset_excludes=reset_excludes,
             prune_offline=prune_offline,
+            reocr=reocr,
         )
         try:
-            report = index_library(opened, roots, options, RichProgress(progress))
+            report = index_library(opened, roots, options, RichProgress(progress), reader)
         finally:
             progress.stop()
     if json_output:
@@ -109,6 +147,15 @@ def index(
     else:
         counts = ", ".join(f"{v} {k}" for k, v in report.counts().items())
         console.print(f"{opened.directory}: {counts}", highlight=False)
+        if report.text is not None:
+            text = report.text
+            console.print(
+                f"text: {text.read} photo(s) read ({text.with_text} with text, {text.no_text} "
+                f"without, {text.failed} failed)",
+                highlight=False,
+            )
+            for path, reason in text.failures[:20]:
+                err_console.print(Text(f"  could not read the text of {path}: {reason}"))
         for failure in report.failures[:20]:
             err_console.print(Text(f"  could not read {failure.path}: {failure.error}"))
     for folder in report.offline_folders:
@@ -133,6 +180,34 @@ def index(
         )
         if report.failed == report.scanned:
             raise typer.Exit(1)  # nothing at all could be read: a script should notice
+
+
+def _text_reader(
+    opened: OpenLibrary, name: str | None, languages: str | None, asked: bool | None
+) -> TextReader | None:
+    """What the text pass reads with. An engine that cannot run here is said in one line and
+    the pass left out, unless it was asked for (--ocr: then it is an error)."""
+    from hanclip_library import text_pass
+    from hanclip_library.text_engines import EngineUnavailable
+
+    def unavailable(exc: EngineUnavailable) -> None:
+        if asked:
+            fail(str(exc))
+        notice(f"text in photos not read: {exc}")
+
+    def open_engine() -> TextEngine | None:
+        try:
+            return text_pass.open_text_engine(*choice)
+        except EngineUnavailable as exc:
+            unavailable(exc)
+            return None
+
+    try:
+        choice = text_pass.engine_choice(name, languages, opened.model.spec.extra.get("language"))
+    except EngineUnavailable as exc:
+        unavailable(exc)
+        return None
+    return text_pass.TextReader(*choice, open_engine)
 
 
 def _photo_roots(roots: list[Path], library: Path | None) -> list[Path]:

@@ -17,6 +17,7 @@ from hanclip_cli.options import JsonOption, LibraryOption
 
 if TYPE_CHECKING:
     from hanclip_library.library import LibrarySummary
+    from hanclip_library.photo_text import TextCounts
 
 EPILOG = (
     "Examples:\n\n"
@@ -53,6 +54,7 @@ def info(
     hint = " (--errors lists them)" if contents.failed and not errors else ""
     lines = [
         f"photos       {contents.photos}",
+        f"text         {_text_line(contents.text)}",
         f"failed       {contents.failed}{hint}",
         f"model        {contents.model}",
         f"image model  {contents.image_model}",
@@ -70,6 +72,14 @@ def info(
         console.print(Text(line))
     for failure in summary.errors or ():
         console.print(Text(f"  {failure.path}: {failure.error}"))
+
+
+def _text_line(counts: TextCounts) -> str:
+    """The photos by the text read in them, as the info line says it."""
+    return (
+        f"{counts.read} read ({counts.with_text} with text, {counts.no_text} without, "
+        f"{counts.failed} failed), {counts.pending} not read yet"
+    )
 
 
 def _database_text(summary: LibrarySummary) -> str:

@@ -35,8 +35,11 @@ from hanclip_library.request import CLI, Part, RequestField, SearchRequest, requ
 from hanclip_model.errors import HanclipError
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from hanclip_cli.serve.discovery import RunningServer
     from hanclip_library.library import ModelChoice, OpenLibrary
+    from hanclip_library.photo_text import TextMatch
     from hanclip_library.searcher import SearchResult
 
 EPILOG = (
@@ -51,6 +54,8 @@ EPILOG = (
     "  hanclip search 눈 --image ~/Pictures/산.jpg --sub-image ~/Pictures/사람.jpg\n\n"
     "  hanclip search '가족 여행' --after 2023-07 --before 2023-09\n\n"
     "  hanclip search 고양이 --in ~/Pictures/2024 --in ~/Pictures/폰\n\n"
+    "  hanclip search 스타벅스 영수증   # photos holding these words first\n\n"
+    "  hanclip search 카톡 --text-only   # screenshots by their words alone\n\n"
     "  hanclip search 고양이 --min-score 0.25\n\n"
     "  hanclip search '누워있는 고양이' --min-prob 0.9   # likely matches (trained models)\n\n"
     "  hanclip search '생일 파티' --sort date   # newest first (date-asc: oldest first)\n\n"
@@ -442,15 +447,37 @@ def _print_hits(request: SearchRequest, result: SearchResult) -> None:
     from rich.text import Text
 
     calibrated = any(hit.match_probability is not None for hit in hits)
+    by_text = any(hit.text_match is not None for hit in hits)
     rows = []
     for hit in hits:
         path = Text(hit.path)
         if hit.offline:
             path.append(" (offline)", style="dim")
         match = [percent(hit.match_probability)] if calibrated else []
-        rows.append([str(hit.rank), f"{hit.score:.3f}", *match, path, hit.taken_at or ""])
+        text = [snippet_text(hit.text_match)] if by_text else []
+        rows.append([str(hit.rank), f"{hit.score:.3f}", *match, path, hit.taken_at or "", *text])
     headers = ["#", "score", *(["match"] if calibrated else []), "path", "taken"]
-    print_table(headers, rows, right=("#", "match"))
+    print_table([*headers, *(["text"] if by_text else [])], rows, right=("#", "match"))
+
+
+SNIPPET_COLUMN = 32  # characters of a hit's text the table shows
+
+
+def snippet_text(match: TextMatch | None) -> Text:
+    """The text column of a hit found by its text: its words in bold, with what stands
+    around the first of them; empty for a hit found by its look."""
+    from rich.text import Text
+
+    if match is None:
+        return Text("")
+    start = max(0, min((s for s, _ in match.spans), default=0) - SNIPPET_COLUMN // 4)
+    shown = match.snippet[start : start + SNIPPET_COLUMN]
+    text = Text(("…" if start else "") + shown)
+    offset = 1 if start else 0
+    for begin, end in match.spans:
+        if begin >= start and end <= start + SNIPPET_COLUMN:
+            text.stylize("bold", begin - start + offset, end - start + offset)
+    return text
 
 
 def percent(probability: float | None) -> str:
