@@ -36,7 +36,7 @@ from benchkit.inputs import (
 )
 from benchkit.processes import BenchmarkError, LoadSampler, LoadSummary, log
 from benchkit.server import Server, running_server
-from benchkit.workspace import Workspace, check_index_counts, photo_rows
+from benchkit.workspace import EMBEDDING_ONLY, Workspace, check_index_counts, photo_rows
 
 # The "tens of milliseconds".
 SEARCH_P50 = Target("search_p50_ms", "server search p50", "<=", 50.0, " ms")
@@ -255,7 +255,7 @@ def build_library(ws: Workspace, photos: Sequence[Path], total: int) -> Library:
     else:
         shutil.rmtree(path, ignore_errors=True)
         log(f"library: indexing {len(photos)} photos (exports the fast text encoder once)")
-        run, _ = ws.index(linked_folder(folder, photos), path)
+        run, _ = ws.index(linked_folder(folder, photos), path, options=EMBEDDING_ONLY)
         check_index_counts(run, len(photos))
         log(f"library: adding synthetic rows up to {total:,} photos")
         fill_library(path, total)

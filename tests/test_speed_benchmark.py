@@ -81,7 +81,11 @@ class FakeWorkspace:
         self.calls.append(kind)
         return processes.ProcessRun(wall_s, wall_s * 0.9, 300 * 1024**2, stdout, stderr)
 
-    def index(self, folder: Path, library: Path, device: str | None = "cpu") -> Any:
+    def index(
+        self, folder: Path, library: Path, device: str | None = "cpu", options: Any = ()
+    ) -> Any:
+        # The index figures are about embedding: the text pass is measured on its own.
+        assert tuple(options) == workspace.EMBEDDING_ONLY
         photos = len(list(folder.iterdir()))
         done = self._run("index", json.dumps({"added": photos, "failed": 0}), 5.0 + photos)
         watch = workspace.IndexWatch(library / "library.db", 4.0, [(4.5 + photos, photos)])

@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,10 @@ ISOLATED_KEYS = (
     "HF_HUB_OFFLINE",
     "TRANSFORMERS_OFFLINE",
 )
+
+# What the index benchmarks measure is embedding photos (their ceiling is decode + model): the
+# text in photos is a pass of its own, measured by benchmarks/ocr_quality.py.
+EMBEDDING_ONLY = ("--no-ocr",)
 
 
 def isolated_env(work: Path) -> dict[str, str]:
@@ -155,10 +159,15 @@ class Workspace:
         return path
 
     def index(
-        self, folder: Path, library: Path, device: str | None = "cpu"
+        self,
+        folder: Path,
+        library: Path,
+        device: str | None = "cpu",
+        options: Sequence[str] = (),
     ) -> tuple[ProcessRun, IndexWatch | None]:
+        """`hanclip index FOLDER --json OPTIONS...`."""
         cmd = [*self.hanclip, "index", str(folder), "--library", str(library)]
-        cmd += ["--model", str(self.bundle), "--json"]
+        cmd += ["--model", str(self.bundle), "--json", *options]
         if device:
             cmd += ["--device", device]
         watch = IndexWatch(library / "library.db") if self.watch_index else None

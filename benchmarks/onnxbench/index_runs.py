@@ -10,6 +10,7 @@ from benchkit.figures import Spread
 from benchkit.inputs import read_bytes
 from benchkit.processes import BenchmarkError, ProcessRun, import_log, log
 from benchkit.workspace import (
+    EMBEDDING_ONLY,
     FAST_IMAGE_ENV,
     INDEX_BATCH,
     IndexWatch,
@@ -44,7 +45,7 @@ def index_once(
 ) -> tuple[ProcessRun, IndexWatch]:
     """One `hanclip index` process into a fresh library; it must have added every photo,
     through the backend it is meant to measure."""
-    run, watch = ws.index(folder, ws.fresh(name))
+    run, watch = ws.index(folder, ws.fresh(name), options=EMBEDDING_ONLY)
     check_index_counts(run, photos)
     went_torch = TORCH_NOTE in run.stderr
     if went_torch != (backend == "torch"):

@@ -9,7 +9,13 @@ from pathlib import Path
 from benchkit.figures import Spread
 from benchkit.inputs import linked_folder
 from benchkit.processes import ProcessRun, log, median
-from benchkit.workspace import INDEX_BATCH, IndexWatch, Workspace, check_index_counts
+from benchkit.workspace import (
+    EMBEDDING_ONLY,
+    INDEX_BATCH,
+    IndexWatch,
+    Workspace,
+    check_index_counts,
+)
 
 from speedbench.ceiling import ClipParts, ceiling_round, summarise_ceilings
 from speedbench.naive import naive_index_rate
@@ -33,8 +39,8 @@ class IndexRounds:
 
 
 def index_run(ws: Workspace, folder: Path, empty: Path, photos: int, device: str) -> IndexRun:
-    startup, _ = ws.index(empty, ws.fresh("startup-library"), device)
-    whole, watch = ws.index(folder, ws.fresh("index-library"), device)
+    startup, _ = ws.index(empty, ws.fresh("startup-library"), device, EMBEDDING_ONLY)
+    whole, watch = ws.index(folder, ws.fresh("index-library"), device, EMBEDDING_ONLY)
     check_index_counts(whole, photos)
     return IndexRun(startup, whole, watch)
 
