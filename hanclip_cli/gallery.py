@@ -1,7 +1,8 @@
 """`hanclip search --html`: the hits as one self-contained HTML page.
 
 The page is a grid of tiles, best first: each an upright thumbnail embedded as a data: URI,
-its rank, score, date and path, and a link to the original (a file:// URI). It needs nothing
+its rank, score, date and path, and a link to the original (a file:// URI); a photo found by
+the words in it shows them where they stand in its text. It needs nothing
 else: no network, no script, no file beside it, so it can be mailed or kept. A photo whose
 thumbnail cannot be made (offline, unreadable) gets a placeholder tile. Its words are in the
 language of the locale (`ui_text`: the web page's table and rule).
@@ -18,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from hanclip_cli.ui_text import locale_language, say
+from hanclip_library.photo_text import TextMatch
 from hanclip_library.searcher import SearchHit
 from hanclip_library.thumbnails import GRID_SIZE, ThumbnailCache, ThumbnailUnavailable
 from hanclip_model.errors import HanclipError, StorageError
@@ -57,6 +59,8 @@ h1 { font-size: 1.5rem; margin: 0 0 .35rem; overflow-wrap: anywhere; }
 .path { display: block; margin-top: .2rem; color: var(--accent); text-decoration: none;
   overflow-wrap: anywhere; font-size: .8rem; }
 .path:hover { text-decoration: underline; }
+.snippet { margin: .3rem 0 0; color: var(--dim); font-size: .8rem; overflow-wrap: anywhere; }
+mark { background: #ffd866; color: #1d1d1f; border-radius: 2px; padding: 0 1px; }
 .empty { font-size: 1.1rem; color: var(--dim); }
 footer { margin-top: 1.5rem; font-size: .8rem; }
 """
@@ -66,6 +70,25 @@ def _text(value: object) -> str:
     """`value` as HTML text or attribute value: escaped, and the lone surrogates of an
     undecodable file name shown as U+FFFD (UTF-8 cannot hold them)."""
     return html.escape(_LONE_SURROGATE.sub("\ufffd", str(value)), quote=True)
+
+
+def _snippet(match: TextMatch, language: str) -> str:
+    """A hit's snippet as HTML: each piece of the text escaped, the words found in <mark>
+    (spans that overlap, two query words sharing letters, are one mark)."""
+    merged: list[list[int]] = []
+    for start, end in sorted(match.spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    parts, at = [], 0
+    for start, end in merged:
+        parts.append(_text(match.snippet[at:start]))
+        parts.append(f"<mark>{_text(match.snippet[max(start, at) : end])}</mark>")
+        at = max(at, end)
+    parts.append(_text(match.snippet[at:]))
+    title = _text(say(language, "snippet_title"))
+    return f'<p class="snippet" title="{title}">{"".join(parts)}</p>'
 
 
 def file_uri(path: str | os.PathLike) -> str:
@@ -109,12 +132,13 @@ def _tile(hit: SearchHit, thumbnail: bytes | None, language: str) -> str:
     offline = _text(say(language, "offline_badge"))
     notes = f'<span class="note">{offline}</span>' if hit.offline else ""
     preview = "placeholder" if thumbnail is None else "thumbnail"
+    snippet = "" if hit.text_match is None else _snippet(hit.text_match, language)
     return (
         f'<li class="tile" id="rank-{hit.rank}" data-rank="{hit.rank}" data-preview="{preview}">'
         f'<a href="{uri}" title="{_text(hit.path)}">{picture}</a>'
         f'<div class="meta"><div class="line"><span class="rank">#{hit.rank}</span>'
         f'<span class="score">{hit.score:.3f}</span>{date}{notes}</div>'
-        f'<a class="path" href="{uri}">{_text(hit.path)}</a></div></li>'
+        f'<a class="path" href="{uri}">{_text(hit.path)}</a>{snippet}</div></li>'
     )
 
 

@@ -300,6 +300,22 @@ class PhotoText:
             pending=by_status.get(None, 0),
         )
 
+    def newest(self, sha256: str) -> Reading | None:
+        """The newest reading of the content `sha256` (the one a search reads); None when it
+        was not read yet, or the library is from before step 7."""
+        if not self.exists():
+            return None
+        row = self.conn.execute(
+            "SELECT engine, engine_version, languages, status, text, words, error "
+            "FROM photo_text t WHERE t.sha256 = ? AND " + _NEWEST,
+            [sha256],
+        ).fetchone()
+        if row is None:
+            return None
+        engine, version, languages, status, text, words, error = row
+        engine_id = EngineId(engine, version, languages)
+        return Reading(sha256, engine_id, status, text or "", _words_from_json(words), error)
+
     def find(self, words: Sequence[str], limit: int) -> list[TextFound]:
         """Up to `limit` photos whose content's newest reading holds every one of `words`
         (searchable ones), best first (a copy of a photo is another photo)."""

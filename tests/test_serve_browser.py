@@ -1,8 +1,9 @@
 """The `hanclip serve` page in a real browser: Debian's Chromium, driven by Playwright.
 
 Against the session's running server (the `served` fixture: 12 photos indexed with the tiny
-model). Skipped where /usr/bin/chromium or Playwright is missing, unless HANCLIP_REQUIRE_BROWSER
-is set (CI sets it): there a missing browser is a failure.
+model), and a server on photos with text read by the fake engine (`text_served`). Skipped
+where /usr/bin/chromium or Playwright is missing, unless HANCLIP_REQUIRE_BROWSER is set (CI
+sets it): there a missing browser is a failure.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from served import Served, running_server
+from test_text_display import HOSTILE_TEXT, index_text_library
+from text_photos import BROKEN, PLAIN, SCREENSHOT
 
 from hanclip_eval.server_process import CHROMIUM, HEADLESS_CHROMIUM_ARGS
 
@@ -345,3 +349,83 @@ def test_an_english_browser_gets_the_page_in_english(browser, served) -> None:
         assert re.search(r"\d+ photos", page.inner_text("#status"))
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def text_served(tiny, tmp_path_factory, _cache_dir) -> Iterator[Served]:
+    """A server on a library of photos with text (tests/test_text_display.py's)."""
+    library, photos = index_text_library(
+        tmp_path_factory.mktemp("text"), tiny.plain_bundle, _cache_dir
+    )
+    with running_server(library, photos[BROKEN].parent, _cache_dir) as server:
+        yield server
+
+
+def marks(page: Page, selector: str) -> list[str]:
+    return page.eval_on_selector_all(f"{selector} mark", "ms => ms.map(m => m.textContent)")
+
+
+def test_a_hit_found_by_its_text_shows_its_snippet_and_the_large_view_its_text(
+    page: Page, text_served
+) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(text_served.url + "?q=스타벅스 영수증")
+    page.wait_for_selector("#grid .tile .snippet")
+    first = page.locator("#grid .tile").first
+    assert marks(page, "#grid .tile:first-child .snippet") == ["스타벅스", "영수증"]
+    assert "아메리카노" in first.locator(".snippet").inner_text()
+    assert page.locator("#grid .snippet").count() == 1  # the others were found by their look
+
+    first.click()
+    body = page.locator("#viewer-text-body")
+    page.wait_for_function("() => !document.querySelector('#viewer-text').hidden")
+    assert body.inner_text() == SCREENSHOT  # its lines kept
+    assert marks(page, "#viewer-text-body") == ["스타벅스", "영수증"]
+    assert page.eval_on_selector("#viewer-text-body", "b => getComputedStyle(b).userSelect") in (
+        "text",
+        "auto",
+    )
+    page.click("#viewer-text-copy")
+    page.wait_for_function(
+        "(text) => document.querySelector('#viewer-text-copy').textContent === text",
+        arg="복사했습니다",
+    )
+    assert page.evaluate("() => navigator.clipboard.readText()") == SCREENSHOT
+
+    # A photo with no text says so, without a copy button.
+    page.keyboard.press("Escape")
+    page.click(f"#grid .tile[title$='{PLAIN[0]}']")
+    page.wait_for_function(
+        "() => document.querySelector('#viewer-text-body').textContent.includes('찾지 못했')"
+    )
+    assert page.locator("#viewer-text-copy").is_hidden()
+
+
+def test_markup_in_a_photos_text_stays_text(page: Page, text_served) -> None:
+    page.goto(text_served.url + "?q=카톡")
+    page.wait_for_selector("#grid .tile .snippet")
+    snippet = page.locator("#grid .snippet").first
+    assert '<script>alert("x")</script>' in snippet.inner_text()
+    assert marks(page, "#grid .snippet") == ["카톡"]
+    assert page.locator("#grid script, #viewer script").count() == 0
+    snippet.click()
+    page.wait_for_function("() => !document.querySelector('#viewer-text').hidden")
+    assert page.inner_text("#viewer-text-body") == HOSTILE_TEXT
+
+
+def test_text_switches_in_the_url_are_kept_and_a_conflict_is_said(page: Page, text_served):
+    page.goto(text_served.url + "?q=카톡&text_only=1")
+    page.wait_for_selector("#grid .tile .snippet")
+    assert page.locator("#grid .tile").count() == 1  # the text alone
+    page.fill("#q", "스타벅스")
+    page.press("#q", "Enter")
+    page.wait_for_function(
+        "(word) => document.querySelector('#grid .snippet mark')?.textContent === word",
+        arg="스타벅스",
+    )
+    assert page.locator("#grid .tile").count() == 1 and url_params(page)["text_only"] == ["1"]
+
+    page.goto(text_served.url + "?q=카톡&text_only=1&no_text=1")
+    page.wait_for_function("() => document.querySelector('#status').className.includes('error')")
+    status = page.inner_text("#status")
+    assert "하나만 고르세요" in status and "choose one" not in status

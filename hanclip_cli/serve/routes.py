@@ -4,8 +4,9 @@
     GET /api/info                       the library: photos, model
     GET /api/search?q=...&n=&offset=    a ranking, paged; filters as `search` has them
                                         (min_prob only with a calibrated model): the
-                                        parameters of a SearchRequest (`to_params`)
-    GET /api/photos/{id}                one photo's record
+                                        parameters of a SearchRequest (`to_params`);
+                                        a hit found by its text has `text_match`
+    GET /api/photos/{id}                one photo's record, with the text read in it
     GET /api/photos/{id}/thumbnail      JPEG, ?size=grid|large
     GET /api/photos/{id}/original       the photo's own file
     GET /api/photos/{id}/similar        photos like it (an image query), paged
@@ -39,6 +40,7 @@ from hanclip_cli.common import to_json
 from hanclip_cli.serve.guard import LocalOnly
 from hanclip_cli.serve.service import LibraryService, Page
 from hanclip_cli.ui_text import accept_language, say, ui_strings
+from hanclip_library.photo_text import Reading
 from hanclip_library.query import SearchInputError
 from hanclip_library.request import HTTP, MAX_DEPTH, MAX_PAGE, SearchRequest
 from hanclip_library.searcher import SearchHit, hit_fields
@@ -126,6 +128,17 @@ def hit_json(hit: SearchHit, record: PhotoRecord | None) -> dict[str, object]:
     plus the photo's id and URLs."""
     assert hit.photo_id is not None
     return {**hit_fields(hit), "id": hit.photo_id, **photo_urls(hit.photo_id, record)}
+
+
+def photo_text_fields(reading: Reading | None) -> dict[str, str | None]:
+    """The text read in a photo, as the large view shows it: `text_status` is "text",
+    "no_text", "failed" or "pending" (not read yet); `text` the text, else null."""
+    if reading is None:
+        return {"text_status": "pending", "text": None}
+    return {
+        "text_status": reading.status,
+        "text": reading.text if reading.status == "text" else None,
+    }
 
 
 class Routes:
@@ -223,6 +236,7 @@ class Routes:
                 "width": record.width,
                 "height": record.height,
                 "offline": found.offline,
+                **photo_text_fields(found.reading),
                 **photo_urls(record.id, record),
             }
         )

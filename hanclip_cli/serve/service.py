@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from hanclip_cli.common import CONSOLE_NOTICES
 from hanclip_library.library import OpenLibrary, open_library
+from hanclip_library.photo_text import PhotoText, Reading
 from hanclip_library.request import MAX_DEPTH, SearchRequest
 from hanclip_library.searcher import SearchHit, offline_photo_ids, search_library
 from hanclip_library.store import PhotoRecord
@@ -42,6 +43,7 @@ class Page:
 class PhotoInfo:
     record: PhotoRecord
     offline: bool
+    reading: Reading | None = None  # the newest reading of its text; None: not read yet
 
 
 class LibraryService:
@@ -139,4 +141,8 @@ class LibraryService:
         record = self.opened.store.record_by_id(photo_id)
         if record is None:
             return None
-        return PhotoInfo(record, offline=photo_id in offline_photo_ids(self.opened))
+        return PhotoInfo(
+            record,
+            offline=photo_id in offline_photo_ids(self.opened),
+            reading=PhotoText(self.opened.store.conn).newest(record.sha256),
+        )

@@ -56,6 +56,9 @@
     score: $("#viewer-score"),
     offline: $("#viewer-offline"),
     original: $("#viewer-original"),
+    text: $("#viewer-text"),
+    textBody: $("#viewer-text-body"),
+    textCopy: $("#viewer-text-copy"),
     similar: $("#similar"),
     similarStatus: $("#similar-status"),
   };
@@ -82,6 +85,9 @@
       minScore: p.get("min_score") || "",
       sort: p.get("sort") || "score",
       includeOffline: TRUE.includes((p.get("include_offline") || "").toLowerCase()),
+      // Text alone or look alone (the API's switches): no control, a URL may say them.
+      textOnly: TRUE.includes((p.get("text_only") || "").toLowerCase()),
+      noText: TRUE.includes((p.get("no_text") || "").toLowerCase()),
       n: p.get("n") || "",
       photo: p.get("photo") || "",
     };
@@ -97,6 +103,8 @@
     if (state.minScore !== "") p.set("min_score", state.minScore);
     if (state.sort && state.sort !== "score") p.set("sort", state.sort);
     if (state.includeOffline) p.set("include_offline", "1");
+    if (state.textOnly) p.set("text_only", "1");
+    if (state.noText) p.set("no_text", "1");
     if (state.n) p.set("n", state.n);
     return p;
   }
@@ -132,6 +140,7 @@
   }
 
   function readForm() {
+    const url = readUrl();
     const folder = el.folder.value.trim();
     let folders = folder ? [folder] : [];
     if (urlFolders.length && folder === urlFolders[0]) folders = urlFolders;
@@ -143,7 +152,9 @@
       minScore: el.minScore.value.trim(),
       sort: el.sort.value || "score",
       includeOffline: el.includeOffline.checked,
-      n: readUrl().n, // a page size given in the URL stays
+      textOnly: url.textOnly, // as a page size, the switches given in the URL stay
+      noText: url.noText,
+      n: url.n,
       photo: "",
     };
   }
@@ -238,6 +249,43 @@
     return text;
   }
 
+  // -- text found in photos --------------------------------------------------------------
+
+  /** `text` as nodes, its (start, end) `spans` each in a <mark>: text nodes only, never
+   * markup, since the text was read from a photo and may hold anything. The spans count code
+   * points, as the server's Python does, so they are applied to `Array.from(text)`. */
+  function marked(text, spans) {
+    const chars = Array.from(text);
+    const merged = []; // overlapping spans (two query words sharing letters) are one mark
+    for (const [start, end] of [...spans].sort((a, b) => a[0] - b[0])) {
+      const last = merged[merged.length - 1];
+      if (last && start <= last[1]) last[1] = Math.max(last[1], end);
+      else merged.push([start, end]);
+    }
+    const nodes = [];
+    let at = 0;
+    for (const [start, end] of merged) {
+      if (start > at) nodes.push(document.createTextNode(chars.slice(at, start).join("")));
+      const mark = document.createElement("mark");
+      mark.textContent = chars.slice(Math.max(start, at), end).join("");
+      nodes.push(mark);
+      at = Math.max(at, end);
+    }
+    if (at < chars.length) nodes.push(document.createTextNode(chars.slice(at).join("")));
+    return nodes;
+  }
+
+  /** A hit's `text_match` spans moved from its snippet into the photo's whole `text` (the
+   * snippet is a stretch of it, its lines joined by spaces); none when it is not there. */
+  function spansInText(text, match) {
+    if (!match) return [];
+    const flat = text.replace(/\n/g, " ");
+    const at = flat.indexOf(match.snippet);
+    if (at < 0) return [];
+    const begin = Array.from(flat.slice(0, at)).length;
+    return match.spans.map(([start, end]) => [start + begin, end + begin]);
+  }
+
   // -- tiles -----------------------------------------------------------------------------
 
   function makeTile(hit, state) {
@@ -282,6 +330,14 @@
     meta.append(score, date);
 
     tile.append(frame, meta);
+    if (hit.text_match) {
+      // Found by the words in it: the words, where they stand in its text.
+      const snippet = document.createElement("span");
+      snippet.className = "snippet";
+      snippet.title = say("snippet_title");
+      snippet.append(...marked(hit.text_match.snippet, hit.text_match.spans));
+      tile.append(snippet);
+    }
     return tile;
   }
 
@@ -407,6 +463,7 @@
 
   let viewing = null; // the id on view
   let similarRun = 0;
+  let textRun = 0;
 
   function openViewer(photo, history_ = "push") {
     known.set(photo.id, photo);
@@ -434,6 +491,7 @@
     if (!el.viewer.open) el.viewer.showModal();
     el.viewer.scrollTop = 0;
     loadSimilar(photo);
+    loadText(photo);
   }
 
   async function openById(id) {
@@ -486,6 +544,46 @@
     }
   }
 
+  /** The text read in the photo on view, the words of the search that found it by them
+   * marked; or why there is none. A search hit carries no text: the photo's record does. */
+  async function loadText(photo) {
+    const run = ++textRun;
+    el.text.hidden = true;
+    el.textBody.replaceChildren();
+    let record = photo;
+    if (!("text_status" in photo)) {
+      try {
+        record = await getJson(`/api/photos/${encodeURIComponent(photo.id)}`);
+      } catch (err) {
+        if (run !== textRun) return;
+        record = { text_status: "unavailable", why: err.message };
+      }
+      if (run !== textRun) return;
+    }
+    const status = record.text_status;
+    const hasText = status === "text" && typeof record.text === "string";
+    if (hasText) {
+      el.textBody.append(...marked(record.text, spansInText(record.text, photo.text_match)));
+    } else {
+      el.textBody.textContent = say(`text_status_${status}`, { why: record.why || "" });
+    }
+    el.textBody.classList.toggle("note", !hasText);
+    el.textCopy.hidden = !hasText;
+    el.textCopy.textContent = say("text_copy");
+    el.text.hidden = false;
+  }
+
+  el.textCopy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(el.textBody.textContent);
+      el.textCopy.textContent = say("text_copied");
+    } catch {
+      // No clipboard here (refused, or an address the browser does not trust): the text is
+      // selected, to copy by hand.
+      getSelection().selectAllChildren(el.textBody);
+    }
+  });
+
   el.similar.addEventListener("click", (event) => onTileClick(event, true));
   el.viewerClose.addEventListener("click", () => el.viewer.close());
   // A click on the backdrop (the dialog element itself, outside its content) closes it.
@@ -497,6 +595,7 @@
     const closed = viewing;
     viewing = null;
     similarRun++;
+    textRun++;
     el.large.removeAttribute("src");
     el.similar.replaceChildren();
     // Closed by the user (Escape, the button): the URL loses its photo. Closed because the
