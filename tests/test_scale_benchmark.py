@@ -5,6 +5,7 @@ targets. The benchmark itself fabricates 100k and 1M photos; nothing here assert
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -19,13 +20,16 @@ from conftest import EMBED_DIM, TinyModels
 from scalebench.checkout import PAGE, Checkout, search
 from scalebench.figures import Report, SizeFigures, checks, size_checks
 from scalebench.library import (
+    FORMAT,
     SCHEMA_VERSION,
-    SYNTHETIC_ROOT,
     ensure_real_files,
+    ensure_synthetic_files,
     fabricate_library,
     raw_dim,
+    synthetic_folder,
 )
 from scalebench.measure import measure_size
+from scalebench.texts import TEXT_EVERY, matching_queries, unmatched_queries, written_texts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,6 +54,32 @@ def test_real_files_are_distinct_valid_jpegs_with_their_stat_and_hash(tmp_path: 
     assert ensure_real_files(tmp_path, 30) == (root, files)  # written once, reused
 
 
+def test_synthetic_files_are_empty_links_made_once_and_extended(tmp_path: Path) -> None:
+    from scalebench.library import SYNTHETIC_PER_FOLDER, synthetic_path
+
+    root = ensure_synthetic_files(tmp_path, 10, 1_500)
+    assert root == synthetic_folder(tmp_path, 10) and root.name.endswith(f"-f{FORMAT}")
+    paths = [Path(synthetic_path(root, n)) for n in range(10, 1_500)]
+    assert all(p.is_file() and p.stat().st_size == 0 for p in paths)
+    assert not Path(synthetic_path(root, 9)).exists() and len({p.parent for p in paths}) == 2
+    assert paths[0].stat().st_nlink == SYNTHETIC_PER_FOLDER - 10  # one inode per subfolder
+    mtime = paths[-1].stat().st_mtime_ns
+    assert ensure_synthetic_files(tmp_path, 10, 1_200) == root  # nothing to make
+    assert ensure_synthetic_files(tmp_path, 10, 2_100) == root  # grown, the rest kept
+    assert Path(synthetic_path(root, 2_099)).is_file() and paths[-1].stat().st_mtime_ns == mtime
+
+
+def test_text_queries_match_the_texts_written_or_none() -> None:
+    texts = written_texts()
+    assert len(set(texts)) == len(texts) > 100
+    matching = matching_queries(5)
+    assert matching == texts[:5]
+    words = {word for text in texts for word in text.split()}
+    for query in unmatched_queries(5):
+        assert set(query.split()) - words  # a word no text holds
+    assert len(set(unmatched_queries(20))) == 20 and TEXT_EVERY == 10
+
+
 def _columns_and_indexes(conn: sqlite3.Connection) -> dict[str, object]:
     tables = [
         r[0]
@@ -72,7 +102,8 @@ def test_the_fabricated_library_has_schema_4_of_the_migrations(tmp_path: Path) -
 
     _, files = ensure_real_files(tmp_path, 10)
     library = tmp_path / "library"
-    fabricate_library(library, 25, files, dim=8)
+    synthetic = ensure_synthetic_files(tmp_path, 10, 25)
+    fabricate_library(library, 25, files, dim=8, synthetic=synthetic)
     made = sqlite3.connect(str(library / "library.db"))
     reference = sqlite3.connect(":memory:")
     for step in MIGRATIONS[:SCHEMA_VERSION]:
@@ -82,14 +113,16 @@ def test_the_fabricated_library_has_schema_4_of_the_migrations(tmp_path: Path) -
     rows = made.execute("SELECT path, size, mtime_ns, sha256, embedding FROM photos ORDER BY id")
     rows = rows.fetchall()
     assert [r[:4] for r in rows[:10]] == [(f.path, f.size, f.mtime_ns, f.sha256) for f in files]
-    assert all(r[0].startswith(SYNTHETIC_ROOT + "/") for r in rows[10:])
+    assert all(Path(r[0]).is_relative_to(synthetic) for r in rows[10:])
+    assert all(Path(r[0]).is_file() for r in rows)  # no row is gone
     assert len(rows) == 25 == len({r[0] for r in rows})
     assert raw_dim(library) == 8 and photo_rows(library / "library.db") == 25
 
 
 def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) -> None:
     """Fabricate, migrate and index with this checkout: the re-index finds every real file
-    unchanged, searches return hits, and every figure has its runs."""
+    unchanged, searches return a full page (no row is gone), text queries find the photos
+    with text first, and every figure has its runs."""
     from hanclip_library.store import PhotoStore
 
     checkout = Checkout.at(REPO)
@@ -107,13 +140,33 @@ def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) ->
     store = PhotoStore(Path(figures.library), create=False)  # migrated by the first index
     try:
         assert store.count() == 300
-        assert len(store.records_under([tmp_path / "files-100-f1"])) == 100
+        assert len(store.records_under([tmp_path / f"files-100-f{FORMAT}"])) == 100
+        synthetic = store.conn.execute("SELECT path FROM photos WHERE id > 100").fetchall()
+        assert len(synthetic) == 200 and all(Path(p).is_file() for (p,) in synthetic)
+        assert (
+            store.conn.execute("SELECT COUNT(*) FROM photo_text WHERE status = 'text'").fetchone()[
+                0
+            ]
+            == 300 // TEXT_EVERY
+        )
     finally:
         store.close()
     _, hits = search(ws, "바닷가의 강아지", Path(figures.library))
     assert len(hits) == PAGE
+    # A page as large as the library: every row is found, none is gone.
+    run = ws.search("바닷가의 강아지", Path(figures.library), "-n", "300", "--no-text")
+    assert len(json.loads(run.stdout)) == 300
+    _, hits = search(ws, matching_queries(1)[0], Path(figures.library), "--text-only")
+    assert hits and all(hit["text_match"]["spans"] for hit in hits)
+
+    text = figures.text
+    assert text is not None and text.text_rows == 30
+    assert len(text.matching_text_s.runs) == 2 == len(text.unmatched_look_s.runs)
+    assert text.matching_text_hits.min >= 1 and text.matching_ratio > 0
     report = format_report(_report([figures]))
     assert "reindex counts" in report and "\n  n/a " in report  # no re-index target at 100 files
+    assert "PASS" in report or "FAIL" in report  # the text ratios are judged at this size
+    assert "matching ratio" in report
 
 
 def _stat(*values: float) -> Spread:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchkit.processes import BenchmarkError, ProcessRun, log, run_process
-from benchkit.workspace import Workspace, isolated_env, photo_rows
+from benchkit.workspace import EMBEDDING_ONLY, Workspace, isolated_env, photo_rows
 
 from scalebench.library import raw_dim, template_jpeg, unique_jpeg
 
@@ -42,6 +42,12 @@ class Checkout:
         return cls(path, commit, f"{head}-{digest}")
 
     @property
+    def has_text(self) -> bool:
+        """Whether it reads the text in photos (issue 24): `photo_text`, `index --no-ocr`,
+        `search --no-text`."""
+        return (self.path / "hanclip_library" / "photo_text.py").is_file()
+
+    @property
     def label(self) -> str:
         return f"{self.path} @ {self.commit}"
 
@@ -62,19 +68,23 @@ def _git(path: Path, *args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def index(ws: Workspace, folder: Path, library: Path) -> tuple[ProcessRun, dict[str, int]]:
-    """`hanclip index FOLDER --json` and the counts it printed."""
-    run, _ = ws.index(folder, library, device=None)
+def index(
+    ws: Workspace, folder: Path, library: Path, *, no_ocr: bool = False
+) -> tuple[ProcessRun, dict[str, int]]:
+    """`hanclip index FOLDER --json` and the counts it printed. `no_ocr` (a checkout that
+    reads text only): no recognition pass, which would read every fabricated photo."""
+    run, _ = ws.index(folder, library, device=None, options=EMBEDDING_ONLY if no_ocr else ())
     return run, json.loads(run.stdout)
 
 
 def search(
-    ws: Workspace, query: str, library: Path, *, on_its_own: bool = False
+    ws: Workspace, query: str, library: Path, *options: str, on_its_own: bool = False
 ) -> tuple[ProcessRun, list[dict]]:
-    """`hanclip search QUERY --json -n PAGE` and its hits. `on_its_own`: neither asking a
-    running server nor starting one (a checkout from before issue 16 ignores the two
+    """`hanclip search QUERY --json -n PAGE OPTIONS...` and its hits. `on_its_own`: neither
+    asking a running server nor starting one (a checkout from before issue 16 ignores the two
     variables and always searches on its own)."""
-    run = ws.search(query, library, "-n", str(PAGE), env=ON_ITS_OWN if on_its_own else None)
+    env = ON_ITS_OWN if on_its_own else None
+    run = ws.search(query, library, "-n", str(PAGE), *options, env=env)
     hits = json.loads(run.stdout)
     if not hits:
         raise BenchmarkError(f"hanclip search {query!r} found nothing in {library}")
@@ -122,9 +132,9 @@ print(json.dumps(out))
 """
 
 
-def seed_dim(ws: Workspace) -> int:
+def seed_dim(ws: Workspace, *, no_ocr: bool = False) -> int:
     """The bundle's raw image dimension, as the checkout stores it: one small JPEG indexed
-    into a seed library (kept per bundle)."""
+    into a seed library (kept per bundle); `no_ocr` as for `index`."""
     digest = hashlib.sha1(str(ws.bundle.resolve()).encode()).hexdigest()[:10]
     seed = ws.root / "seed" / digest
     library = seed / "library"
@@ -133,7 +143,7 @@ def seed_dim(ws: Workspace) -> int:
         (seed / "photo").mkdir(parents=True)
         (seed / "photo" / "seed.jpg").write_bytes(unique_jpeg(template_jpeg(), 0))
         log("seed: indexing one photo to learn the bundle's raw dimension")
-        _, counts = index(ws, seed / "photo", library)
+        _, counts = index(ws, seed / "photo", library, no_ocr=no_ocr)
         if counts.get("added") != 1:
             raise BenchmarkError(f"the seed index added {counts.get('added')} of 1: {counts}")
     return raw_dim(library)

@@ -11,6 +11,34 @@ COLD_TARGETS_S = ((100_000, 0.5), (1_000_000, 1.0))
 # The no-op re-index's target, for exactly this many real files.
 REINDEX_TARGET_FILES = 100_000
 REINDEX_TARGET_S = 2.0
+# Issue 24: a cold search with the text in photos within this factor of the same search by
+# look alone (`--no-text`, the search before it), for libraries up to this size.
+TEXT_RATIO_TARGET = 1.2
+TEXT_TARGET_PHOTOS = 100_000
+
+
+@dataclass(frozen=True)
+class TextFigures:
+    """Cold searches on their own with the text in photos (`scalebench.texts`) and the same
+    searches by look alone (`--no-text`), taken in turns: queries some photo's text holds,
+    and queries no text holds."""
+
+    text_rows: int  # photos with a reading with text
+    write_s: float  # writing them through the checkout's PhotoText; 0: an earlier run did
+    matching_text_s: Spread
+    matching_look_s: Spread
+    unmatched_text_s: Spread
+    unmatched_look_s: Spread
+    matching_text_hits: Spread  # of each timed matching search's hits, those found by text
+
+    @property
+    def matching_ratio(self) -> float:
+        """Text included over look alone, p50 over p50, for queries that match text."""
+        return self.matching_text_s.p50 / self.matching_look_s.p50
+
+    @property
+    def unmatched_ratio(self) -> float:
+        return self.unmatched_text_s.p50 / self.unmatched_look_s.p50
 
 
 @dataclass(frozen=True)
@@ -39,6 +67,8 @@ class SizeFigures:
     # (None: the checkout started none).
     resident_search_s: Spread | None = None
     resident_rss_mb: Spread | None = None
+    # The text in photos (None: the checkout has none).
+    text: TextFigures | None = None
 
     @property
     def freshness_s(self) -> float:
@@ -70,6 +100,16 @@ def size_checks(figures: SizeFigures) -> list[Check]:
     target = Target("reindex_s", label, "<", REINDEX_TARGET_S, " s")
     on_target = figures.real_files == REINDEX_TARGET_FILES
     found.append(Check(label, figures.reindex_s.p50, target if on_target else None))
+    if figures.text is not None:
+        for kind, ratio in (
+            ("matching", figures.text.matching_ratio),
+            ("unmatched", figures.text.unmatched_ratio),
+        ):
+            label = f"cold search with text / --no-text at {figures.photos:,}, {kind} query"
+            key = f"text_ratio_{kind}_{figures.photos}"
+            target = Target(key, label, "<=", TEXT_RATIO_TARGET, "x")
+            applies = figures.photos <= TEXT_TARGET_PHOTOS
+            found.append(Check(label, ratio, target if applies else None))
     return found
 
 

@@ -9,18 +9,23 @@ A fabricated library: `size` rows with 512-d (the bundle's raw image dimension) 
 embeddings drawn around a few hundred centres. The first min(size, real_files) rows are real
 small files on disk (tiny JPEGs, each with its own comment segment, so each file is distinct),
 with each file's real size, mtime_ns and sha256: a re-index of their root finds every one
-unchanged. The other rows lie under SYNTHETIC_ROOT, a folder that exists nowhere and that no
-measured `index` walks (a walked root would drop them as removed).
+unchanged. Each other row is a hard link to one empty file, in a synthetic folder of the work
+directory (`ensure_synthetic_files`, made once and grown as a larger size needs): search
+leaves out a hit whose file is gone, so every row must have a file for the library to be a
+healthy one. The synthetic folder is no root of any measured `index` (a walked root would
+update or drop its rows), so the re-index still walks the real files alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -31,10 +36,10 @@ import numpy as np
 from benchkit.processes import BenchmarkError, log
 from benchkit.vectors import around
 
-FORMAT = 1  # of the fabricated libraries and files: bump when what is fabricated changes
+FORMAT = 2  # of the fabricated libraries and files: bump when what is fabricated changes
 REAL_FILES = 100_000
 FOLDERS = 100  # the real files' subfolders
-SYNTHETIC_ROOT = "/hanclip-scale-synthetic"  # rows without files; never indexed
+SYNTHETIC_PER_FOLDER = 1_000  # the synthetic rows' files per subfolder
 CENTRES = 256  # the embeddings' clusters
 SPREAD = 1.5  # noise around a centre, relative to the centre's length (both random normal)
 BATCH_ROWS = 10_000
@@ -120,15 +125,62 @@ def ensure_real_files(work: Path, count: int) -> tuple[Path, list[RealFile]]:
     return root, files
 
 
-def synthetic_path(number: int) -> str:
-    return f"{SYNTHETIC_ROOT}/{number // 1000:04d}/{number:07d}.jpg"
+def synthetic_folder(work: Path, real_files: int) -> Path:
+    """Where the synthetic rows of libraries with `real_files` real files have their files
+    (never a root of a measured `index`)."""
+    return work / f"synthetic-r{real_files}-f{FORMAT}"
+
+
+def synthetic_path(root: Path, number: int) -> str:
+    return f"{root}/{number // SYNTHETIC_PER_FOLDER:04d}/{number:07d}.jpg"
+
+
+def ensure_synthetic_files(work: Path, real_files: int, size: int) -> Path:
+    """An empty file at `synthetic_path` for every row number from `real_files` to `size`:
+    in each subfolder, hard links to its first file (a directory entry each, no inode; a
+    file system caps the links of one file), made once per work directory and extended when
+    a larger size asks; a marker beside the folder says up to where they are whole. Returns
+    the folder."""
+    root = synthetic_folder(work, real_files)
+    marker = root.with_name(root.name + ".complete")
+    try:
+        done = int(json.loads(marker.read_text())["upto"])
+    except (OSError, ValueError, KeyError, TypeError):
+        shutil.rmtree(root, ignore_errors=True)
+        done = real_files
+    if done >= size:
+        return root
+    log(f"synthetic files: rows {done:,} to {size:,} under {root}")
+    started = time.perf_counter()
+    first = ""
+    for number in range(done, size):
+        path = synthetic_path(root, number)
+        if number == done or number % SYNTHETIC_PER_FOLDER == 0:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            first = synthetic_path(root, max(real_files, number - number % SYNTHETIC_PER_FOLDER))
+            with open(first, "ab"):
+                pass
+        if path != first:
+            with contextlib.suppress(FileExistsError):  # made by an interrupted run
+                os.link(first, path)
+        if number and number % 200_000 == 0:
+            log(f"synthetic files: {number:,} of {size:,}")
+    log(f"synthetic files: {size - done:,} made in {time.perf_counter() - started:.1f} s")
+    marker.write_text(json.dumps({"upto": size, "format": FORMAT}))
+    return root
 
 
 def fabricate_library(
-    directory: Path, size: int, files: Sequence[RealFile], dim: int, seed: int = 0
+    directory: Path,
+    size: int,
+    files: Sequence[RealFile],
+    dim: int,
+    synthetic: Path,
+    seed: int = 0,
 ) -> None:
     """A schema-4 `library.db` in `directory` (made in a staging folder, then renamed in):
-    one row per real file, then synthetic rows up to `size`."""
+    one row per real file, then synthetic rows up to `size`, at their files under `synthetic`
+    (`ensure_synthetic_files`)."""
     if len(files) > size:
         raise ValueError(f"{len(files)} real files for a library of {size}")
     staging = directory.with_name(directory.name + ".staging")
@@ -160,7 +212,7 @@ def fabricate_library(
                     rows.append((f.path, f.size, f.mtime_ns, f.sha256, 64, 64, blob, now))
                 else:
                     mtime = 1_600_000_000_000_000_000 + number * 1_000_000_000
-                    row = (synthetic_path(number), 3_500_000, mtime, f"{number:064x}")
+                    row = (synthetic_path(synthetic, number), 3_500_000, mtime, f"{number:064x}")
                     rows.append((*row, 4032, 3024, blob, now))
             with conn:
                 conn.executemany(

@@ -18,16 +18,18 @@ from benchkit.server import running_server
 from benchkit.workspace import Workspace
 
 from scalebench.checkout import PAGE, Checkout, index, probe, search
-from scalebench.figures import SizeFigures
+from scalebench.figures import SizeFigures, TextFigures
 from scalebench.library import (
     FORMAT,
     REAL_FILES,
     RealFile,
     ensure_real_files,
+    ensure_synthetic_files,
     fabricate_library,
     file_mb,
     hnsw_mb,
 )
+from scalebench.texts import matching_queries, unmatched_queries, write_texts
 
 RUNS = 7
 REINDEX_RUNS = 3
@@ -51,10 +53,11 @@ def prepare_library(
     of it (cached per checkout: the HNSW index it builds is kept). Returns the copy, the real
     files' root, the files, and where the copy came from."""
     root, files = ensure_real_files(ws.root, min(size, real_files))
+    synthetic = ensure_synthetic_files(ws.root, len(files), size)
     pristine = ws.root / "fabricated" / f"lib-{size}-r{len(files)}-d{dim}-f{FORMAT}"
     if not (pristine / "library.db").is_file():
         log(f"library: fabricating {size:,} rows in {pristine}")
-        fabricate_library(pristine, size, files, dim)
+        fabricate_library(pristine, size, files, dim, synthetic)
     measured = ws.root / "measured" / checkout.key / pristine.name
     if fresh or not (measured / "library.db").is_file():
         log(f"library: copying {pristine.name} for {checkout.commit}")
@@ -90,9 +93,15 @@ def measure_size(
     library, root, files, origin = prepare_library(ws, checkout, size, real_files, dim, fresh)
 
     log(f"{size:,}: first `hanclip index {root}` (migrates; builds the HNSW index if missing)")
-    first, counts = index(ws, root, library)
+    no_ocr = checkout.has_text
+    first, counts = index(ws, root, library, no_ocr=no_ocr)
     check_noop(counts, len(files))
     log(f"{size:,}: first index {first.wall_s:.1f} s")
+    written = write_texts(ws, library) if checkout.has_text else None
+    if written is None:
+        log(f"{size:,}: the checkout has no text in photos: no text figures")
+    else:
+        log(f"{size:,}: {written['rows']:,} readings with text ({written['write_s']:.1f} s)")
     # Building a large index evicts the library from the page cache; a disk read of it would
     # land in the first timed run.
     files_read = read_bytes(sorted(p for p in library.iterdir() if p.is_file()))
@@ -100,7 +109,7 @@ def measure_size(
 
     reindex, reindex_others = [], []
     for _ in range(reindex_runs):
-        run, others = with_others(lambda: ws.index(root, library, device=None)[0])
+        run, others = with_others(lambda: index(ws, root, library, no_ocr=no_ocr)[0])
         counts = json.loads(run.stdout)
         check_noop(counts, len(files))
         reindex.append(run.wall_s)
@@ -130,6 +139,7 @@ def measure_size(
         log(f"{size:,}: load_index {loads[-1]:.3f} s, sync_index {syncs[-1]:.3f} s")
 
     warm = measure_warm(ws, library, warm_texts)
+    text = None if written is None else measure_text(ws, library, written, runs, size)
     return SizeFigures(
         photos=size,
         real_files=len(files),
@@ -151,6 +161,51 @@ def measure_size(
         reindex_others_cores=_spread(reindex_others),
         resident_search_s=_spread(resident),
         resident_rss_mb=_spread(resident_rss),
+        text=text,
+    )
+
+
+def _text_hits(hits: Sequence[dict]) -> int:
+    return sum(hit.get("text_match") is not None for hit in hits)
+
+
+def measure_text(
+    ws: Workspace, library: Path, written: dict[str, float], runs: int, size: int
+) -> TextFigures:
+    """Each query searched cold on its own with text and with `--no-text`, in turns (which
+    goes first alternates), 1 + `runs` queries that match text and as many that do not (the
+    first of each untimed). Every search must return the full page: no row is gone."""
+    times: dict[tuple[str, str], list[float]] = {}
+    text_hits = []
+    queries = {"matching": matching_queries(runs + 1), "unmatched": unmatched_queries(runs + 1)}
+    for number in range(runs + 1):
+        for kind, texts in queries.items():
+            ways = [("text", ()), ("look", ("--no-text",))]
+            for way, options in ways if number % 2 else ways[::-1]:
+                run, hits = search(ws, texts[number], library, *options, on_its_own=True)
+                found = _text_hits(hits)
+                if len(hits) != PAGE or (found > 0) != (kind == "matching" and way == "text"):
+                    raise BenchmarkError(
+                        f"search {texts[number]!r} {' '.join(options)}: {len(hits)} hits, "
+                        f"{found} by text ({kind} query)"
+                    )
+                if number:
+                    times.setdefault((kind, way), []).append(run.wall_s)
+                    text_hits += [found] if kind == "matching" and way == "text" else []
+        if number:
+            last = ", ".join(
+                f"{kind} {times[kind, 'text'][-1]:.3f} s vs {times[kind, 'look'][-1]:.3f} s"
+                for kind in queries
+            )
+            log(f"{size:,}: cold search with text vs --no-text: {last}")
+    return TextFigures(
+        text_rows=int(written["rows"]),
+        write_s=float(written["write_s"]),
+        matching_text_s=Spread.of(times["matching", "text"]),
+        matching_look_s=Spread.of(times["matching", "look"]),
+        unmatched_text_s=Spread.of(times["unmatched", "text"]),
+        unmatched_look_s=Spread.of(times["unmatched", "look"]),
+        matching_text_hits=Spread.of(text_hits),
     )
 
 
