@@ -7,10 +7,10 @@ a failure. The language data is never downloaded here: the fetch is a fake opene
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from needs import skip_unless_present
 from ocrbench.measure import character_error_rate
 from PIL import Image, ImageDraw, ImageFont
 
@@ -34,11 +34,7 @@ def _missing() -> str | None:
     return None
 
 
-_why = _missing()
-if _why is not None:
-    if os.environ.get("HANCLIP_REQUIRE_OCR"):
-        raise RuntimeError(f"HANCLIP_REQUIRE_OCR is set, but {_why}")
-    pytest.skip(_why, allow_module_level=True)
+skip_unless_present(_missing(), "HANCLIP_REQUIRE_OCR")
 
 
 def screenshot(lines=LINES, size_px: int = 24) -> Image.Image:

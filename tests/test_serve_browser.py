@@ -9,7 +9,6 @@ sets it): there a missing browser is a failure.
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from needs import skip_unless_present
 from served import Served, running_server
 from test_text_display import HOSTILE_TEXT, index_text_library
 from text_photos import BROKEN, PLAIN, SCREENSHOT
@@ -36,11 +36,7 @@ def _browser_missing() -> str | None:
     return None
 
 
-_missing = _browser_missing()
-if _missing is not None:
-    if os.environ.get("HANCLIP_REQUIRE_BROWSER"):
-        raise RuntimeError(f"HANCLIP_REQUIRE_BROWSER is set, but {_missing}")
-    pytest.skip(_missing, allow_module_level=True)
+skip_unless_present(_browser_missing(), "HANCLIP_REQUIRE_BROWSER")
 
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
