@@ -270,6 +270,15 @@ def index_library(
         raise error.saving(saved) from exc
 
 
+def check_roots(roots: Sequence[Path], store: PhotoStore | None) -> None:
+    """Refuse a root that is not there and under which the library knows no photo: a typo,
+    where one it knows photos under is an offline folder. `store` None: a library not made
+    yet, checked before anything is created."""
+    for root in roots:
+        if not root.exists() and (store is None or not store.ids_under([str(root)])):
+            raise HanclipError(f"no such file or folder: {root}")
+
+
 def _index_into(
     report: IndexReport,
     opened: OpenLibrary,
@@ -281,10 +290,7 @@ def _index_into(
     library, model, store, meta = opened.library, opened.model, opened.store, opened.meta
     remembered = () if options.reset_excludes else meta.excludes
     excludes = tuple(dict.fromkeys(exclude_patterns([*remembered, *options.exclude])))
-    for root in roots:
-        # A root the library knows photos under is offline, not a typo.
-        if not root.exists() and not store.ids_under([str(root)]):
-            raise HanclipError(f"no such file or folder: {root}")
+    check_roots(roots, store)
     known_roots = meta.roots
     if not options.reembed:
         opened.check_image_space()

@@ -214,15 +214,14 @@ def _photo_roots(roots: list[Path], library: Path | None) -> list[Path]:
     """The folders and photos among `roots`, checked before the library is opened, so that a
     command that cannot start creates nothing: a file that is not a photo is said and left
     out (none left is a usage error); a missing one into a library not yet made is a typo
-    (one the library knows photos under is an offline folder: the indexer decides)."""
+    (into an existing library the indexer decides: it may be an offline folder)."""
+    from hanclip_library.indexer import check_roots
     from hanclip_library.library import library_dir
     from hanclip_library.store import DB_NAME
     from hanclip_model.images import PHOTO_EXTENSIONS
 
     if not (library_dir(library) / DB_NAME).exists():
-        for root in roots:
-            if not root.exists():
-                fail(f"no such file or folder: {root}")
+        check_roots(roots, None)
     not_photos = [r for r in roots if r.is_file() and r.suffix.lower() not in PHOTO_EXTENSIONS]
     for path in not_photos:
         notice(f"{path} is not a photo: left out")
