@@ -68,6 +68,7 @@ def test_a_quick_run_reports_every_kind(tmp_path: Path, capsys) -> None:
         pytest.skip(missing)
     out = tmp_path / "figures.json"
     argv = ["--quick", "--engines", "tesseract+detect", "--work", str(tmp_path), "--json", str(out)]
+    argv += ["--cost-photos", "0"]  # measured alone below
     assert bench.main(argv) == 0
     report = capsys.readouterr().out
     assert "Targets:" in report and "tesseract+detect: screenshots: recall@10" in report
@@ -80,6 +81,22 @@ def test_a_quick_run_reports_every_kind(tmp_path: Path, capsys) -> None:
             assert kind["cer"] >= 0 and 0 <= kind["recall_at_10"] <= 1
     (look,) = data["first_look"]
     assert look["side"] == bench.SIDES[0] and look["ms_per_photo"] > 0
+
+
+def test_the_index_cost_is_measured_with_and_without_the_text_pass(tmp_path: Path) -> None:
+    missing = _missing()
+    if missing is not None:
+        if os.environ.get("HANCLIP_REQUIRE_OCR"):
+            raise RuntimeError(f"HANCLIP_REQUIRE_OCR is set, but {missing}")
+        pytest.skip(missing)
+    from ocrbench import cost
+
+    figure = cost.measure_cost(tmp_path, 10, (320, 240), tiny=True)
+    assert (figure.photos, figure.with_text, figure.bundle) == (10, 1, "tiny")
+    assert figure.index_no_ocr_s > 0 and figure.index_ocr_s > 0
+    assert figure.ratio == pytest.approx(figure.index_ocr_s / figure.index_no_ocr_s)
+    check = bench.checks(bench.Results(1, 1, 0, "", None, (), (), (), (), figure))[-1]
+    assert check.target is bench.INDEX_COST and check.value == figure.ratio
 
 
 def test_unknown_engines_are_refused(capsys) -> None:
