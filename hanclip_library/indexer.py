@@ -38,6 +38,7 @@ from hanclip_library.index_plan import (
     plan_index,
 )
 from hanclip_library.library import Library, OpenLibrary
+from hanclip_library.progress import NO_PROGRESS, ProgressReporter
 from hanclip_library.store import NewPhoto, OfflineFolder, PhotoStore, RecordedFailure
 from hanclip_library.text_pass import TextPassReport, TextReader, read_text
 from hanclip_library.vector_index import index_is_current, sync_index
@@ -202,24 +203,6 @@ def _prefetch(
             yield pending, future.result()
 
 
-class ProgressReporter(Protocol):
-    """Where `index_library` reports its stages and how far each has come."""
-
-    def stage(self, description: str, total: int | None = None) -> None:
-        """Start a stage of `total` steps (None: unknown) from zero."""
-
-    def advance(self, steps: int = 1) -> None: ...
-
-
-class NoProgress:
-    def stage(self, description: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, steps: int = 1) -> None:
-        pass
-
-
-_NO_PROGRESS = NoProgress()
 _SCAN_PROGRESS_STEP = 256
 
 
@@ -242,7 +225,7 @@ def index_library(
     opened: OpenLibrary,
     roots: list[Path],
     options: IndexOptions = IndexOptions(),
-    progress: ProgressReporter = _NO_PROGRESS,
+    progress: ProgressReporter = NO_PROGRESS,
     text_reader: TextReader | None = None,
 ) -> IndexReport:
     """Bring the library in line with the photos under `roots` (`_index_into`), then, with a

@@ -26,7 +26,7 @@ from hanclip_model.errors import ImageLoadError
 from hanclip_model.images import load_image
 
 if TYPE_CHECKING:
-    from hanclip_library.indexer import ProgressReporter
+    from hanclip_library.progress import ProgressReporter
     from hanclip_library.store import PhotoStore
 
 # Readings per commit: what a kill can cost is re-reading this many photos.
