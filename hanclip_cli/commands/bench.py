@@ -212,7 +212,7 @@ def render_bench(result: BenchResult, *, json_output: bool, markdown: bool) -> N
             else:
                 cells += [_format(key, row.metrics[key]) for key, _ in columns]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+        console.print("\n".join(lines), markup=False, highlight=False)
         return
     table = Table(title=title, caption=caption or None, header_style="bold")
     table.add_column("model", no_wrap=True)

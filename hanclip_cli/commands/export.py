@@ -57,7 +57,7 @@ def export(
         return
     if report.already:
         line = f"{report.bundle}: carries its ONNX encoders already (--force exports again)"
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False)
         return
     size = report.encoders_bytes / 1e6
     line = f"{report.bundle}: ONNX encoders written ({size:.0f} MB, {report.seconds:.1f} s)"
@@ -65,4 +65,4 @@ def export(
         line += f"; image encoder within cosine {report.image_min_cosine:.5f} of open_clip"
     if report.image_int8_cosine is not None:
         line += f"; int8 within {report.image_int8_cosine:.4f} of fp32"
-    console.print(line, highlight=False, soft_wrap=True)
+    console.print(line, highlight=False)

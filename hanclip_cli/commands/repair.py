@@ -45,11 +45,10 @@ def repair(library: LibraryOption = None, json_output: JsonOption = False) -> No
             f"`hanclip index` embeds those again); the damaged file is kept as "
             f"{report.damaged_file}"
         ),
-        soft_wrap=True,
     )
     settings = report.settings
     if settings.lost:
-        console.print(Text(_settings_text(settings)), soft_wrap=True)
+        console.print(Text(_settings_text(settings)))
 
 
 def _settings_text(settings: SettingsSalvage) -> str:

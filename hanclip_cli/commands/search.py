@@ -295,7 +295,6 @@ def run_search(args: SearchArgs) -> None:
             f"gallery: {count} photo{'' if count == 1 else 's'} → {page}",
             markup=False,
             highlight=False,
-            soft_wrap=True,
         )
         if request.open_page:
             import webbrowser

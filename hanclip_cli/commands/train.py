@@ -194,7 +194,7 @@ def print_recipes(json_output: bool) -> None:
 
     for recipe in recipes:
         console.print(Text(f"{recipe.name}  ({recipe.language})", style="bold"))
-        console.print(Text(f"  {recipe.description}"), soft_wrap=True)
+        console.print(Text(f"  {recipe.description}"))
         for listed in recipe.sources:
             source = listed.source
             console.print(
@@ -202,9 +202,8 @@ def print_recipes(json_output: bool) -> None:
                     f"  {listed.role:<8} {source.files.repo_id}  {source.size}  "
                     f"licence: {source.licence}"
                 ),
-                soft_wrap=True,
             )
-        console.print(Text(f"  holds out: {recipe.holds_out}"), soft_wrap=True)
+        console.print(Text(f"  holds out: {recipe.holds_out}"))
 
 
 def run_train(args: TrainArgs, progress_bar) -> None:
