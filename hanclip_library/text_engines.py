@@ -12,7 +12,7 @@ version and languages, so a change of any of them is a different reading.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from hanclip_model.errors import HanclipError
 
@@ -74,4 +74,24 @@ class TextEngine(Protocol):
 
     def read(self, image: Image.Image) -> Recognition:
         """The text in `image` (upright RGB). Raises on a photo the engine cannot read."""
+        ...
+
+
+@runtime_checkable
+class LookingEngine(TextEngine, Protocol):
+    """An engine whose `read` is a cheap first look, then the reading where the look saw
+    text; the two steps apart let the caller make the look on a small decode."""
+
+    @property
+    def look_side(self) -> int:
+        """The smallest side an image handed to `first_look` needs."""
+        ...
+
+    def first_look(self, image: Image.Image) -> str | None:
+        """How the text in `image` is laid out (an engine's own name for it, e.g. "page"),
+        or None when the look saw no text."""
+        ...
+
+    def read_as(self, image: Image.Image, layout: str) -> Recognition:
+        """The text of `image`, laid out as the first look said."""
         ...

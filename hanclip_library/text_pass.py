@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hanclip_library.photo_text import PhotoText, Reading
-from hanclip_library.text_engines import EngineId, TextEngine
+from hanclip_library.text_engines import EngineId, LookingEngine, Recognition, TextEngine
 from hanclip_model.errors import ImageLoadError
 from hanclip_model.images import load_image
 
@@ -80,15 +80,25 @@ def read_one(engine: TextEngine, sha256: str, paths: list[str]) -> tuple[Reading
         if not os.path.exists(path):
             continue
         try:
-            image = load_image(path, READ_SIDE).image
+            return Reading.of(sha256, engine.id, _recognition(engine, path)), path
         except ImageLoadError as exc:
             return Reading.failure(sha256, engine.id, str(exc)), path
-        try:
-            return Reading.of(sha256, engine.id, engine.read(image)), path
         except Exception as exc:  # RecognitionFailed says why; any other error is the engine's
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             return Reading.failure(sha256, engine.id, reason), path
     return None
+
+
+def _recognition(engine: TextEngine, path: str) -> Recognition:
+    """What `engine` reads in the photo at `path`. An engine with a first look
+    (`LookingEngine`) looks at a small decode (a JPEG at an eighth or a quarter of its
+    size), and the photo is decoded large only when the look saw text."""
+    if isinstance(engine, LookingEngine):
+        layout = engine.first_look(load_image(path, engine.look_side).image)
+        if layout is None:
+            return Recognition("")
+        return engine.read_as(load_image(path, READ_SIDE).image, layout)
+    return engine.read(load_image(path, READ_SIDE).image)
 
 
 @dataclass(frozen=True)

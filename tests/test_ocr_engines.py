@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from benchkit.inputs import synthetic_photo
 from needs import skip_unless_present
 from ocrbench.measure import character_error_rate
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from hanclip_eval.tiny_models import write_photo_folder
 from hanclip_library import ocr_engines
@@ -85,6 +86,61 @@ def test_a_photo_the_engine_cannot_read_raises_recognition_failed(engine, tmp_pa
         engine.read(truncated)
     assert "decoded" in failed.value.reason
     assert "영수증" in "".join(engine.read(screenshot()).text.split())  # still usable
+
+
+def sign_scene(word: str = "서울역", angle: float = 6) -> tuple[Image.Image, tuple[int, ...]]:
+    """A sign photographed at an angle, in perspective, on a textured scene: (the photo,
+    the sign's bounding box in it)."""
+    scene = synthetic_photo((1024, 768), seed=7).filter(ImageFilter.GaussianBlur(2))
+    font = ImageFont.truetype(str(FONT.with_name("NanumGothicBold.ttf")), 64)
+    board = Image.new("RGB", (360, 110), (30, 60, 140))
+    ImageDraw.Draw(board).text((180, 55), word, font=font, fill=(250, 250, 250), anchor="mm")
+    board = board.transform(
+        board.size,
+        Image.Transform.QUAD,
+        (0, 0, 0, 110, 360, 104, 360, 6),  # the far side a little shorter: perspective
+        resample=Image.Resampling.BICUBIC,
+    )
+    board = board.convert("RGBA").rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    left, top = 420, 300
+    scene.paste(board, (left, top), board)
+    return scene.filter(ImageFilter.GaussianBlur(0.6)), (
+        left,
+        top,
+        left + board.width,
+        top + board.height,
+    )
+
+
+def test_the_first_look_tells_a_screen_a_scene_and_a_photo_without_text(tmp_path) -> None:
+    engine = ocr_engines.open_engine("tesseract+detect", "kor+eng", fetch=None)
+    assert ocr_engines.flatness(screenshot()) >= ocr_engines.SCREEN_FLATNESS
+    assert engine.first_look(screenshot()) == ocr_engines.PAGE
+    scene, _ = sign_scene()
+    assert ocr_engines.flatness(scene) < ocr_engines.SCREEN_FLATNESS
+    assert engine.first_look(scene) == ocr_engines.SCENE
+    for seed in range(3):  # camera-like pictures: the look alone, and it sees nothing
+        assert engine.first_look(synthetic_photo((800, 600), seed=seed)) is None
+    # Flat graphics count as screens (read as a page, which finds nothing in these).
+    for path in write_photo_folder(tmp_path, count=3, seed=1):
+        with Image.open(path) as drawn:
+            graphic = drawn.convert("RGB").resize((800, 600))
+        assert engine.first_look(graphic) == ocr_engines.PAGE
+        assert not engine.read(graphic).has_text
+
+
+def test_a_sign_at_an_angle_is_read_line_by_line() -> None:
+    """Tesseract's page layout reads nothing of a sign on a textured scene; the default
+    engine cuts the detected line out along its corners and reads that."""
+    engine = ocr_engines.open_engine("tesseract+detect", "kor+eng", fetch=None)
+    scene, (left, top, right, bottom) = sign_scene()
+    found = engine.read(scene)
+    assert "서울역" in "".join(found.text.split()), found.text
+    for word in found.words:  # boxed on the sign, in the photo's pixels
+        assert left - 10 <= word.left and word.left + word.width <= right + 10, word
+        assert top - 10 <= word.top and word.top + word.height <= bottom + 10, word
+    page = ocr_engines.open_engine("tesseract", "kor+eng", fetch=None)
+    assert "서울역" not in "".join(page.read(scene).text.split())
 
 
 def test_a_photo_past_the_time_limit_fails_alone() -> None:

@@ -7,11 +7,19 @@ import shutil
 import sqlite3
 
 import pytest
+from PIL import Image
 from text_photos import BROKEN, PLAIN, FakeEngine, use_engine, write_photo, write_text_photos
 
 from hanclip_library.migrations import SCHEMA_VERSION
 from hanclip_library.store import DB_NAME
-from hanclip_library.text_engines import EngineUnavailable
+from hanclip_library.text_engines import (
+    EngineId,
+    EngineUnavailable,
+    LookingEngine,
+    Recognition,
+    RecognitionFailed,
+)
+from hanclip_library.text_pass import READ_SIDE, read_one
 
 PHOTOS = 8  # write_text_photos: two with text, one broken, five without
 
@@ -152,3 +160,55 @@ def test_a_library_from_before_the_text_table_opens_and_gains_the_pass(
     with sqlite3.connect(library / DB_NAME) as conn:
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     assert json.loads(version) == SCHEMA_VERSION
+
+
+class LookingFake:
+    """An engine with a first look: it records the size of every image it is handed, and its
+    look sees text only in images whose top-left pixel is red."""
+
+    id = EngineId("fake+look", "1", "kor+eng")
+    look_side = 300
+
+    def __init__(self) -> None:
+        self.looked: list[tuple[int, int]] = []
+        self.read_sizes: list[tuple[int, int]] = []
+
+    def first_look(self, image):
+        self.looked.append(image.size)
+        return "page" if image.getpixel((0, 0))[0] > 200 else None
+
+    def read_as(self, image, layout: str) -> Recognition:
+        self.read_sizes.append(image.size)
+        return Recognition("영수증 4,500원")
+
+    def read(self, image) -> Recognition:  # the one step, as the benchmark calls it
+        layout = self.first_look(image)
+        return Recognition("") if layout is None else self.read_as(image, layout)
+
+
+def test_the_first_look_is_made_on_a_small_decode_and_only_text_is_decoded_large(tmp_path):
+    """A 12-MP JPEG is looked at from a draft decode near the look's side; one the look
+    rejects is never decoded at the reading's size, one it keeps is."""
+    engine = LookingFake()
+    assert isinstance(engine, LookingEngine)
+    photos = {}
+    for name, colour in (("plain", (20, 90, 160)), ("receipt", (250, 10, 10))):
+        photos[name] = tmp_path / f"{name}.jpg"
+        Image.new("RGB", (4000, 3000), colour).save(photos[name], quality=90)
+
+    reading, _ = read_one(engine, "a" * 64, [str(photos["plain"])])
+    assert reading.status == "no_text" and engine.read_sizes == []
+    assert min(engine.looked[0]) >= engine.look_side and max(engine.looked[0]) < 2000
+
+    reading, _ = read_one(engine, "b" * 64, [str(photos["receipt"])])
+    assert reading.status == "text" and "영수증" in reading.text
+    assert min(engine.read_sizes[0]) >= READ_SIDE > max(engine.looked[1])
+
+
+def test_a_photo_that_breaks_the_look_is_recorded_as_failed(tmp_path):
+    engine = LookingFake()
+    engine.first_look = lambda image: (_ for _ in ()).throw(RecognitionFailed("detector broke"))
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (800, 600), "white").save(path)
+    reading, where = read_one(engine, "c" * 64, [str(path)])
+    assert reading.status == "failed" and reading.error == "detector broke" and where == str(path)

@@ -56,9 +56,8 @@ def sign_photo(seed: int = 3) -> Image.Image:
     """A shop sign photographed close up: a green board with white bold text of 72 px, turned
     3 degrees, in the middle of a 640x480 textured scene (a little out of focus), blurred.
 
-    This is about as hard as the default engine reliably gets: it reads the whole photo as one
-    block, and on a busier or larger scene, or at most other seeds of this one, it reads no
-    word of the sign although its first look sees text there."""
+    The default engine finds the sign's line and reads it cut out and straightened;
+    Tesseract reading the whole photo as a page gets no word of it at most seeds."""
     scene = synthetic_photo((640, 480), seed=seed).filter(ImageFilter.GaussianBlur(3))
     font = ImageFont.truetype(str(NANUM / "NanumGothicBold.ttf"), 72)
     board = Image.new("RGB", (417, 140), (0, 112, 74))
