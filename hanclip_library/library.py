@@ -34,7 +34,7 @@ from hanclip_model.sources import resolve_local
 from hanclip_model.storage import unwritable
 
 if TYPE_CHECKING:
-    from hanclip_library.photo_text import TextCounts
+    from hanclip_library.photo_text import TextCounts, TextFailure
     from hanclip_library.vector_index import IndexHealth
     from hanclip_model.model import HanclipModel
 
@@ -388,11 +388,17 @@ class LibrarySummary:
     database: DatabaseHealth
     contents: LibraryContents | None = None
     errors: tuple[RecordedFailure, ...] | None = None
+    # The photos whose text could not be read, with why; None unless `errors` is asked for.
+    text_errors: tuple[TextFailure, ...] | None = None
 
     def as_json(self) -> dict[str, object]:
         """As `hanclip info --json` prints it."""
         contents = self.contents.as_json() if self.contents is not None else {}
-        errors = {} if self.errors is None else {"errors": [e.as_json() for e in self.errors]}
+        errors: dict[str, object] = {}
+        if self.errors is not None:
+            errors["errors"] = [e.as_json() for e in self.errors]
+        if self.text_errors is not None:
+            errors["text_errors"] = [e.as_json() for e in self.text_errors]
         return {"library": self.library, **contents, "database": self.database.as_json(), **errors}
 
 
@@ -431,6 +437,11 @@ def _readable_summary(directory: Path, *, with_errors: bool) -> LibrarySummary:
             excludes=tuple(meta.excludes),
             text=PhotoText(store.conn).counts(),
         )
+        text_failures = tuple(PhotoText(store.conn).failures()) if with_errors else None
     return LibrarySummary(
-        str(directory), DatabaseHealth(problem), contents, failures if with_errors else None
+        str(directory),
+        DatabaseHealth(problem),
+        contents,
+        failures if with_errors else None,
+        text_failures,
     )

@@ -219,6 +219,25 @@ def _words_from_json(text: str) -> tuple[Word, ...]:
 _NEWEST = "t.id = (SELECT max(id) FROM photo_text n WHERE n.sha256 = t.sha256)"
 
 
+@dataclass(frozen=True)
+class TextFailure:
+    """A photo whose text the engine could not read: why, by which engine, when (UTC)."""
+
+    path: str
+    error: str
+    engine: str
+    read_at: str | None
+
+    def as_json(self) -> dict[str, str | None]:
+        """As `hanclip info --errors --json` lists it, under "text_errors"."""
+        return {
+            "path": self.path,
+            "error": self.error,
+            "engine": self.engine,
+            "read_at": self.read_at,
+        }
+
+
 class PhotoText:
     """The `photo_text` table of a library's connection (a PhotoStore's)."""
 
@@ -299,6 +318,18 @@ class PhotoText:
             failed=by_status.get("failed", 0),
             pending=by_status.get(None, 0),
         )
+
+    def failures(self) -> list[TextFailure]:
+        """The photos whose content's newest reading failed, with why, by path."""
+        if not self.exists():
+            return []
+        rows = self.conn.execute(
+            "SELECT p.path, t.error, t.engine, t.read_at FROM photos p JOIN photo_text t "
+            "ON t.sha256 = p.sha256 AND " + _NEWEST + " WHERE t.status = 'failed' ORDER BY p.path"
+        )
+        return [
+            TextFailure(path, error or "", engine, read_at) for path, error, engine, read_at in rows
+        ]
 
     def newest(self, sha256: str) -> Reading | None:
         """The newest reading of the content `sha256` (the one a search reads); None when it

@@ -30,7 +30,9 @@ EPILOG = (
 @handle_errors
 def info(
     library: LibraryOption = None,
-    errors: Annotated[bool, typer.Option("--errors", help="List files that failed.")] = False,
+    errors: Annotated[
+        bool, typer.Option("--errors", help="List files that failed, and photos whose text did.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Where the library is, what it holds, and whether its database and search index are
@@ -52,9 +54,10 @@ def info(
         return  # not even that could be read: the database line says why
     health = contents.index
     hint = " (--errors lists them)" if contents.failed and not errors else ""
+    text_hint = " (--errors lists the failed)" if contents.text.failed and not errors else ""
     lines = [
         f"photos       {contents.photos}",
-        f"text         {_text_line(contents.text)}",
+        f"text         {_text_line(contents.text)}{text_hint}",
         f"failed       {contents.failed}{hint}",
         f"model        {contents.model}",
         f"image model  {contents.image_model}",
@@ -72,6 +75,10 @@ def info(
         console.print(Text(line))
     for failure in summary.errors or ():
         console.print(Text(f"  {failure.path}: {failure.error}"))
+    if summary.text_errors:
+        console.print(Text("text not read:"))
+    for text_failure in summary.text_errors or ():
+        console.print(Text(f"  {text_failure.path}: {text_failure.error}"))
 
 
 def _text_line(counts: TextCounts) -> str:
