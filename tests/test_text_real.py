@@ -79,6 +79,17 @@ def console(argv: list[str]) -> tuple[int, str, str]:
     return (code if isinstance(code, int) else 1), out.getvalue(), err.getvalue()
 
 
+def console_env(patch: pytest.MonkeyPatch, cache: Path, home: Path) -> None:
+    """The console script on the CPU, in this process, with the shared model cache, its own
+    home, and no model named by the environment."""
+    patch.setenv("HANCLIP_CACHE", str(cache))
+    patch.setenv("HANCLIP_HOME", str(home))
+    patch.setenv("HANCLIP_DEVICE", "cpu")
+    patch.setenv("HANCLIP_VIA_SERVER", "0")
+    patch.setenv("HANCLIP_RESIDENT", "0")
+    patch.delenv("HANCLIP_MODEL", raising=False)
+
+
 @pytest.fixture(scope="module")
 def text_library(tmp_path_factory, tiny, _cache_dir) -> tuple[Path, dict[str, Path]]:
     """(library, photos by role): a chat screenshot, a sign and four text-free photos,
@@ -93,12 +104,7 @@ def text_library(tmp_path_factory, tiny, _cache_dir) -> tuple[Path, dict[str, Pa
     photos.update({f"free-{i}": path for i, path in enumerate(free)})
     library = root / "library"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HANCLIP_CACHE", str(_cache_dir))
-        patch.setenv("HANCLIP_HOME", str(root / "home"))
-        patch.setenv("HANCLIP_DEVICE", "cpu")
-        patch.setenv("HANCLIP_VIA_SERVER", "0")
-        patch.setenv("HANCLIP_RESIDENT", "0")
-        patch.delenv("HANCLIP_MODEL", raising=False)
+        console_env(patch, _cache_dir, root / "home")
         argv = ["index", str(folder), "--library", str(library), "--model", str(tiny.plain_bundle)]
         code, out, err = console([*argv, "--json"])
     assert code == 0, err

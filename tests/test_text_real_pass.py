@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from ocrbench import testset
 from PIL import ImageFont
-from test_text_real import CHAT, NANUM, console, sign_photo  # also its skip
+from test_text_real import CHAT, NANUM, console, console_env, sign_photo  # also its skip
 
 from hanclip_eval.tiny_models import write_photo_folder
 from hanclip_library import ocr_engines, text_pass
@@ -25,12 +25,7 @@ from hanclip_library import ocr_engines, text_pass
 @pytest.fixture
 def run(tmp_path, tiny, _cache_dir, monkeypatch):
     """`hanclip ARGV --library L [--model TINY] --json` -> (exit code, the JSON or None, stderr)."""
-    monkeypatch.setenv("HANCLIP_CACHE", str(_cache_dir))
-    monkeypatch.setenv("HANCLIP_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HANCLIP_DEVICE", "cpu")
-    monkeypatch.setenv("HANCLIP_VIA_SERVER", "0")
-    monkeypatch.setenv("HANCLIP_RESIDENT", "0")
-    monkeypatch.delenv("HANCLIP_MODEL", raising=False)
+    console_env(monkeypatch, _cache_dir, tmp_path / "home")
     library = tmp_path / "library"
 
     def run(*argv: str):
@@ -84,6 +79,11 @@ class Wrapped:
         return self.engine.read(image)
 
 
+def use(patch: pytest.MonkeyPatch, before) -> None:
+    """`hanclip index` reads with the real default engine, `before` called before each photo."""
+    patch.setattr(text_pass, "open_text_engine", lambda name, languages: Wrapped(before))
+
+
 def test_a_moved_photo_is_not_read_again(run, tmp_path) -> None:
     folder = tmp_path / "사진"
     shown = photos(folder)
@@ -109,9 +109,7 @@ def test_a_kill_during_the_pass_keeps_what_was_read_and_the_rerun_goes_on(
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(
-            text_pass, "open_text_engine", lambda name, languages: Wrapped(killed_on_the_third)
-        )
+        use(patch, killed_on_the_third)
         code, _, _ = run("index", str(folder))
     assert code != 0
     code, info, err = run("info")
@@ -131,9 +129,7 @@ def test_a_photo_that_stalls_the_engine_is_recorded_with_its_reason(
     def stall_the_chat(engine: Wrapped) -> None:
         engine.engine.reader.time_limit_s = 0.001  # its page reading runs past this at once
 
-    monkeypatch.setattr(
-        text_pass, "open_text_engine", lambda name, languages: Wrapped(stall_the_chat)
-    )
+    use(monkeypatch, stall_the_chat)
     code, report, err = run("index", str(folder))
     assert code == 0, err  # the run goes on
     assert report["text"]["failed"] == 1 and report["text"]["read"] == len(shown)
