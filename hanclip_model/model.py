@@ -155,23 +155,42 @@ class HanclipModel:
         return "torch" if self._image_backend() is self.image_encoder else "onnx"
 
     @cached_property
-    def _fast_image_encoder(self) -> FastImageEncoder | None:
-        """The ONNX export of the image tower on `_onnx_image_device()`; None when the torch
-        path is to be used (the reason is kept in `fast_image_error`). Without torch, a
-        missing export is a `BundleError`."""
-        from hanclip_model.fast_image.runtime import FastImageEncoder
+    def _image_export_found(self) -> Path | None:
+        """The folder of the image tower's ONNX export, found (or made), its config read but
+        the graph not opened; None when the torch path is to be used (the reason is kept in
+        `fast_image_error`). Without torch, a missing export is a `BundleError`."""
+        from hanclip_model.fast_image.runtime import FastImageConfig
 
-        device = self._onnx_image_device()
-        if device is None:
+        if self._onnx_image_device() is None:
             return None
         try:
             export = self._image_export()
+            FastImageConfig.read(export)
+            return export
+        except BundleError as exc:
+            self._image_export_failed(exc)
+            return None
+
+    @cached_property
+    def _fast_image_encoder(self) -> FastImageEncoder | None:
+        """The ONNX export of the image tower opened on `_onnx_image_device()`; None when the
+        torch path is to be used (see `_image_export_found`)."""
+        from hanclip_model.fast_image.runtime import FastImageEncoder
+
+        export, device = self._image_export_found, self._onnx_image_device()
+        if export is None or device is None:
+            return None
+        try:
             return FastImageEncoder.load(export, quantized=self.spec.image_int8, device=device)
         except BundleError as exc:
-            if self.spec.image_int8 or not torch_available():
-                raise
-            self.fast_image_error = str(exc)
+            self._image_export_failed(exc)
             return None
+
+    def _image_export_failed(self, exc: BundleError) -> None:
+        """Photos go through torch, the reason kept; where they cannot, `exc` is raised."""
+        if self.spec.image_int8 or not torch_available():
+            raise exc
+        self.fast_image_error = str(exc)
 
     def _onnx_image_device(self) -> str | None:
         """Where ONNX Runtime runs the image tower, or None for torch (the reason kept).
@@ -206,32 +225,75 @@ class HanclipModel:
         fast = self._fast_image_encoder
         return self.image_encoder if fast is None else fast
 
+    def _image_dim(self) -> int:
+        """The image vectors' size, from the export's config when photos go through ONNX
+        Runtime (nothing is opened), else from the torch model (which loads it)."""
+        from hanclip_model.fast_image.runtime import FastImageConfig
+
+        export = self._image_export_found
+        return self.image_encoder.dim if export is None else FastImageConfig.read(export).dim
+
     @cached_property
-    def _fast_text_encoder(self) -> FastTextEncoder | None:
-        """The ONNX export of the text encoder: the bundle's own, else the user cache's, made
-        on first use; None when this model cannot be exported exactly (the reason is kept
-        in `fast_text_error`). Without torch, a missing export is a `BundleError`."""
+    def _text_export_found(self) -> Path | None:
+        """The folder of the text encoder's ONNX export: the bundle's own, else the user
+        cache's, made on first use; its config read but the graph not opened. None when this
+        model cannot be exported exactly (the reason is kept in `fast_text_error`). Without
+        torch, a missing export is a `BundleError`."""
         from hanclip_model.fast_text.cache import cached_fast_text, ensure_fast_text
-        from hanclip_model.fast_text.runtime import FastTextEncoder
+        from hanclip_model.fast_text.runtime import FastTextConfig
 
         spec = self.spec
         try:
             export = _export_folder(
                 spec.text_export, "text", spec.text_model, cached_fast_text, ensure_fast_text
             )
-            return FastTextEncoder.load(export, prepack=not self.few_texts)
+            FastTextConfig.read(export)
+            return export
         except BundleError as exc:
-            if not torch_available():
-                raise
-            self.fast_text_error = str(exc)
+            self._text_export_failed(exc)
             return None
 
+    @cached_property
+    def _fast_text_encoder(self) -> FastTextEncoder | None:
+        """The ONNX export of the text encoder, opened; None when texts go through torch (see
+        `_text_export_found`)."""
+        from hanclip_model.fast_text.runtime import FastTextEncoder
+
+        export = self._text_export_found
+        if export is None:
+            return None
+        try:
+            return FastTextEncoder.load(export, prepack=not self.few_texts)
+        except BundleError as exc:
+            self._text_export_failed(exc)
+            return None
+
+    def _text_export_failed(self, exc: BundleError) -> None:
+        """Texts go through torch, the reason kept; without torch, `exc` is raised."""
+        if not torch_available():
+            raise exc
+        self.fast_text_error = str(exc)
+
+    def _uses_fast_text(self) -> bool:
+        return self.fast_text or not torch_available()
+
     def _text_backend(self) -> TextEncoder | FastTextEncoder:
-        fast = self._fast_text_encoder if self.fast_text or not torch_available() else None
+        fast = self._fast_text_encoder if self._uses_fast_text() else None
         if fast is None:
             self.fast_text = False
             return self.text_encoder
         return fast
+
+    def _text_dim(self) -> int:
+        """The text vectors' size, from the export's config when texts go through ONNX
+        Runtime (nothing is opened), else from the torch model (which loads it)."""
+        from hanclip_model.fast_text.runtime import FastTextConfig
+
+        export = self._text_export_found if self._uses_fast_text() else None
+        if export is None:
+            self.fast_text = False
+            return self.text_encoder.dim
+        return FastTextConfig.read(export).dim
 
     def raw_text_embeddings(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         raw = self._text_backend().embed(texts, batch_size=batch_size)
@@ -247,12 +309,14 @@ class HanclipModel:
         return self.project_texts(self.raw_text_embeddings(texts, batch_size))
 
     def check_encoders(self) -> None:
-        """Load both encoders and check that their dimensions fit the heads (or, without
+        """Find both encoders and check that their dimensions fit the heads (or, without
         heads, each other): a bundle that cannot work fails here, before any indexing.
 
-        The text side is the fast (ONNX) export, made now if missing: torch is loaded for
-        the image model at this point anyway, and later searches start without it."""
-        image_dim, text_dim = self._image_backend().dim, self._text_backend().dim
+        Each side's ONNX export is found, or made now if missing (torch is loaded for it
+        then, and later runs start without it); its dimension is read from its config. A
+        session is opened only when the encoder has work (an `index` with nothing new to
+        embed opens neither); a torch encoder, the fallback, is loaded here."""
+        image_dim, text_dim = self._image_dim(), self._text_dim()
         self._check_input_dim("image", image_dim)
         self._check_input_dim("text", text_dim)
         if self.heads is None and image_dim != text_dim:

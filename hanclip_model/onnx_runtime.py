@@ -28,33 +28,21 @@ def inference_session(
     path: Path,
     *,
     preoptimized: bool = False,
-    save_optimized: Path | None = None,
     prepack: bool = True,
     device: str = "cpu",
 ) -> Any:
     """A session for one short query on a small CPU: every core on one operator at a time.
 
-    `preoptimized`: the graph was saved already optimised (`save_optimized`), so opening it
-    skips that work, which would otherwise be part of every cold search. `device` "cuda[:N]":
-    ONNX Runtime's CUDA provider first (needs `onnxruntime-gpu`), the CPU for what it lacks."""
+    The graph is optimised for this CPU as it opens, unless `preoptimized`: a graph an earlier
+    export saved already optimised (exports store one graph now; see `fast_image.runtime`).
+    `device` "cuda[:N]": ONNX Runtime's CUDA provider first (needs `onnxruntime-gpu`), the CPU
+    for what it lacks."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     levels = ort.GraphOptimizationLevel
     if preoptimized:
         options.graph_optimization_level = levels.ORT_DISABLE_ALL
-    elif save_optimized is not None:
-        # Not ENABLE_ALL: its layout changes may be specific to this CPU, and the file is
-        # a cache a user may copy; the transformer fusions are all in EXTENDED.
-        options.graph_optimization_level = levels.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(save_optimized)
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name",
-            save_optimized.name + ".data",
-        )
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-        )
     else:
         options.graph_optimization_level = levels.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

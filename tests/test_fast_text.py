@@ -20,7 +20,6 @@ from hanclip_model.fast_text.cache import ensure_fast_text, fast_text_dir
 from hanclip_model.fast_text.export import export_text_encoder
 from hanclip_model.fast_text.runtime import (
     CONFIG_NAME,
-    EMBEDDINGS_NAME,
     ENCODER_NAME,
     MIN_QUANTIZED_COSINE,
     QUANTIZED_ENCODER_NAME,
@@ -30,6 +29,7 @@ from hanclip_model.fast_text.runtime import (
     full_tokenizer,
     tokenize,
 )
+from hanclip_model.fast_text.table import EMBEDDINGS_NAME, TokenTable
 from hanclip_model.sources import source_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_export_writes_the_query_files(exported):
     config = FastTextConfig.read(out_dir)
     assert config.spec == str(source)
     assert config.pooling_mode == ["mean"]
-    table = np.load(out_dir / EMBEDDINGS_NAME, mmap_mode="r")
+    table = TokenTable.open(out_dir, config.token_table)
     assert table.shape == (config.vocab_size, config.hidden)
     assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(".")]  # no staging left
 

@@ -3,10 +3,9 @@
 Once per image model, `export.export_image_encoder` writes the open_clip visual tower as an
 ONNX graph, and this module reads it:
 
-* `encoder.onnx`: pixels [N, 3, H, W] float32 -> L2-normalised image embeddings [N, dim]
-  (the visual tower, then the normalisation), fp32, any batch size.
-  `encoder-optimized.onnx` (+ `.data`): the same after ONNX Runtime's graph optimisations,
-  saved once at export so a process opens it without optimising again.
+* `encoder.onnx` (+ `encoder.onnx.data`, its weights): pixels [N, 3, H, W] float32 ->
+  L2-normalised image embeddings [N, dim] (the visual tower, then the normalisation), fp32,
+  any batch size. ONNX Runtime optimises it for this CPU as the session opens.
 * `fast_image.json`: the preprocessing open_clip's transform applies, read from that
   transform at export (`PreprocessConfig`), and what the verification measured.
 
@@ -14,6 +13,14 @@ The preprocessing is redone here in Pillow and numpy step by step as torchvision
 convert to RGB, resize with Pillow (the shortest side to `resize_size`, or both sides when
 `resize_mode` is "squash"), center crop (zero padding where the image is smaller), /255,
 (x - mean) / std in float32. The export checks the pixels against open_clip's own transform.
+
+Exports made before also hold `encoder-optimized.onnx` (+ `.data`), the graph saved after
+ONNX Runtime's optimisations, and keep the weights of `encoder.onnx` inside it: such an
+export is opened as it was (the optimised graph on the CPU). One graph is stored now, its
+weights apart: optimising it as a session opens makes the opening a little slower, and only
+when photos are to be embedded (`benchmarks/bundle_footprint.py` times both forms), where a
+second copy of every weight was a third of a bundle; and the one graph is what every path
+runs (the CPU, CUDA's provider, the int8 quantiser), where the pre-optimised one was the CPU's.
 
 This module imports neither torch nor open_clip (a test holds it to that).
 """
@@ -38,6 +45,7 @@ from hanclip_model.onnx_runtime import inference_session
 FAST_IMAGE_FORMAT = 1
 CONFIG_NAME = "fast_image.json"
 ENCODER_NAME = "encoder.onnx"
+# Written by earlier exports only: ENCODER_NAME after ONNX Runtime's optimisations.
 OPTIMIZED_ENCODER_NAME = "encoder-optimized.onnx"
 QUANTIZED_ENCODER_NAME = "encoder-int8.onnx"
 INPUT_NAME = "pixels"
@@ -190,9 +198,10 @@ class FastImageEncoder:
         """Open an export made by `export_image_encoder`; intra-op threads: `usable_cores()`.
 
         `optimized`: open the graph ONNX Runtime optimised at export for the CPU, when there
-        is one. `quantized`: the int8 graph (`export.quantize_image_encoder`), which must be
-        there and must have held its accuracy. `device` "cuda[:N]": ONNX Runtime's CUDA
-        provider (the plain graph: the optimised one was fused for the CPU)."""
+        is one (exports made before one graph was stored). `quantized`: the int8 graph
+        (`export.quantize_image_encoder`), which must be there and must have held its
+        accuracy. `device` "cuda[:N]": ONNX Runtime's CUDA provider (the plain graph: the
+        optimised one was fused for the CPU)."""
         directory = Path(directory)
         config = FastImageConfig.read(directory)
         if quantized:

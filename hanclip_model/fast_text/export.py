@@ -3,7 +3,8 @@
 Built in a temporary folder, verified against sentence-transformers on `VERIFY_TEXTS` (same
 tokens, cosine >= MIN_COSINE, one text at a time and in a padded batch), then renamed into
 place: an export that exists is an export that was proven. One that fails (a full disk, say)
-leaves nothing behind.
+leaves nothing behind. The token table is then kept in the smallest form that passes the
+same check (`table`), the cosine each form reached recorded in `fast_text.json`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ from hanclip_model.fast_text.pieces import (
     write_piece_table,
 )
 from hanclip_model.fast_text.runtime import (
-    EMBEDDINGS_NAME,
     ENCODER_NAME,
     FAST_TEXT_FORMAT,
-    OPTIMIZED_ENCODER_NAME,
     QUANTIZED_ENCODER_NAME,
     TOKENIZER_NAME,
     FastTextConfig,
@@ -40,13 +39,14 @@ from hanclip_model.fast_text.runtime import (
     piece_table_tokenizer,
     tokenize,
 )
-from hanclip_model.files import atomic_dir
-from hanclip_model.onnx_runtime import (
-    NOT_DOWNLOADED,
-    inference_session,
-    root_logger_muted,
-    row_cosines,
+from hanclip_model.fast_text.table import (
+    EMBEDDINGS_NAME,
+    FULL_FORM,
+    SMALLER_FORMS,
+    write_token_table,
 )
+from hanclip_model.files import atomic_dir
+from hanclip_model.onnx_runtime import NOT_DOWNLOADED, root_logger_muted, row_cosines
 from hanclip_model.sources import source_fingerprint
 from hanclip_model.texts import nfc_texts
 
@@ -89,7 +89,8 @@ def export_text_encoder(
         reference = _reference(model)
         model.to("cpu")  # trace on CPU: the graph must not depend on where the model ran
         config = _write_export(staging, model, parts, spec)
-        _verify(staging, config, reference)
+        worst = _verify(staging, config, reference)
+        config = _shrink_token_table(staging, config, reference, worst)
         if quantize:
             _quantize(staging, config)
     return out_dir
@@ -179,9 +180,8 @@ def _write_export(directory: Path, model: Any, parts: _PipelineParts, spec: str)
     tokenizer_json = tokenizer.backend_tokenizer.to_str()
     (directory / TOKENIZER_NAME).write_text(tokenizer_json, encoding="utf-8")
     table = parts.transformer.auto_model.get_input_embeddings().weight
-    np.save(directory / EMBEDDINGS_NAME, table.detach().float().cpu().numpy())
+    write_token_table(directory, table.detach().float().cpu().numpy(), FULL_FORM)
     _export_graph(directory / ENCODER_NAME, parts)
-    inference_session(directory / ENCODER_NAME, save_optimized=directory / OPTIMIZED_ENCODER_NAME)
     config = FastTextConfig(
         format=FAST_TEXT_FORMAT,
         spec=spec,
@@ -301,9 +301,21 @@ def _fuse(traced: Path, path: Path, config: Any) -> None:
     fused.save_model_to_file(str(path), use_external_data_format=True)
 
 
-def _verify(directory: Path, config: FastTextConfig, reference: _Reference) -> None:
+def _verify(directory: Path, config: FastTextConfig, reference: _Reference) -> float:
     """The export must match sentence-transformers: same tokens, cosine >= MIN_COSINE, both
-    one text at a time and in a padded batch."""
+    one text at a time and in a padded batch. Returns the worst cosine."""
+    worst = _worst_cosine(directory, config, reference)
+    if worst < MIN_COSINE:
+        raise BundleError(
+            f"export of {config.spec!r} disagrees with sentence-transformers "
+            f"(cosine {worst:.4f} < {MIN_COSINE})"
+        )
+    return worst
+
+
+def _worst_cosine(directory: Path, config: FastTextConfig, reference: _Reference) -> float:
+    """The export's worst cosine to sentence-transformers on VERIFY_TEXTS, one text at a time
+    and in a padded batch; `BundleError` when it does not even tokenize the same."""
     encoder = FastTextEncoder.load(directory)
     normalised = nfc_texts(VERIFY_TEXTS)
     token_ids = [tokenize(encoder._tokenizer, [text])[0][0].tolist() for text in normalised]
@@ -311,17 +323,38 @@ def _verify(directory: Path, config: FastTextConfig, reference: _Reference) -> N
         raise BundleError(f"export of {config.spec!r} tokenizes differently from the model")
     single = np.concatenate([encoder.embed([text]) for text in VERIFY_TEXTS])
     batched = encoder.embed(VERIFY_TEXTS)
-    worst = float(
+    return float(
         min(
             row_cosines(single, reference.vectors).min(),
             row_cosines(batched, reference.vectors).min(),
         )
     )
-    if worst < MIN_COSINE:
-        raise BundleError(
-            f"export of {config.spec!r} disagrees with sentence-transformers "
-            f"(cosine {worst:.4f} < {MIN_COSINE})"
-        )
+
+
+def _shrink_token_table(
+    directory: Path, config: FastTextConfig, reference: _Reference, full_cosine: float
+) -> FastTextConfig:
+    """Keep the token table (written float32 by `_write_export`, whose export reached
+    `full_cosine`) in the smallest of `SMALLER_FORMS` with which the export still reaches
+    MIN_COSINE to sentence-transformers on VERIFY_TEXTS; float32 when none does. Each form
+    tried is recorded with its worst cosine, so a float32 table says why it was kept."""
+    full = np.load(directory / EMBEDDINGS_NAME)
+    cosines = {FULL_FORM: full_cosine}
+    for form in SMALLER_FORMS:
+        write_token_table(directory, full, form)
+        trial = replace(config, token_table=form)
+        trial.write(directory)  # the encoder below opens the table the config names
+        cosines[form] = _worst_cosine(directory, trial, reference)
+        if cosines[form] >= MIN_COSINE:
+            return _recorded(directory, trial, cosines)
+    write_token_table(directory, full, FULL_FORM)
+    return _recorded(directory, config, cosines)
+
+
+def _recorded(directory: Path, config: FastTextConfig, cosines: dict[str, float]) -> FastTextConfig:
+    result = replace(config, token_table_cosines=cosines)
+    result.write(directory)
+    return result
 
 
 def _quantize(directory: Path, config: FastTextConfig) -> FastTextConfig:

@@ -9,11 +9,18 @@ and tokenizers at query time, and this module reads them:
   (lowercasing and special tokens included); truncation and padding come from `fast_text.json`.
   For a large Unigram vocabulary, also a piece table (see `pieces`), read instead.
 * `token_embeddings.npy`: the word-embedding table, memory-mapped at query time so only the
-  rows of the query's tokens are read (the multilingual MiniLM table alone is ~384 MB).
+  rows of the query's tokens are read, kept in the smallest form that stays accurate
+  (`table`: int8 with a scale per row, float16 or float32).
 * `encoder.onnx` (+ `encoder.onnx.data`, its weights): the transformer body from
   `inputs_embeds` on (position and token-type embeddings, LayerNorm), then the model's own
   pooling, Dense layers and L2 normalisation, fused into ONNX Runtime's transformer kernels.
   Optionally `encoder-int8.onnx`, dynamically quantised, kept only if it stays accurate.
+
+Format 3 exports (still read) also hold `encoder-optimized.onnx`, the graph after ONNX
+Runtime's optimisations, and always a float32 table. One graph is stored now: ONNX Runtime
+optimises it as the session opens, which adds little to the opening of this graph (already
+fused at export, its weights memory-mapped from `encoder.onnx.data`;
+`benchmarks/bundle_footprint.py` times both forms) and saves a second copy of every weight.
 
 This module imports neither torch nor transformers (a test holds it to that).
 """
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +37,19 @@ import numpy as np
 
 from hanclip_model.errors import BundleError
 from hanclip_model.fast_text.pieces import PieceTableTokenizer
+from hanclip_model.fast_text.table import FULL_FORM, TokenTable
 from hanclip_model.files import atomic_write_text
 from hanclip_model.onnx_runtime import inference_session
 from hanclip_model.texts import nfc_texts
 
-FAST_TEXT_FORMAT = 3
+FAST_TEXT_FORMAT = 4
+# Format 3: a float32 table and a second, pre-optimised graph; read as it is.
+READABLE_FORMATS = (3, FAST_TEXT_FORMAT)
 CONFIG_NAME = "fast_text.json"
 TOKENIZER_NAME = "tokenizer.json"
-EMBEDDINGS_NAME = "token_embeddings.npy"
 ENCODER_NAME = "encoder.onnx"
-# ENCODER_NAME after ONNX Runtime's graph optimisations, saved once at export so a search
-# opens it without optimising again.
+# Format 3 only: ENCODER_NAME after ONNX Runtime's graph optimisations; opened without
+# optimising again when an export holds it.
 OPTIMIZED_ENCODER_NAME = "encoder-optimized.onnx"
 QUANTIZED_ENCODER_NAME = "encoder-int8.onnx"
 MIN_QUANTIZED_COSINE = 0.99  # int8 export vs the fp32 one
@@ -65,6 +74,11 @@ class FastTextConfig:
     # Queries are tokenized from `pieces.sqlite` (see `pieces`) instead of loading
     # the whole vocabulary.
     piece_table: bool = False
+    # The form `token_embeddings.npy` is kept in (`table.TABLE_FORMS`), and the worst cosine
+    # against sentence-transformers on VERIFY_TEXTS of each form the export tried: the
+    # smallest form at `export.MIN_COSINE` or above was kept, float32 when none was.
+    token_table: str = FULL_FORM
+    token_table_cosines: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def read(cls, directory: Path) -> FastTextConfig:
@@ -74,7 +88,7 @@ class FastTextConfig:
             config = cls(**data)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
             raise BundleError(f"cannot read fast text encoder {path}: {exc}") from None
-        if config.format != FAST_TEXT_FORMAT:
+        if config.format not in READABLE_FORMATS:
             raise BundleError(f"{path}: unsupported format {config.format!r}")
         return config
 
@@ -91,7 +105,7 @@ class FastTextConfig:
 class FastTextEncoder:
     """Sentence embeddings from an export: numpy, onnxruntime and tokenizers only."""
 
-    def __init__(self, config: FastTextConfig, tokenizer: Any, table: np.ndarray, session: Any):
+    def __init__(self, config: FastTextConfig, tokenizer: Any, table: TokenTable, session: Any):
         self.config = config
         self._tokenizer = tokenizer
         self._table = table
@@ -137,22 +151,20 @@ class FastTextEncoder:
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         input_ids, attention_mask = tokenize(self._tokenizer, texts)
-        # Fancy indexing a memmap reads just these rows, not the whole table.
-        inputs_embeds = np.asarray(self._table[input_ids], dtype=np.float32)
-        feeds = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        feeds = {"inputs_embeds": self._table.rows(input_ids), "attention_mask": attention_mask}
         (vectors,) = self._session.run(None, feeds)
         return np.asarray(vectors, dtype=np.float32)
 
 
 def open_parts(
     directory: Path, config: FastTextConfig, encoder: Path, *, prepack: bool = True
-) -> tuple[Any, np.ndarray, Any]:
+) -> tuple[Any, TokenTable, Any]:
     """(tokenizer, memory-mapped embedding table, ONNX Runtime session) of an export."""
     if config.piece_table:
         tokenizer = piece_table_tokenizer(directory, config)
     else:
         tokenizer = full_tokenizer(directory / TOKENIZER_NAME, config)
-    table = np.load(directory / EMBEDDINGS_NAME, mmap_mode="r")
+    table = TokenTable.open(directory, config.token_table)
     preoptimized = encoder.name == OPTIMIZED_ENCODER_NAME
     session = inference_session(encoder, preoptimized=preoptimized, prepack=prepack)
     return tokenizer, table, session
