@@ -25,6 +25,7 @@ from hanclip_cli.commands import (
     search,
     serve,
     train,
+    watch,
 )
 from hanclip_cli.common import console, err_console
 
@@ -110,7 +111,8 @@ app = typer.Typer(
     "Example: hanclip index ~/Photos, then hanclip search '바다 위 노을'",
     **SETTINGS,
 )
-for command in (index, search, train, bench, info, repair, forget, duplicates, export, serve):
+_COMMANDS = (index, search, train, bench, info, repair, forget, duplicates, export, serve, watch)
+for command in _COMMANDS:
     app.command(epilog=command.EPILOG, cls=HanclipCommand)(
         getattr(command, command.__name__.rsplit(".", 1)[1])
     )

@@ -227,10 +227,16 @@ def index_library(
     options: IndexOptions = IndexOptions(),
     progress: ProgressReporter = NO_PROGRESS,
     text_reader: TextReader | None = None,
+    *,
+    within: Sequence[Path] | None = None,
 ) -> IndexReport:
     """Bring the library in line with the photos under `roots` (`_index_into`), then, with a
     `text_reader`, read the text of the photos it has not read (`text_pass.py`); returns what
     changed.
+
+    `within` (what a watch saw change, `watch.py`): only these files and folders at or below
+    `roots` are scanned and compared, planned against `roots` all the same (the folders
+    between a root and a photo are probed as in a whole run); None: all of `roots`.
 
     A full or read-only disk, or a library folder that went away (a drive unplugged), stops
     the run with a StorageError that counts the photos it saved: they are committed, and the
@@ -238,7 +244,7 @@ def index_library(
     """
     report = IndexReport()
     try:
-        _index_into(report, opened, roots, options, progress)
+        _index_into(report, opened, roots, options, progress, within)
         if text_reader is not None:
             report.text = read_text(opened.store, text_reader, progress, again=options.reocr)
         # Ends on the count of files this run went through, as the scan counted them.
@@ -268,8 +274,10 @@ def _index_into(
     roots: list[Path],
     options: IndexOptions,
     progress: ProgressReporter,
+    within: Sequence[Path] | None = None,
 ) -> None:
-    """Bring the library in line with the photos under `roots`, counting in `report`."""
+    """Bring the library in line with the photos under `roots` (`within` them only, when
+    given), counting in `report`."""
     library, model, store, meta = opened.library, opened.model, opened.store, opened.meta
     remembered = () if options.reset_excludes else meta.excludes
     excludes = tuple(dict.fromkeys(exclude_patterns([*remembered, *options.exclude])))
@@ -286,22 +294,23 @@ def _index_into(
     if list(excludes) != meta.excludes:
         meta.excludes = excludes
 
+    scope = roots if within is None else list(within)
     workers = max(2, usable_cores())
     applied = (*DEFAULT_EXCLUDES, *excludes)
-    present = [root for root in roots if root.exists()]
+    present = [path for path in scope if path.exists()]
     files, unreadable = _scan_all(present, options.include_hidden, applied, report, progress)
     for failure in unreadable:
         if _is_utf8(failure.path):
             store.record_failure(failure.path, 0, 0, failure.reason)
 
-    known = list(store.records_under(roots).values())
+    known = list(store.records_under(scope).values())
     names = [str(root) for root in roots]
     probe = folders_to_probe(files, unreadable, known, roots=names, excludes=applied)
     plan = plan_index(
         files,
         unreadable,
         known,
-        _recorded_failures(store, roots),
+        _recorded_failures(store, scope),
         roots=names,
         folders={folder: probe_folder(folder) for folder in probe},
         excludes=applied,
@@ -325,7 +334,7 @@ def _index_into(
         report.pruned = len(hashed.kept)
     else:
         report.offline = len(hashed.kept)
-    store.record_offline(roots, () if options.prune_offline else hashed.offline)
+    store.record_offline(scope, () if options.prune_offline else hashed.offline)
 
     meta.model = opened.model_name
     meta.roots = [*known_roots, *roots]

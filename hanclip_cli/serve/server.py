@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hanclip_model.errors import HanclipError
+
+if TYPE_CHECKING:
+    from hanclip_library.library import OpenLibrary
+    from hanclip_library.text_pass import TextReader
+    from hanclip_library.watch import Watcher, WatchListener
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,69 @@ class IdleExit:
         threading.Thread(target=run, name="hanclip-idle-exit", daemon=True).start()
 
 
+@dataclass(frozen=True)
+class WatchPlan:
+    """What `serve --watch` watches, and how it tells what it does."""
+
+    roots: tuple[Path, ...]
+    listener: WatchListener
+    text_reader: Callable[[OpenLibrary], TextReader | None] = lambda opened: None
+
+
+class BackgroundWatch:
+    """`serve --watch`: `hanclip watch` on a thread of the server's process. It opens the
+    library for writing on that thread (SQLite's rule) and commits through its own
+    connection, so the service sees each batch at its next request (`service.py`: the index
+    is read again after another connection commits)."""
+
+    def __init__(self, options: ServeOptions, plan: WatchPlan, warn: Callable[[str], None]):
+        self._opened: Future[Watcher] = Future()
+
+        def run() -> None:
+            from hanclip_cli.common import CONSOLE_NOTICES
+            from hanclip_library.library import open_library
+            from hanclip_library.watch import Watcher, WatchOptions
+
+            try:
+                opened = open_library(
+                    options.library,
+                    options.model,
+                    for_writing=True,
+                    device=options.device,
+                    notices=CONSOLE_NOTICES,
+                )
+            except BaseException as exc:
+                self._opened.set_exception(exc)
+                return
+            with opened:
+                try:
+                    reader = plan.text_reader(opened)
+                    watcher = Watcher(
+                        opened, plan.roots, WatchOptions(), plan.listener, text_reader=reader
+                    )
+                except BaseException as exc:
+                    self._opened.set_exception(exc)
+                    return
+                self._opened.set_result(watcher)
+                try:
+                    watcher.run()
+                except HanclipError as exc:
+                    warn(f"watch stopped: {exc}")
+
+        self._thread = threading.Thread(target=run, name="hanclip-watch", daemon=True)
+        self._thread.start()
+
+    def started(self) -> None:
+        """Once the library is open (made, for a new one); raises what opening it raised."""
+        self._opened.result()
+
+    def stop(self) -> None:
+        """Let the batch in hand finish, then end the thread."""
+        if self._opened.exception() is None:
+            self._opened.result().stop()
+        self._thread.join()
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -93,8 +165,11 @@ def url_for(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
-    """Open the library, bind, print the URL, and answer until Ctrl-C."""
+def serve(
+    options: ServeOptions, *, announce=print, warn=print, watch: WatchPlan | None = None
+) -> None:
+    """Open the library, bind, print the URL, and answer until Ctrl-C; with `watch`, keep
+    its folders indexed meanwhile."""
     import uvicorn
 
     from hanclip_cli.serve.discovery import remove_server_file, write_server_file
@@ -108,9 +183,16 @@ def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
     if options.thumbnail_cache_mb < 1:
         raise HanclipError("--thumbnail-cache-mb must be at least 1")
     sock = bind(options.host, options.port)
+    background = None
     try:
+        if watch is not None:
+            # First: it makes the library when there is none yet.
+            background = BackgroundWatch(options, watch, warn)
+            background.started()
         service = LibraryService(options.library, options.model, device=options.device)
     except BaseException:
+        if background is not None:
+            background.stop()
         sock.close()
         raise
     try:
@@ -151,4 +233,6 @@ def serve(options: ServeOptions, *, announce=print, warn=print) -> None:
     finally:
         remove_server_file(service.directory)  # only if it is still this process's
         sock.close()
+        if background is not None:
+            background.stop()
         service.close()
