@@ -139,12 +139,18 @@ def _options(
     pass
 
 
-models_app = typer.Typer(name="models", help=models.HELP, add_completion=False, **SETTINGS)
+# `hanclip models` alone lists the models (its callback runs without a subcommand).
+models_app = typer.Typer(
+    name="models", help=models.HELP, add_completion=False, **{**SETTINGS, "no_args_is_help": False}
+)
 models_app.callback(invoke_without_command=True, epilog=models.EPILOG, cls=HanclipGroup)(
     models.models
 )
 models_app.command("install", epilog=models.INSTALL_EPILOG, cls=HanclipCommand)(
     models.models_install
+)
+models_app.command("publish", epilog=models.PUBLISH_EPILOG, cls=HanclipCommand)(
+    models.models_publish
 )
 app.add_typer(models_app, name="models")
 

@@ -463,3 +463,159 @@ def save_random_clip_vit_b32(directory: Path, *, seed: int = 0) -> str:
     )
     replace_dir(staging, directory)
     return "local-dir:" + str(directory.resolve())
+
+
+GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0-3, as in Gemma's tokenizer
+GEMMA_VOCAB_SIZE = 256_000  # SigLIP 2's text vocabulary
+
+
+def standin_gemma_tokenizer(vocab_size: int | None = GEMMA_VOCAB_SIZE, seed: int = 0) -> Any:
+    """A SigLIP 2-style tokenizer (Gemma's kind: byte-pair pieces over `▁`-marked words, <pad>
+    at 0): BPE merges learned on `standin_corpus()`, then seeded random syllable strings up to
+    `vocab_size` pieces (None: no filler), so loading it costs what the real vocabulary does."""
+    import random
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Counter(METASPACE + word for sentence in standin_corpus() for word in sentence.split())
+    tokens, merges = _learn_bpe(words, METASPACE + HANGUL_SYLLABLES + PRINTABLE_ASCII, BPE_MERGES)
+    vocab = dict.fromkeys([*GEMMA_SPECIALS, *tokens])
+    rng = random.Random(seed)
+    while vocab_size is not None and len(vocab) < vocab_size:
+        vocab.setdefault(METASPACE + "".join(rng.choices(HANGUL_SYLLABLES, k=rng.randint(2, 4))))
+    ids = {token: index for index, token in enumerate(vocab)}
+    backend = Tokenizer(models.BPE(vocab=ids, merges=merges, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+    )
+
+
+# The Hugging Face text towers inside open_clip's multilingual models, at their real sizes
+# (`hf_model_name` in open_clip's configs): built from these configs, never fetched.
+def _xlmr_base_config(vocab_size: int) -> Any:
+    from transformers import XLMRobertaConfig
+
+    return XLMRobertaConfig(
+        vocab_size=vocab_size,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+
+
+def _nllb_config(vocab_size: int, layers: int, ffn_dim: int) -> Any:
+    from transformers import M2M100Config
+
+    return M2M100Config(
+        vocab_size=vocab_size,
+        d_model=1024,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=16,
+        decoder_attention_heads=16,
+        encoder_ffn_dim=ffn_dim,
+        decoder_ffn_dim=ffn_dim,
+        max_position_embeddings=1024,
+        scale_embedding=True,
+    )
+
+
+NLLB_VOCAB_SIZE = 256_206
+# hf_model_name -> (a config of that size, the stand-in tokenizer of the same kind)
+HF_TEXT_TOWERS: dict[str, tuple[Any, Any]] = {
+    "xlm-roberta-base": (lambda: _xlmr_base_config(XLMR_VOCAB_SIZE), standin_unigram_tokenizer),
+    "facebook/nllb-200-distilled-600M": (
+        lambda: _nllb_config(NLLB_VOCAB_SIZE, 12, 4096),
+        standin_nllb_tokenizer,
+    ),
+    "facebook/nllb-200-distilled-1.3B": (
+        lambda: _nllb_config(NLLB_VOCAB_SIZE, 24, 8192),
+        standin_nllb_tokenizer,
+    ),
+}
+
+
+def write_open_clip_dir(
+    directory: Path,
+    model_cfg: dict[str, Any],
+    preprocess_cfg: dict[str, Any],
+    tokenizer: Any | None,
+    hf_config: Any | None = None,
+    seed: int = 0,
+) -> str:
+    """Build the open_clip model `model_cfg` with seeded random weights and save it, in
+    open_clip's `local-dir:` layout, into `directory`; return its `local-dir:` spec.
+
+    `tokenizer` (a transformers tokenizer, or None for open_clip's default) is saved beside
+    it, where open_clip's `get_tokenizer` reads a `local-dir:` model's. A Hugging Face text
+    tower (`hf_config`) is built from that config, saved there too and named by the folder's
+    path, so nothing is fetched: such a folder stays where it was written."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    directory = Path(directory).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    model_cfg = json.loads(json.dumps(model_cfg))
+    text_cfg = model_cfg["text_cfg"]
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+        text_cfg["hf_tokenizer_name"] = str(directory)
+    if hf_config is not None:
+        hf_config.save_pretrained(str(directory))
+        text_cfg["hf_model_name"] = str(directory)
+    built = dict(model_cfg, text_cfg=dict(text_cfg, hf_model_pretrained=False))
+    custom = built.pop("custom_text", False) or "hf_model_name" in text_cfg
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**built)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    (directory / "open_clip_config.json").write_text(json.dumps(config, indent=2), "utf-8")
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(directory / "open_clip_model.safetensors"))
+    return "local-dir:" + str(directory)
+
+
+def save_random_open_clip(name: str, pretrained: str, directory: Path, *, seed: int = 0) -> str:
+    """open_clip's built-in model `name` at its real size with seeded random weights, its text
+    tower's stand-in tokenizer (same kind and vocabulary size) and `pretrained`'s
+    preprocessing, saved by `write_open_clip_dir`; return its `local-dir:` spec. A folder
+    that holds a model already is kept as it is."""
+    import open_clip
+
+    directory = Path(directory)
+    if (directory / "open_clip_model.safetensors").is_file():
+        return "local-dir:" + str(directory.resolve())
+    model_cfg = open_clip.get_model_config(name)
+    if model_cfg is None:
+        raise ValueError(f"open_clip has no model {name!r}")
+    tag = open_clip.get_pretrained_cfg(name, pretrained)
+    preprocess_cfg = {
+        "size": int(model_cfg["vision_cfg"]["image_size"]),
+        "mean": list(tag.get("mean") or OPENAI_MEAN),
+        "std": list(tag.get("std") or OPENAI_STD),
+        "interpolation": tag.get("interpolation", "bicubic"),
+        "resize_mode": tag.get("resize_mode", "shortest"),
+    }
+    text_cfg = model_cfg["text_cfg"]
+    hf_name = text_cfg.get("hf_model_name")
+    if hf_name is not None:
+        make_config, make_tokenizer = HF_TEXT_TOWERS[hf_name]
+        tokenizer, hf_config = make_tokenizer(), make_config()
+    elif text_cfg.get("hf_tokenizer_name"):  # SigLIP 2: its own TextTransformer, Gemma's vocab
+        tokenizer, hf_config = standin_gemma_tokenizer(text_cfg["vocab_size"]), None
+    else:
+        tokenizer, hf_config = None, None
+    return write_open_clip_dir(directory, model_cfg, preprocess_cfg, tokenizer, hf_config, seed)

@@ -318,3 +318,87 @@ def write_bundle_dir(
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     (directory / "hanclip.json").write_text(text, encoding="utf-8")
     return directory
+
+
+# The text-tower kinds of the built-ins whose text side is the open_clip model's own
+# (`open_clip-text:`): "xlmr" (a Hugging Face XLM-R, unigram vocabulary, mean pooling),
+# "nllb" (an NLLB encoder, BPE with language codes, first-token pooling, linear projection)
+# and "siglip" (SigLIP 2's own TextTransformer over a Gemma-style vocabulary, a timm image
+# tower with attention pooling).
+TINY_CLIP_TEXT_KINDS = ("xlmr", "nllb", "siglip")
+_TINY_HF_WIDTH = 32
+# timm's test ViT (64 wide, patch 16 at 160 px): the smallest that has SigLIP's "map" pooling.
+_TINY_TIMM_VISION = {
+    "image_size": 160,
+    "timm_model_name": "test_vit",
+    "timm_model_pretrained": False,
+    "timm_pool": "map",
+    "timm_proj": "none",
+}
+
+
+def build_tiny_clip_text_model(directory: Path, kind: str, seed: int = 0) -> str:
+    """A tiny open_clip model whose text tower is of `kind` (`TINY_CLIP_TEXT_KINDS`), random
+    weights and a stand-in tokenizer of the same kind, saved in the `local-dir:` layout;
+    return its spec (`open_clip-text:` + it names its text tower)."""
+    from transformers import M2M100Config, XLMRobertaConfig
+
+    from hanclip_eval.random_models import (
+        standin_gemma_tokenizer,
+        standin_nllb_tokenizer,
+        standin_unigram_tokenizer,
+        write_open_clip_dir,
+    )
+
+    width, hf = _TINY_HF_WIDTH, {"num_hidden_layers": 2, "num_attention_heads": 2}
+    tiny_vit = open_clip_model_cfg(32, 32)["vision_cfg"]
+    preprocess = {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "interpolation": "bicubic",
+        "resize_mode": "squash",
+    }
+    if kind == "xlmr":
+        tokenizer = standin_unigram_tokenizer(vocab_size=24_000)
+        hf_config = XLMRobertaConfig(
+            vocab_size=len(tokenizer), hidden_size=width, intermediate_size=64, **hf,
+            max_position_embeddings=130, type_vocab_size=1, pad_token_id=1,
+        )  # fmt: skip
+        text_cfg = {"hf_pooler_type": "mean_pooler", "hf_proj_type": "mlp"}
+        model_cfg = {"embed_dim": 32, "vision_cfg": tiny_vit, "text_cfg": text_cfg}
+    elif kind == "nllb":
+        tokenizer = standin_nllb_tokenizer()
+        tokenizer.src_lang = "eng_Latn"  # the real one's default: the encoder must set Korean
+        hf_config = M2M100Config(
+            vocab_size=len(tokenizer), d_model=width, encoder_layers=2, decoder_layers=1,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+            decoder_ffn_dim=64, max_position_embeddings=130, scale_embedding=True,
+        )  # fmt: skip
+        text_cfg = {"hf_pooler_type": "cls_pooler", "hf_proj_type": "linear"}
+        model_cfg = {"embed_dim": 32, "vision_cfg": tiny_vit, "text_cfg": text_cfg}
+    elif kind == "siglip":
+        tokenizer, hf_config = standin_gemma_tokenizer(vocab_size=None), None
+        text_cfg = {
+            "context_length": 64,
+            "vocab_size": len(tokenizer),
+            "tokenizer_kwargs": {"clean": "canonicalize"},
+            "width": width,
+            "heads": 2,
+            "layers": 2,
+            "no_causal_mask": True,
+            "proj_bias": True,
+            "pool_type": "last",
+            "norm_kwargs": {"eps": 1e-6},
+            "act_kwargs": {"approximate": "tanh"},
+        }
+        model_cfg = {
+            "embed_dim": 64,  # the timm tower's own width: SigLIP projects nothing
+            "custom_text": True,
+            "init_logit_bias": -10,
+            "vision_cfg": _TINY_TIMM_VISION,
+            "text_cfg": text_cfg,
+        }
+    else:
+        raise ValueError(f"unknown text-tower kind {kind!r}: one of {TINY_CLIP_TEXT_KINDS}")
+    preprocess["size"] = int(model_cfg["vision_cfg"]["image_size"])
+    return write_open_clip_dir(Path(directory), model_cfg, preprocess, tokenizer, hf_config, seed)

@@ -15,6 +15,9 @@ the installed folder and, when the library exists, the library records it as its
 recorded model wins over `models/`), under the writer lock. The library's photos are stored in
 one image model's space: when the bundle's image model is another one, the library's model is
 left as it was and the install says the `hanclip index ... --reembed` command that moves it.
+
+A bundle from the hub (`hf-hub:ORG/REPO`) is downloaded, then installed by `install_bundle`
+like any folder: `hub_bundles`.
 """
 
 from __future__ import annotations
@@ -54,9 +57,9 @@ from hanclip_model.bundle import (
     read_bundle,
 )
 from hanclip_model.card import CARD_NAME, NOT_TRAINED, TrainingCard
+from hanclip_model.dimensions import check_dimensions
 from hanclip_model.errors import HanclipError, UnknownModel
 from hanclip_model.files import TMP_SUFFIX, file_sha256, replace_dir
-from hanclip_model.heads import load_heads
 from hanclip_model.sources import is_local, resolve_local
 from hanclip_model.storage import storage_error
 from hanclip_model.texts import nfc
@@ -267,7 +270,7 @@ def install_bundle(
     bundle = spec.directory
     assert bundle is not None  # read from a folder
     folder = checked_name(name) if name is not None else folder_name(spec.name, bundle.name)
-    _check_source(bundle, spec, library_dir)
+    check_source(bundle, spec, library_dir)
 
     models = library_dir / MODELS_DIR
     target = models / folder
@@ -358,7 +361,7 @@ def folder_name(name: str, fallback: str) -> str:
     return "bundle"
 
 
-def _walk(bundle: Path, library_dir: Path | None) -> Iterator[Path]:
+def bundle_files(bundle: Path, library_dir: Path | None) -> Iterator[Path]:
     """Every file a copy of `bundle` takes (links followed), the skipped ones left out."""
     library = library_dir.resolve() if library_dir is not None else None
 
@@ -381,11 +384,11 @@ def _skipped(path: Path, library: Path | None) -> bool:
     )  # a library kept inside the bundle
 
 
-def _check_source(bundle: Path, spec: BundleSpec, library_dir: Path) -> None:
+def check_source(bundle: Path, spec: BundleSpec, library_dir: Path) -> None:
     """Refuse, before anything is written, a bundle that would not work once copied."""
-    if spec.heads_path is not None:
-        load_heads(spec.heads_path)  # a heads file that is no heads file says so
-    for path in _walk(bundle, library_dir):
+    # A heads file that is no heads file says so; so do parts that disagree on a width.
+    check_dimensions(spec)
+    for path in bundle_files(bundle, library_dir):
         try:
             with open(path, "rb") as f:
                 f.read(1)
@@ -402,7 +405,7 @@ def _already_there(bundle: Path, spec: BundleSpec, target: Path) -> bool:
         return False
     if _same_path(bundle, target):
         return True
-    data, heads = _copied_manifest(bundle, spec)
+    data, heads = copied_manifest(bundle, spec)
     try:
         there = json.loads((target / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -418,7 +421,7 @@ def _already_there(bundle: Path, spec: BundleSpec, target: Path) -> bool:
 def _file_hashes(folder: Path) -> dict[str, str]:
     return {
         p.relative_to(folder).as_posix(): file_sha256(p)
-        for p in _walk(folder, None)
+        for p in bundle_files(folder, None)
         if p.relative_to(folder).as_posix() != MANIFEST_NAME
     }
 
@@ -437,7 +440,7 @@ def _copy_in(bundle: Path, spec: BundleSpec, target: Path, library_dir: Path) ->
     staging = target.parent / f".install-{uuid.uuid4().hex}{TMP_SUFFIX}"
     copy = staging / target.name
     library = library_dir.resolve()
-    data, heads = _copied_manifest(bundle, spec)
+    data, heads = copied_manifest(bundle, spec)
     try:
         shutil.copytree(
             bundle,
@@ -459,7 +462,7 @@ def _copy_in(bundle: Path, spec: BundleSpec, target: Path, library_dir: Path) ->
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _copied_manifest(bundle: Path, spec: BundleSpec) -> tuple[dict, tuple[Path, str] | None]:
+def copied_manifest(bundle: Path, spec: BundleSpec) -> tuple[dict, tuple[Path, str] | None]:
     """The manifest a copy of `bundle` gets, with every path leading where it did: a path out
     of the source folder becomes absolute, an absolute one into it relative to the copy, and
     a heads file out there comes along (returned as (file, its name in the copy))."""

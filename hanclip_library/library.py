@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from hanclip_library.vector_index import IndexHealth
     from hanclip_model.model import HanclipModel
 
-DEFAULT_MODEL = "mclip"
+DEFAULT_MODEL = "mclip"  # the default before any cost was measured, and the rule's baseline
 LOCK_NAME = "index.lock"
 MODELS_DIR = "models"
 
@@ -161,7 +161,7 @@ def choose_model(
 ) -> ModelChoice:
     """`--model`, else `settings.MODEL`, else the model the library (in `directory`, when
     it exists) was indexed with, else the bundle installed in `directory/models/`, else the
-    built-in `mclip` for a library that has no photos yet.
+    built-in `default_model()` for a library that has no photos yet.
 
     A library with photos but no recorded model (its settings lost, see `repair`) gets no
     model picked for it: another model's search would rank its photos in a space they are
@@ -181,11 +181,22 @@ def choose_model(
             f"--model NAME (or set {settings.MODEL.name}), or make one its default with "
             "`hanclip models install BUNDLE --default`"
         )
+    default = default_model()
     return ModelChoice(
-        DEFAULT_MODEL,
-        notice="no model given: using the built-in 'mclip' (Multilingual-CLIP); "
-        f"pass --model or set {settings.MODEL.name} to use another",
+        default,
+        notice=f"no model given: using the built-in {default!r} (the default; "
+        f"`hanclip models` says why); pass --model or set {settings.MODEL.name} to use another",
     )
+
+
+def default_model() -> str:
+    """The built-in a library without a model of its own gets: the one the stated rule picks
+    from the published Korean figures and the costs measured on the benchmark's machine
+    (`hanclip_model.catalog.pick_default`). A library keeps the model it was indexed with:
+    its recorded model comes first in `choose_model`, so a new default never re-embeds it."""
+    from hanclip_model.catalog import CATALOG, pick_default, read_measured
+
+    return pick_default(CATALOG, read_measured(), baseline=DEFAULT_MODEL).model
 
 
 def search_model(name: str, models_dir: Path) -> str:

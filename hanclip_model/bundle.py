@@ -3,11 +3,18 @@
 A bundle is a directory holding `hanclip.json`:
 
     {"format": 1, "name": str, "image_model": <open_clip spec>,
-     "text_model": <sentence-transformers id or path>, "heads": "heads.safetensors" | null}
+     "text_model": <sentence-transformers id or path> | "open_clip-text:<open_clip spec>",
+     "heads": "heads.safetensors" | null}
 
 Other keys (dims, training metadata) are kept and ignored. Relative paths in `image_model`
 (`local-dir:rel/path`), `text_model` and `heads` are relative to the bundle directory. With
 `"heads": null` image and text vectors are compared directly (Multilingual-CLIP style).
+
+A `text_model` of `open_clip-text:SPEC` names the text tower of the open_clip model SPEC
+itself (its own tokenizer and `encode_text`): the models trained with a multilingual text
+tower of their own (XLM-R, NLLB, SigLIP 2's Gemma vocabulary), which no sentence-transformers
+model carries. SPEC is written as `image_model` is (`NAME:PRETRAINED`, `hf-hub:`,
+`local-dir:`); `clip_text_model` makes one, `clip_text_source` reads it back.
 
 An optional `"calibration"` block turns a score (cosine) into a match probability,
 sigmoid(a·cos + b) (written by `hanclip train`; trainer/calibration.py says what it means):
@@ -46,6 +53,20 @@ LOCAL_DIR_PREFIX = "local-dir:"
 ENCODERS_DIR = "encoders"
 IMAGE_ENCODER_DIR = "encoders/image"
 TEXT_ENCODER_DIR = "encoders/text"
+CLIP_TEXT_PREFIX = "open_clip-text:"
+
+
+def clip_text_model(image_model: str) -> str:
+    """The `text_model` that names the text tower of the open_clip model `image_model`."""
+    return CLIP_TEXT_PREFIX + image_model
+
+
+def clip_text_source(text_model: str) -> str | None:
+    """The open_clip spec whose own text tower `text_model` names; None for a
+    sentence-transformers model."""
+    if text_model.startswith(CLIP_TEXT_PREFIX):
+        return text_model[len(CLIP_TEXT_PREFIX) :]
+    return None
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,11 @@ class BundleSpec:
         )
 
 
+def _open_clip_pair(name: str, model: str) -> BundleSpec:
+    """A built-in that is one open_clip model, both towers its own, compared directly."""
+    return BundleSpec(name=name, image_model=model, text_model=clip_text_model(model))
+
+
 BUILTIN_BUNDLES: dict[str, BundleSpec] = {
     # The frozen encoders HanCLIP trains its heads on: a base for `train`, not a search model.
     "hanclip-base": BundleSpec(
@@ -114,6 +140,13 @@ BUILTIN_BUNDLES: dict[str, BundleSpec] = {
         image_model="ViT-B-32:openai",
         text_model="sentence-transformers/clip-ViT-B-32-multilingual-v1",
     ),
+    # open_clip models with a multilingual text tower of their own (their published Korean
+    # figures: `catalog.py`); the pretrained tags are the ones open_clip lists for them.
+    "xlmr-b32": _open_clip_pair("xlmr-b32", "xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k"),
+    "siglip2-b32": _open_clip_pair("siglip2-b32", "ViT-B-32-SigLIP2-256:webli"),
+    "siglip2-b16": _open_clip_pair("siglip2-b16", "ViT-B-16-SigLIP2-256:webli"),
+    "nllb-siglip-base": _open_clip_pair("nllb-siglip-base", "nllb-clip-base-siglip:mrl"),
+    "nllb-siglip-large": _open_clip_pair("nllb-siglip-large", "nllb-clip-large-siglip:mrl"),
 }
 
 
@@ -159,6 +192,15 @@ def _resolve_image_model(spec: str, base: Path) -> str:
     return spec
 
 
+def _resolve_text_model(spec: str, base: Path) -> str:
+    source = clip_text_source(spec)
+    if source is not None:
+        if not source.strip():
+            raise BundleError(f"{base / MANIFEST_NAME}: '{spec}' names no open_clip model")
+        return clip_text_model(_resolve_image_model(source.strip(), base))
+    return resolve_local(spec, base)
+
+
 def read_bundle(directory: str | Path) -> BundleSpec:
     """Read and validate `hanclip.json` in `directory` (or the path of the file itself)."""
     path = Path(directory).expanduser()
@@ -194,7 +236,7 @@ def read_bundle(directory: str | Path) -> BundleSpec:
     return BundleSpec(
         name=str(data.get("name") or base.name),
         image_model=_resolve_image_model(data["image_model"].strip(), base),
-        text_model=resolve_local(data["text_model"].strip(), base),
+        text_model=_resolve_text_model(data["text_model"].strip(), base),
         heads_path=heads_path,
         directory=base,
         extra={k: v for k, v in data.items() if k not in known},

@@ -1,6 +1,7 @@
-"""The frozen encoders: open_clip for images (and English text), sentence-transformers for text.
+"""The frozen encoders: open_clip for images (and English text), sentence-transformers for text,
+or the open_clip model's own text tower where the bundle names one (`open_clip-text:SPEC`).
 
-Both load on first use, run in eval mode under `torch.inference_mode` (on CUDA also under
+All load on first use, run in eval mode under `torch.inference_mode` (on CUDA also under
 autocast to float16), and return float32, L2-normalised numpy arrays. torch is imported only
 when an encoder actually loads.
 """
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hanclip_model.bundle import clip_text_source
 from hanclip_model.device import is_cuda, pick_device, require_torch
 from hanclip_model.errors import BundleError
 from hanclip_model.heads import l2_normalize
@@ -26,6 +28,10 @@ from hanclip_model.texts import nfc_texts
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+# The language an open_clip text tower that takes one (NLLB's tokenizer: a language token
+# before the text) is told the queries are in: hanclip's queries are Korean.
+QUERY_LANGUAGE = "kor_Hang"
 
 # Rows per forward pass, (CPU, CUDA): a GPU needs large batches to be kept busy; on a CPU
 # larger batches gain little and only cost memory.
@@ -69,6 +75,40 @@ class _OpenClipParts:
     device: str
 
 
+def load_open_clip(spec: str, device: str, what: str) -> _OpenClipParts:
+    """An open_clip model, its image transform and its tokenizer, in eval mode on `device`;
+    `what` ("image model", "text model") names it in the one-line `BundleError`."""
+    import open_clip
+
+    name, pretrained = parse_image_model(spec)
+    # A registry tag (`openai`) or `hf-hub:` is downloaded; a file or `local-dir:` is not.
+    remote = spec.startswith("hf-hub:") or (
+        pretrained is not None and not os.path.isfile(pretrained)
+    )
+    with fetching(what, spec, remote=remote):
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=device
+            )
+            tokenizer = open_clip.get_tokenizer(name)
+        except (RuntimeError, ValueError, OSError, KeyError) as exc:
+            raise BundleError(f"cannot load {what} {spec!r}: {first_line(exc)}") from None
+    model.eval()
+    model.requires_grad_(False)
+    return _OpenClipParts(model, preprocess, tokenizer, device)
+
+
+def open_clip_embed_dim(model: Any) -> int:
+    """The size of an open_clip model's embeddings: its image tower's `output_dim`, else (a
+    timm image tower has none, or it was dropped) its text tower's or text projection's."""
+    for tower in (getattr(model, "visual", None), getattr(model, "text", None)):
+        dim = getattr(tower, "output_dim", None)
+        if dim:
+            return int(dim)
+    projection = model.text_projection
+    return int(getattr(projection, "out_features", None) or projection.shape[-1])
+
+
 class ClipEncoder:
     """An open_clip model: `embed_images` for photos, `embed_texts` for English captions."""
 
@@ -83,27 +123,7 @@ class ClipEncoder:
     @cached_property
     def _clip(self) -> _OpenClipParts:
         require_torch(f"image model {self.spec!r} without an ONNX export")
-        import open_clip
-
-        name, pretrained = parse_image_model(self.spec)
-        device = pick_device(self._requested_device)
-        # A registry tag (`openai`) or `hf-hub:` is downloaded; a file or `local-dir:` is not.
-        remote = self.spec.startswith("hf-hub:") or (
-            pretrained is not None and not os.path.isfile(pretrained)
-        )
-        with fetching("image model", self.spec, remote=remote):
-            try:
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    name, pretrained=pretrained, device=device
-                )
-                tokenizer = open_clip.get_tokenizer(name)
-            except (RuntimeError, ValueError, OSError, KeyError) as exc:
-                raise BundleError(
-                    f"cannot load image model {self.spec!r}: {first_line(exc)}"
-                ) from None
-        model.eval()
-        model.requires_grad_(False)
-        return _OpenClipParts(model, preprocess, tokenizer, device)
+        return load_open_clip(self.spec, pick_device(self._requested_device), "image model")
 
     @property
     def device(self) -> str:
@@ -126,7 +146,7 @@ class ClipEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self._clip.model.visual.output_dim)
+        return open_clip_embed_dim(self._clip.model)
 
     def embed_images(
         self, images: Sequence[Image.Image], batch_size: int | None = None
@@ -166,7 +186,8 @@ class ClipEncoder:
 
 
 class TextEncoder:
-    """A sentence-transformers model (mean-pooled, L2-normalised sentence embeddings)."""
+    """A bundle's text side: a sentence-transformers model (mean-pooled, L2-normalised sentence
+    embeddings), or the text tower of an open_clip model (`open_clip-text:SPEC`)."""
 
     def __init__(self, spec: str, device: str | None = None) -> None:
         self.spec = spec
@@ -174,30 +195,60 @@ class TextEncoder:
 
     @property
     def loaded(self) -> bool:
-        return "_model" in self.__dict__
+        return "_tower" in self.__dict__
 
     @cached_property
-    def _model(self) -> Any:
-        require_local_dir(self.spec, "text model")
+    def _tower(self) -> _SentenceTower | _ClipTextTower:
+        source = clip_text_source(self.spec)
+        if source is None:
+            require_local_dir(self.spec, "text model")
         require_torch(f"text model {self.spec!r} without an ONNX export")
-        return load_sentence_transformer(self.spec, pick_device(self._requested_device))
+        device = pick_device(self._requested_device)
+        if source is not None:
+            return _ClipTextTower.load(source, device)
+        return _SentenceTower(load_sentence_transformer(self.spec, device))
 
     @property
     def device(self) -> str:
-        return str(self._model.device)
+        return self._tower.device
 
     @property
     def dim(self) -> int:
-        return sentence_embedding_dim(self._model)
+        return self._tower.dim
+
+    @property
+    def open_clip_parts(self) -> tuple[Any, Any]:
+        """(the open_clip model, its tokenizer, set to the query language) of an
+        `open_clip-text:` tower, as queries run them (loads it): what its export reads."""
+        tower = self._tower
+        if not isinstance(tower, _ClipTextTower):
+            raise BundleError(f"{self.spec!r} is not an open_clip text tower")
+        return tower.model, tower.tokenizer
 
     def embed(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Sentence embeddings [N, dim] for texts in any language the model knows."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return self._tower.embed(nfc_texts(texts), batch_size)
+
+
+@dataclass(frozen=True)
+class _SentenceTower:
+    model: Any  # a SentenceTransformer
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    @property
+    def dim(self) -> int:
+        return sentence_embedding_dim(self.model)
+
+    def embed(self, texts: list[str], batch_size: int | None) -> np.ndarray:
         device = self.device
         with inference_context(device):
-            vectors = self._model.encode(
-                nfc_texts(texts),
+            vectors = self.model.encode(
+                texts,
                 batch_size=batch_size or default_batch_size("text", device),
                 convert_to_numpy=True,
                 normalize_embeddings=True,
@@ -206,9 +257,45 @@ class TextEncoder:
         return l2_normalize(vectors)
 
 
+@dataclass(frozen=True)
+class _ClipTextTower:
+    """An open_clip model's own tokenizer and `encode_text`, its image tower dropped."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    dim: int
+
+    @classmethod
+    def load(cls, spec: str, device: str) -> _ClipTextTower:
+        quiet_transformers()
+        parts = load_open_clip(spec, device, "text model")
+        dim = open_clip_embed_dim(parts.model)
+        # A query never needs the image tower: its memory is given back.
+        parts.model.visual = None
+        tokenizer = parts.tokenizer
+        # NLLB's tokenizer puts a language token before the text: say it is Korean (its
+        # `src_lang` setter rebuilds that prefix; open_clip's `set_language` does not, here).
+        inner = getattr(tokenizer, "tokenizer", None)
+        if getattr(inner, "src_lang", None) is not None:
+            inner.src_lang = QUERY_LANGUAGE
+        return cls(parts.model, tokenizer, device, dim)
+
+    def embed(self, texts: list[str], batch_size: int | None) -> np.ndarray:
+        batch_size = batch_size or default_batch_size("clip_text", self.device)
+        out = []
+        with inference_context(self.device):
+            for start in range(0, len(texts), batch_size):
+                tokens = self.tokenizer(texts[start : start + batch_size]).to(self.device)
+                out.append(self.model.encode_text(tokens).float().cpu().numpy())
+        return stack_normalized(out, self.dim)
+
+
 def load_sentence_transformer(spec: str, device: str) -> Any:
     """A sentence-transformers model (a folder, or a hub id fetched through `fetching`), in
     eval mode; a `BundleError` when it cannot be loaded."""
+    if clip_text_source(spec) is not None:
+        raise BundleError(f"{spec!r} is an open_clip text tower, not a sentence-transformers model")
     from sentence_transformers import SentenceTransformer
 
     quiet_transformers()

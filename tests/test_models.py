@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hanclip_model.bundle import read_bundle, resolve_bundle
+from hanclip_model.bundle import SEARCH_BUILTINS, read_bundle, resolve_bundle
 from trainer.card import CARD_NAME, render_card, write_card
 
 ENTRY_KEYS = {
@@ -102,10 +102,11 @@ def _tree(folder: Path) -> list[str]:
 
 def test_lists_the_built_ins_with_every_field(cli, library):
     entries = _models(cli, library)
-    assert all(set(entry) == ENTRY_KEYS for entry in entries)
+    # Every field of before, and what a built-in is worth and costs (issue 25).
+    assert all(set(entry) == ENTRY_KEYS | {"published", "measured"} for entry in entries)
     builtins = {e["name"]: e for e in entries if e["kind"] == "built-in"}
     # hanclip-base is a base for `train`, not a search model: not offered
-    assert set(builtins) == {"mclip"}
+    assert set(builtins) == set(SEARCH_BUILTINS) and "hanclip-base" not in builtins
     mclip = builtins["mclip"]
     assert mclip["image_model"] == "ViT-B-32:openai"
     assert "multilingual" in mclip["text_model"] and mclip["language"] == "multilingual"
@@ -113,6 +114,15 @@ def test_lists_the_built_ins_with_every_field(cli, library):
     # No library, nothing installed: the built-in default is the one in use, and only it.
     assert [e["name"] for e in entries if e["in_use"]] == ["mclip"]
     assert not library.exists()  # listing writes nothing
+
+
+def test_models_alone_lists_them(cli, library, monkeypatch):
+    """`hanclip models` with no option lists the models of the library the environment
+    names (it once printed its help and an empty error)."""
+    monkeypatch.setenv("HANCLIP_HOME", str(library))
+    result = cli("models")
+    assert result.exit_code == 0, result.stderr
+    assert "mclip" in result.stdout and "Usage" not in result.stdout and not result.stderr
 
 
 def test_the_table_for_people(cli, library, trained):

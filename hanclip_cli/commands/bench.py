@@ -22,10 +22,15 @@ from hanclip_cli.common import (
 )
 from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption
 from hanclip_eval.runner import BenchRow
+from hanclip_model.bundle import SEARCH_BUILTINS
 from hanclip_model.device import require_torch
 from hanclip_model.errors import HanclipError
 
-BASELINES = ("mclip", "clip-translate", "koclip")
+# Every built-in search model, then the baselines that are no bundle.
+BASELINES = (*SEARCH_BUILTINS, "clip-translate", "koclip")
+# Data sets with published Korean figures (`hanclip_model.catalog`): the Markdown table shows
+# them beside the same figure measured here.
+PUBLISHED_FIGURES = {"xtd10-ko": "xtd10", "crossmodal3600": "crossmodal3600"}
 
 COLUMNS = {
     "retrieval": [
@@ -205,13 +210,21 @@ def render_bench(result: BenchResult, *, json_output: bool, markdown: bool) -> N
         header = ["model", *(label for _, label in columns)]
         lines = [f"**{title}**" + (f" — {caption}" if caption else ""), ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        published = _published(result)
+        if published is not None:
+            header += [f"{published.label} here", "published"]
+            lines[-2:] = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in result.rows:
             cells = [_display_name(row.model)]
             if row.error:
-                cells += [f"unavailable: {row.error.splitlines()[0]}"] + [""] * (len(columns) - 1)
+                cells += [f"unavailable: {row.error.splitlines()[0]}"] + [""] * (len(header) - 2)
             else:
                 cells += [_format(key, row.metrics[key]) for key, _ in columns]
+                if published is not None:
+                    cells += published.cells(row)
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        if published is not None:
+            lines += ["", f"published: {published.sources}"]
         console.print("\n".join(lines), markup=False, highlight=False)
         return
     table = Table(title=title, caption=caption or None, header_style="bold")
@@ -233,6 +246,43 @@ def render_bench(result: BenchResult, *, json_output: bool, markdown: bool) -> N
     for row in result.rows:
         if row.error:
             console.print(Text(f"{_display_name(row.model)} unavailable: {row.error}", "dim"))
+
+
+@dataclass(frozen=True)
+class _Published:
+    """The published Korean figure of a data set and the same figure measured here."""
+
+    dataset: str  # a `hanclip_model.catalog` data set key
+    label: str
+    sources: str
+
+    def cells(self, row: BenchRow) -> list[str]:
+        from hanclip_model.catalog import CROSSMODAL3600, published
+
+        m = row.metrics
+        if self.dataset == CROSSMODAL3600:
+            here = 100 * (m["t2i_r1"] + m["t2i_r5"] + m["t2i_r10"]) / 3
+        else:
+            here = 100 * m["t2i_r10"]
+        entry = published(row.model)
+        figure = entry.figure(self.dataset) if entry is not None else None
+        return [f"{here:.1f}", f"{figure.value:.1f}" if figure is not None else "—"]
+
+
+def _published(result: BenchResult) -> _Published | None:
+    """The published column of `result`'s Markdown table: only for a data set with published
+    figures, compared by a model that has one."""
+    from hanclip_model.catalog import CROSSMODAL3600, published
+
+    dataset = PUBLISHED_FIGURES.get(result.dataset)
+    if dataset is None:
+        return None
+    figures = [published(row.model) for row in result.rows if not row.error]
+    found = [f for entry in figures if entry for f in entry.figures if f.dataset == dataset]
+    if not found:
+        return None
+    label = "T→I mean R@1/5/10" if dataset == CROSSMODAL3600 else "T→I R@10"
+    return _Published(dataset, label, "; ".join(sorted({f.source for f in found})))
 
 
 EPILOG = (
