@@ -36,7 +36,7 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,13 @@ BUILTIN_BUNDLES: dict[str, BundleSpec] = {
         image_model="ViT-B-32:openai",
         text_model="sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
     ),
+    # The same with OpenCLIP's ViT-B/32 trained on DataComp-XL as the image space (the image
+    # tower a published follow-up of HanCLIP's idea trained its heads on).
+    "hanclip-base-datacomp": BundleSpec(
+        name="hanclip-base-datacomp",
+        image_model="ViT-B-32:datacomp_xl_s13b_b90k",
+        text_model="sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+    ),
     "mclip": BundleSpec(
         name="mclip",
         image_model="ViT-B-32:openai",
@@ -152,7 +159,7 @@ BUILTIN_BUNDLES: dict[str, BundleSpec] = {
 
 # Built-ins that are no search model: the frozen encoders a `train` starts from, whose
 # spaces differ (512-d images, 384-d texts) until trained heads join them.
-TRAIN_BASES = frozenset({"hanclip-base"})
+TRAIN_BASES = frozenset({"hanclip-base", "hanclip-base-datacomp"})
 # The built-in names `--model` takes for searching and indexing, as `hanclip models` lists them.
 SEARCH_BUILTINS = tuple(name for name in BUILTIN_BUNDLES if name not in TRAIN_BASES)
 
@@ -324,6 +331,27 @@ def resolve_bundle(path_or_name: str | Path) -> BundleSpec:
     if path.exists():
         return read_bundle(path)
     raise unknown_model(key, builtins=BUILTIN_BUNDLES)
+
+
+def train_base(base_model: str | Path, image_tower: str | None = None) -> BundleSpec:
+    """The frozen encoders `hanclip train` fits its heads on: those of `base_model` (a
+    built-in name or a bundle directory), its image tower replaced by `image_tower` when
+    given (an open_clip spec, or a built-in name whose image tower to take). A base whose
+    text is its image model's own tower (`xlmr-b32`, `siglip2-b32`, ...) lends its image
+    tower, and the text side is HanCLIP's sentence encoder (`hanclip-base`'s): the heads join
+    a multilingual sentence space to that image space, as the method does for ViT-B/32. The
+    heads' input width follows the towers: it is read from the banks."""
+    spec = resolve_bundle(base_model)
+    if clip_text_source(spec.text_model) is not None:
+        spec = replace(spec, text_model=BUILTIN_BUNDLES["hanclip-base"].text_model)
+    if image_tower:
+        tower = (
+            BUILTIN_BUNDLES[image_tower].image_model
+            if image_tower in BUILTIN_BUNDLES
+            else image_tower
+        )
+        spec = replace(spec, name=f"{spec.name}+{image_tower}", image_model=tower)
+    return spec
 
 
 def write_bundle(

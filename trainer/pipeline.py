@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanclip_model.bundle import MANIFEST_NAME, resolve_bundle
+from hanclip_model.bundle import MANIFEST_NAME, train_base
 from hanclip_model.device import pick_device
 from hanclip_model.encoders import ClipEncoder, TextEncoder
 from hanclip_model.errors import HanclipError
@@ -44,6 +44,7 @@ class CorpusInputs:
     english: Sequence[str]
     target: Sequence[str]
     base_model: str  # a bundle or built-in name: its encoders are the frozen ones
+    image_tower: str | None = None  # replaces the base's image tower (`train_base`)
     photos: Sequence[str] | None = None
     image_bank: np.ndarray | None = None
     language: str | None = None  # the target captions' language, recorded in the bundle
@@ -137,7 +138,7 @@ def build_corpus_banks(
     `image_bank` given is used as it is (no photo is opened)."""
     if (inputs.photos is None) == (inputs.image_bank is None):
         raise HanclipError("give the images either as photo files or as an image bank")
-    spec = resolve_bundle(inputs.base_model)
+    spec = train_base(inputs.base_model, inputs.image_tower)
     english = [*inputs.english]
     target = [*inputs.target]
     for what, captions in (("English", english), ("target-language", target)):

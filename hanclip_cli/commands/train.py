@@ -49,6 +49,7 @@ class TrainArgs:
     limit: int | None = None
     language: str | None = None
     base_model: str = "hanclip-base"
+    image_tower: str | None = None
     english_clip_emb: Path | None = None
     english_text_emb: Path | None = None
     korean_emb: Path | None = None
@@ -72,17 +73,19 @@ class TrainArgs:
     json_output: bool = False
 
 
-def stored_image_bank(library: Path | None, base_model: str) -> tuple[np.ndarray, dict]:
+def stored_image_bank(
+    library: Path | None, base_model: str, image_tower: str | None = None
+) -> tuple[np.ndarray, dict]:
     """The raw CLIP embeddings a library holds (no photo is opened), after checking that
     they come from the base model's image encoder; with what the card says of them."""
     from hanclip_library.library import Library, library_dir
     from hanclip_library.store import DB_NAME
-    from hanclip_model.bundle import resolve_bundle
+    from hanclip_model.bundle import train_base
 
     directory = library_dir(library)
     if not (directory / DB_NAME).exists():
         raise HanclipError(f"no library at {directory}: run `hanclip index PATH` first")
-    spec = resolve_bundle(base_model)
+    spec = train_base(base_model, image_tower)
     with Library(directory, create=False) as lib:
         meta = lib.meta
         if meta.image_fingerprint != spec.image_fingerprint:
@@ -140,7 +143,7 @@ def _corpus_inputs(args: TrainArgs):
         fail("give one image source: --images DIR or --images-from-library")
     image_bank = photos = None
     if args.images_from_library:
-        image_bank, info = stored_image_bank(args.library, args.base_model)
+        image_bank, info = stored_image_bank(args.library, args.base_model, args.image_tower)
         sources.update(info)
     elif args.images is not None:
         photos = photos_in(args.images)
@@ -153,6 +156,7 @@ def _corpus_inputs(args: TrainArgs):
         english=english,
         target=target,
         base_model=args.base_model,
+        image_tower=args.image_tower,
         photos=photos,
         image_bank=image_bank,
         language=language or DEFAULT_LANGUAGE,
@@ -332,6 +336,8 @@ EPILOG = (
     "  hanclip train --list-recipes\n\n"
     "  hanclip train --recipe coyo-mscoco-ko --images-from-library --out ./hanclip-ko\n\n"
     "  hanclip train --english en.txt --target vi.txt --language vi --images ~/사진 --out ./vi\n\n"
+    "  hanclip train --recipe coyo-mscoco-ko --images ~/사진 --image-tower siglip2-b32 "
+    "--out ./hanclip-siglip   # a stronger image space\n\n"
     "  hanclip train --english-clip-emb eI.npy --english-text-emb eK.npy --korean-emb k.npy "
     "--image-emb v.npy --out ./hanclip-ko --epochs 10\n\n"
     "  hanclip index ~/Pictures --model ./hanclip-ko && hanclip search '바다 위 노을'"
@@ -384,8 +390,19 @@ def train(
         int | None, typer.Option(min=1, help="Use at most N captions of each corpus.")
     ] = None,
     base_model: Annotated[
-        str, typer.Option(help="Bundle or built-in name whose frozen encoders to use.")
+        str,
+        typer.Option(
+            help="Bundle or built-in name whose frozen encoders to use (an open_clip built-in "
+            "such as siglip2-b32 lends its image tower to HanCLIP's sentence encoder)."
+        ),
     ] = "hanclip-base",
+    image_tower: Annotated[
+        str | None,
+        typer.Option(
+            help="Replace the base's image tower: an open_clip MODEL:PRETRAINED, or a built-in "
+            "name whose image tower to take (the heads' width follows it)."
+        ),
+    ] = None,
     english_clip_emb: Annotated[
         Path | None, typer.Option(help="Precomputed e^I: English captions, CLIP text [N, D].")
     ] = None,
