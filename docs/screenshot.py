@@ -1,5 +1,6 @@
-"""Make docs/serve.png and docs/serve-viewer.png: the `hanclip serve` page over the tiny demo
-library, searched for "바다 위 노을", and the large view of its first photo.
+"""Make docs/serve-timeline.png, docs/serve.png and docs/serve-viewer.png: the `hanclip serve`
+page over the tiny demo library as it opens (the timeline, its photos dated over a few months),
+searched for "바다 위 노을", and the large view of its first photo.
 
     python docs/screenshot.py [--out docs] [--chromium /usr/bin/chromium] [--font-dir DIR]
 
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from hanclip_eval.server_process import CHROMIUM, HEADLESS_CHROMIUM_ARGS, spawned_server
@@ -62,6 +64,12 @@ def take(url: str, out: Path, chromium: str, env: dict[str, str]) -> None:
         try:
             page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1, locale="ko-KR")
             page.goto(url)
+            page.wait_for_selector("#view .month .tile")
+            wait_for_images(page, "#view .tile img")
+            page.mouse.move(0, 0)
+            page.screenshot(path=out / "serve-timeline.png")
+            print(f"wrote {out / 'serve-timeline.png'}")
+
             page.fill("#q", QUERY)
             page.press("#q", "Enter")
             page.wait_for_selector("#grid .tile")
@@ -93,6 +101,17 @@ def wait_for_images(page, selector: str) -> None:
     )
 
 
+def date_photos(photos: Path) -> None:
+    """Spread the demo photos' file times over the months before July 2024, two or three a
+    month, so the timeline has months to show (the files are the demo's own copies)."""
+    for number, path in enumerate(sorted(p for p in photos.rglob("*") if p.is_file())):
+        month = 7 - number // 3
+        when = datetime(
+            2024 if month > 0 else 2023, month if month > 0 else month + 12, 20 - number
+        )
+        os.utime(path, (when.timestamp(), when.timestamp()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
@@ -115,6 +134,7 @@ def main() -> None:
         )
         env.pop("HANCLIP_MODEL", None)
         demo = build_demo(work / "demo")
+        date_photos(demo / "photos")
         library = work / "library"
         hanclip("index", demo / "photos", "--library", library, "--model", demo / "bundle", env=env)
         args.out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ hanclip only lists them: it deletes nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -65,6 +65,7 @@ class DuplicatePhoto:
     # Dated as search dates it (`PhotoRecord.date`): EXIF date taken, else the file's time.
     taken_at: str
     date_source: str  # "exif" or "mtime", as in search
+    photo_id: int | None = None  # its id in the library (the server's URLs); not in as_json
 
     @classmethod
     def of(cls, record: PhotoRecord) -> DuplicatePhoto:
@@ -75,6 +76,7 @@ class DuplicatePhoto:
             record.height,
             record.date,
             record.date_source,
+            record.id,
         )
 
 
@@ -243,9 +245,11 @@ def find_duplicates(
     threshold: float = DEFAULT_THRESHOLD,
     folders: Sequence[Path] = (),
     include_offline: bool = False,
+    vector_index: Callable[[OpenLibrary], VectorIndex] | None = None,
 ) -> list[DuplicateGroup]:
     """Groups of near-identical photos among the library's (those under `folders` when given;
-    photos of offline folders only with `include_offline`)."""
+    photos of offline folders only with `include_offline`). `vector_index` gives the HNSW
+    index in line with SQLite (default `current_index`; a long-lived server keeps its own)."""
     if not 0 < threshold <= 1:
         raise HanclipError(f"--threshold must be above 0 and at most 1, not {threshold}")
     store = opened.store
@@ -259,7 +263,7 @@ def find_duplicates(
         allowed -= offline_photo_ids(opened)
     if len(allowed) < 2:
         return []
-    vindex = current_index(opened)
+    vindex = (vector_index or current_index)(opened)
     ids, vectors = store.embeddings(np.array(sorted(allowed), dtype=np.int64))
     raw = RawVectors(ids, l2_normalize(vectors))
     groups = group_duplicates(candidate_pairs(vindex, raw, threshold), threshold)

@@ -510,8 +510,8 @@ def _http_value(spec: RequestField, text: str) -> Any:
             raise SearchInputError(f"{name}={text!r} is not a number", "not_a_number", name, text)
         return value
     if kind is Path:
-        # The server's working folder means nothing to whoever asks it.
-        if not (os.path.isabs(text) or text.startswith("~")):
+        # The server's working folder means nothing to whoever asks it; no path holds NUL.
+        if not (os.path.isabs(text) or text.startswith("~")) or "\x00" in text:
             raise SearchInputError(
                 f"{name}={text!r}: give a folder's full path, e.g. /home/me/사진/2024",
                 "not_a_full_path",

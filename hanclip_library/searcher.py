@@ -195,10 +195,10 @@ def terms_vector(opened: OpenLibrary, terms: Sequence[QueryTerm]) -> np.ndarray:
     return combine(np.stack(vectors), [term.weight for term in terms])
 
 
-def allowed_photo_ids(opened: OpenLibrary, request: SearchRequest) -> set[int]:
-    """Ids of the photos the date and folder filters let through (one SQLite query, and one
-    a folder to check it holds an indexed photo: a folder mistyped or never indexed would
-    otherwise find nothing in silence)."""
+def indexed_folders(opened: OpenLibrary, request: SearchRequest) -> list[str]:
+    """The request's folders as the library writes paths, each checked to hold an indexed
+    photo (one query a folder): a folder mistyped or never indexed would otherwise find
+    nothing in silence."""
     folders = [os.path.abspath(os.path.expanduser(folder)) for folder in request.folders]
     for given, folder in zip(request.folders, folders, strict=True):
         if not opened.store.ids_under([folder]):
@@ -209,10 +209,16 @@ def allowed_photo_ids(opened: OpenLibrary, request: SearchRequest) -> set[int]:
                 "in",
                 given,
             )
+    return folders
+
+
+def allowed_photo_ids(opened: OpenLibrary, request: SearchRequest) -> set[int]:
+    """Ids of the photos the date and folder filters let through (one SQLite query, and the
+    folders checked by `indexed_folders`)."""
     return opened.store.ids_passing(
         after=request.date_bound("after", CLI),
         before=request.date_bound("before", CLI),
-        folders=folders,
+        folders=indexed_folders(opened, request),
     )
 
 

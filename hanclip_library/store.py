@@ -163,7 +163,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _TEXT_MAX = "\uffff"
 
 
-def _int64(value: int) -> int:
+def int64(value: int) -> int:
     """A file time as SQLite can hold it: dates past the year 2262 are beyond every file."""
     return min(max(value, INT64_MIN), INT64_MAX)
 
@@ -241,7 +241,7 @@ def at_or_below(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _at_or_below(folder: str) -> list[str]:
+def at_or_below_params(folder: str) -> list[str]:
     """The parameters of `path = ? OR (path >= ? AND path < ?)`, which selects `folder` and
     every path below it through the path index. Paths starting with "F/" are exactly those
     in ["F/", "F0"); substr() would read every row instead, and LIKE would take % and _ in a
@@ -444,7 +444,7 @@ class PhotoStore:
             rows = self.conn.execute(
                 "SELECT id, path, size, mtime_ns, sha256 FROM photos "
                 "WHERE path = ? OR (path >= ? AND path < ?)",
-                _at_or_below(str(root)),
+                at_or_below_params(str(root)),
             )
             for photo_id, path, size, mtime_ns, sha256 in rows:
                 found[path] = PhotoRecord(photo_id, path, size, mtime_ns, sha256)
@@ -456,7 +456,7 @@ class PhotoStore:
         for folder in folders:
             rows = self.conn.execute(
                 "SELECT id FROM photos WHERE path = ? OR (path >= ? AND path < ?)",
-                _at_or_below(folder),
+                at_or_below_params(folder),
             )
             found.update(int(r[0]) for r in rows)
         return found
@@ -486,8 +486,8 @@ class PhotoStore:
                 [
                     after.text if after else "",
                     before.text if before else _TEXT_MAX,
-                    _int64(after.mtime_ns) if after else INT64_MIN,
-                    _int64(before.mtime_ns) if before else INT64_MAX,
+                    int64(after.mtime_ns) if after else INT64_MIN,
+                    int64(before.mtime_ns) if before else INT64_MAX,
                 ],
             )
             found = {int(r[0]) for r in rows}
@@ -657,7 +657,8 @@ class PhotoStore:
         found = {}
         for root in roots:
             rows = self.conn.execute(
-                _FAILURES + " WHERE path = ? OR (path >= ? AND path < ?)", _at_or_below(str(root))
+                _FAILURES + " WHERE path = ? OR (path >= ? AND path < ?)",
+                at_or_below_params(str(root)),
             )
             for row in rows:
                 found[row[0]] = RecordedFailure(*row)

@@ -134,6 +134,7 @@ def test_one_size_measured_on_this_checkout(tmp_path: Path, tiny: TinyModels) ->
     assert figures.photos == 300 and figures.real_files == 100
     assert figures.reindex_counts["added"] == 0 and figures.reindex_counts["unchanged"] == 100
     assert len(figures.cold_search_s.runs) == 2 and len(figures.warm_search_ms.runs) == 2
+    assert figures.timeline_first_page_ms is not None and figures.timeline_first_page_ms.runs
     assert len(figures.cold_rss_mb.runs) == 2 and figures.cold_rss_mb.min > 10
     assert figures.load_index_s.runs and figures.sync_index_s.runs and figures.hnsw_mb > 0
 

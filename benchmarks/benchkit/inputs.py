@@ -99,16 +99,19 @@ def photo_paths(folder: Path, count: int) -> list[Path]:
     return [folder / f"photo-{i:03d}.jpg" for i in range(count)]
 
 
-def ensure_photos(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
-    """`count` JPEGs in `folder`, generated once; photo i is always the same picture. An
-    interrupted run leaves no truncated photo behind for the next one to reuse."""
+def ensure_photos(
+    folder: Path, count: int, size: tuple[int, int], first_seed: int = 0
+) -> list[Path]:
+    """`count` JPEGs in `folder`, generated once; photo i is always the same picture (seed
+    `first_seed + i`: another first seed gives other pictures). An interrupted run leaves no
+    truncated photo behind for the next one to reuse."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = photo_paths(folder, count)
     for i, path in enumerate(paths):
         if path.is_file():
             continue
         with atomic_path(path) as tmp:
-            synthetic_photo(size, seed=i).save(tmp, "JPEG", quality=JPEG_QUALITY)
+            synthetic_photo(size, seed=first_seed + i).save(tmp, "JPEG", quality=JPEG_QUALITY)
     return paths
 
 

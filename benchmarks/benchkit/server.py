@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from benchkit.processes import BenchmarkError, proc_status_bytes
 from hanclip_eval.server_process import ServerDidNotStart, spawned_server
@@ -19,6 +19,7 @@ class Server:
     pid: int
     spawned: float  # perf_counter at spawn
     announced_s: float  # spawn to the "serving ... at URL" line
+    output: list[str] = field(default_factory=list)  # its lines so far, stdout and stderr
 
     def since_spawn(self) -> float:
         return time.perf_counter() - self.spawned
@@ -36,6 +37,12 @@ def running_server(
     """`hanclip serve --port 0 ARGS...` until the block ends."""
     try:
         with spawned_server(args, env=env, timeout_s=timeout_s) as spawned:
-            yield Server(spawned.url, spawned.process.pid, spawned.spawned_at, spawned.started_s)
+            yield Server(
+                spawned.url,
+                spawned.process.pid,
+                spawned.spawned_at,
+                spawned.started_s,
+                spawned.output,
+            )
     except ServerDidNotStart as exc:
         raise BenchmarkError(str(exc)) from None

@@ -15,6 +15,10 @@ REINDEX_TARGET_S = 2.0
 # look alone (`--no-text`, the search before it), for libraries up to this size.
 TEXT_RATIO_TARGET = 1.2
 TEXT_TARGET_PHOTOS = 100_000
+# Issue 26: the timeline's first page (the page `hanclip serve` opens on), 60 photos newest
+# first, on the running server, p50 within this, for libraries up to this size.
+TIMELINE_TARGET_MS = 30.0
+TIMELINE_TARGET_PHOTOS = 100_000
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class SizeFigures:
     resident_rss_mb: Spread | None = None
     # The text in photos (None: the checkout has none).
     text: TextFigures | None = None
+    # /api/timeline's first page on the running server, client wall time (None: the
+    # checkout has no timeline).
+    timeline_first_page_ms: Spread | None = None
 
     @property
     def freshness_s(self) -> float:
@@ -110,6 +117,12 @@ def size_checks(figures: SizeFigures) -> list[Check]:
             target = Target(key, label, "<=", TEXT_RATIO_TARGET, "x")
             applies = figures.photos <= TEXT_TARGET_PHOTOS
             found.append(Check(label, ratio, target if applies else None))
+    if figures.timeline_first_page_ms is not None:
+        label = f"timeline first page (60 photos) p50 at {figures.photos:,}"
+        key = f"timeline_first_page_{figures.photos}"
+        target = Target(key, label, "<=", TIMELINE_TARGET_MS, " ms")
+        applies = figures.photos <= TIMELINE_TARGET_PHOTOS
+        found.append(Check(label, figures.timeline_first_page_ms.p50, target if applies else None))
     return found
 
 

@@ -37,6 +37,8 @@ PROBE_RUNS = 3
 SERVER_START_TIMEOUT_S = 600.0
 SERVER_FILE = "serve.json"  # where a running server of the library announces itself
 RESIDENT_WAIT_S = 600.0  # for the resident server to load the index and announce itself
+TIMELINE_PAGE = 60  # photos in the timeline's first page, as the page asks for it
+TIMELINE_RUNS = 20  # first pages asked for, the first untimed
 
 
 def check_noop(counts: dict[str, int], real_files: int) -> None:
@@ -138,7 +140,7 @@ def measure_size(
             id_reads.append(float(synced["id_read_s"]))
         log(f"{size:,}: load_index {loads[-1]:.3f} s, sync_index {syncs[-1]:.3f} s")
 
-    warm = measure_warm(ws, library, warm_texts)
+    warm, timeline = measure_warm(ws, library, warm_texts, size)
     text = None if written is None else measure_text(ws, library, written, runs, size)
     return SizeFigures(
         photos=size,
@@ -162,6 +164,7 @@ def measure_size(
         resident_search_s=_spread(resident),
         resident_rss_mb=_spread(resident_rss),
         text=text,
+        timeline_first_page_ms=_spread([s * 1000 for s in timeline]),
     )
 
 
@@ -262,12 +265,15 @@ def _stop(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def measure_warm(ws: Workspace, library: Path, texts: Sequence[str]) -> list[float]:
-    """Client wall time of /api/search on a running `hanclip serve`; the first untimed."""
+def measure_warm(
+    ws: Workspace, library: Path, texts: Sequence[str], size: int
+) -> tuple[list[float], list[float]]:
+    """Client wall time of /api/search on a running `hanclip serve`, then of the timeline's
+    first page (none for a checkout without /api/timeline); the first of each untimed."""
     import httpx
 
     args = ["--library", str(library), "--model", str(ws.bundle)]
-    seconds = []
+    seconds, timeline = [], []
     with (
         running_server(args, ws.env, SERVER_START_TIMEOUT_S) as server,
         httpx.Client(base_url=server.url, timeout=300, trust_env=False) as client,
@@ -281,4 +287,17 @@ def measure_warm(ws: Workspace, library: Path, texts: Sequence[str]) -> list[flo
                 raise BenchmarkError(f"/api/search {text!r}: no results")
             if number:
                 seconds.append(elapsed)
-    return seconds
+        for number in range(TIMELINE_RUNS):
+            start = time.perf_counter()
+            response = client.get("/api/timeline", params={"n": TIMELINE_PAGE})
+            elapsed = time.perf_counter() - start
+            if response.status_code == 404 and not number:
+                log(f"{size:,}: the checkout has no /api/timeline: no timeline figures")
+                break
+            response.raise_for_status()
+            shown = sum(len(month["photos"]) for month in response.json()["months"])
+            if shown != min(size, TIMELINE_PAGE):
+                raise BenchmarkError(f"/api/timeline: {shown} photos, not {TIMELINE_PAGE}")
+            if number:
+                timeline.append(elapsed)
+    return seconds, timeline

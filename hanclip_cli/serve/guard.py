@@ -1,4 +1,5 @@
-"""What keeps `hanclip serve` a local tool: the Host check, GET only, no CORS, strict headers.
+"""What keeps `hanclip serve` a local tool: the Host check, GET only, no CORS, strict headers;
+and what keeps it standing under load: a bounded number of requests at once (`Throttle`).
 
 A page on any web site can make the user's browser send requests to 127.0.0.1; the browser's
 same-origin rule keeps it from reading the answers, unless the site's own name resolves to
@@ -10,10 +11,12 @@ it changes anything), and forbids framing and content from elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import socket
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -84,7 +87,9 @@ def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> frozenset[
     return frozenset(allowed)
 
 
-async def _json_error(send: Send, status: int, message: str) -> None:
+async def _json_error(
+    send: Send, status: int, message: str, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps({"error": message}, ensure_ascii=False).encode()
     await send(
         {
@@ -93,6 +98,7 @@ async def _json_error(send: Send, status: int, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
+                *extra,
                 *SECURITY_HEADERS,
             ],
         }
@@ -133,3 +139,65 @@ class LocalOnly:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many requests `serve` answers at once, and how many more wait for a turn.
+
+    The library answers on one thread and thumbnails decode on the cores (`service.py`,
+    `routes.py`), so requests past a few only queue there; the bound keeps that queue, and
+    the memory and file handles it holds, finite. A browser opens six connections to a
+    server, so only many clients, or a script, ever reach it."""
+
+    running: int = 64
+    waiting: int = 256
+    wait_s: float = 10.0  # longest wait for a turn before the answer is a 503
+    retry_after_s: int = 1
+
+
+class Throttle:
+    """ASGI middleware: at most `limits.running` requests at once; past that, a request waits
+    its turn (first come, first served) while fewer than `limits.waiting` do, at most
+    `limits.wait_s`; any other gets a 503 at once, one line of JSON with Retry-After."""
+
+    def __init__(self, app: ASGIApp, limits: Limits = Limits()) -> None:
+        self.app = app
+        self.limits = limits
+        self._free = asyncio.Semaphore(limits.running)
+        self._waiting = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not await self._turn():
+            limits = self.limits
+            await _json_error(
+                send,
+                503,
+                f"the server is busy ({limits.running} requests at once, {limits.waiting} "
+                f"waiting): try again in {limits.retry_after_s} s",
+                [(b"retry-after", str(limits.retry_after_s).encode())],
+            )
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._free.release()
+
+    async def _turn(self) -> bool:
+        """A slot taken (True), or none within the limits (False)."""
+        if not self._free.locked():
+            await self._free.acquire()  # free: returns at once
+            return True
+        if self._waiting >= self.limits.waiting:
+            return False
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._free.acquire(), self.limits.wait_s)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._waiting -= 1
+        return True

@@ -10,6 +10,12 @@
     GET /api/photos/{id}/thumbnail      JPEG, ?size=grid|large
     GET /api/photos/{id}/original       the photo's own file
     GET /api/photos/{id}/similar        photos like it (an image query), paged
+    GET /api/timeline?cursor=&n=60      the photos newest first, by month, paged by the
+                                        cursor each page gives; the date and folder
+                                        filters and include_offline as search has them
+    GET /api/folders                    the library's folders, in tree order, with counts
+    GET /api/folder?path=&cursor=&n=    the photos directly in one folder, as the timeline
+    GET /api/duplicates?threshold=&n=&offset=   `hanclip duplicates`' groups, paged
 
 Photos are served by their id in the library, never by a path from the request. An unknown
 id, route or a bad parameter is a JSON error (404, 400); so is anything unexpected (500). An
@@ -24,6 +30,7 @@ import asyncio
 import html
 import json
 import logging
+import math
 import os
 from dataclasses import replace
 from functools import cache
@@ -40,6 +47,7 @@ from hanclip_cli.common import to_json
 from hanclip_cli.serve.guard import LocalOnly
 from hanclip_cli.serve.service import LibraryService, Page
 from hanclip_cli.ui_text import accept_language, say, ui_strings
+from hanclip_library.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
 from hanclip_library.photo_text import Reading
 from hanclip_library.query import SearchInputError
 from hanclip_library.request import HTTP, MAX_DEPTH, MAX_PAGE, SearchRequest
@@ -53,12 +61,24 @@ from hanclip_library.thumbnails import (
     thumbnail_etag,
     thumbnail_etags,
 )
+from hanclip_library.timeline import (
+    TIMELINE_PAGE,
+    TimelineCursor,
+    TimelinePage,
+    checked_folder,
+)
 from hanclip_model.errors import HanclipError, StorageError
 
 log = logging.getLogger("hanclip.serve")
 
 STATIC = Path(__file__).parent / "static"
-STATIC_FILES = {"page.js": "text/javascript", "style.css": "text/css"}
+STATIC_FILES = {
+    "page.js": "text/javascript",
+    "common.js": "text/javascript",
+    "views.js": "text/javascript",
+    "style.css": "text/css",
+    "views.css": "text/css",
+}
 THUMBNAIL_SIZES = {"grid": GRID_SIZE, "large": LARGE_SIZE}
 
 
@@ -106,6 +126,40 @@ def _photo_id(request: Request) -> int:
     return photo_id
 
 
+def _whole(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """The whole number parameter `name` (`default` when absent), from `low` to `high`."""
+    text = request.query_params.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise SearchInputError(
+            f"{name}={text!r} is not a whole number", "not_a_whole_number", name, text
+        ) from None
+    if not low <= value <= high:
+        raise SearchInputError(f"{name}={value}: give {low} to {high}", "out_of_range", name, value)
+    return value
+
+
+def _threshold(request: Request) -> float:
+    text = request.query_params.get("threshold")
+    if not text:
+        return DEFAULT_THRESHOLD
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:  # NaN fails too
+        raise SearchInputError(
+            f"threshold={text!r}: give a similarity above 0 and at most 1, e.g. 0.99",
+            "not_a_threshold",
+            "threshold",
+            text,
+        )
+    return value
+
+
 # -- answers ----------------------------------------------------------------------------
 
 
@@ -128,6 +182,48 @@ def hit_json(hit: SearchHit, record: PhotoRecord | None) -> dict[str, object]:
     plus the photo's id and URLs."""
     assert hit.photo_id is not None
     return {**hit_fields(hit), "id": hit.photo_id, **photo_urls(hit.photo_id, record)}
+
+
+def record_json(record: PhotoRecord, offline: bool) -> dict[str, object]:
+    """A photo of the timeline, a folder or a duplicate group: its record as the large view
+    shows it, and its URLs."""
+    return {
+        "id": record.id,
+        "path": record.path,
+        "size": record.size,
+        "taken_at": record.date,
+        "date_source": record.date_source,
+        "width": record.width,
+        "height": record.height,
+        "offline": offline,
+        **photo_urls(record.id, record),
+    }
+
+
+def timeline_json(page: TimelinePage, n: int) -> dict[str, object]:
+    return {
+        "n": n,
+        "months": [
+            {
+                "month": month.month,
+                "photos": [record_json(photo.record, photo.offline) for photo in month.photos],
+            }
+            for month in page.months
+        ],
+        "cursor": page.cursor.text if page.more else None,
+        "more": page.more,
+        "offline_left_out": page.offline_left_out,
+    }
+
+
+def group_json(group: DuplicateGroup, records: dict[int, PhotoRecord]) -> dict[str, object]:
+    """A duplicate group as `duplicates --json` writes it, each photo with its id and URLs."""
+    fields = group.as_json()
+    for photo, shown in zip(group.photos, fields["photos"], strict=True):  # type: ignore[arg-type]
+        assert photo.photo_id is not None
+        shown["id"] = photo.photo_id
+        shown.update(photo_urls(photo.photo_id, records.get(photo.photo_id)))
+    return fields
 
 
 def photo_text_fields(reading: Reading | None) -> dict[str, str | None]:
@@ -213,6 +309,53 @@ class Routes:
         about = {"library": str(opened.directory), "fingerprint": opened.model.fingerprint}
         query = request.query_params.get("q", "")
         return await self._page_json(page, {"query": query, "n": search.limit, **about})
+
+    def _browse_request(self, request: Request) -> tuple[SearchRequest, TimelineCursor, int]:
+        """The filters of a timeline or folder page (a search's: dates, folders, offline
+        photos; what judges a match is not read), its cursor and its size."""
+        search = SearchRequest.from_params(request.query_params.multi_items())
+        for name in ("after", "before"):
+            search.date_bound(name, HTTP)
+        cursor = TimelineCursor.read(request.query_params.get("cursor"))
+        n = search.limit if "n" in request.query_params else TIMELINE_PAGE
+        return search, cursor, n
+
+    async def timeline(self, request: Request) -> Response:
+        search, cursor, n = self._browse_request(request)
+        page = await self.library(self.service.timeline, search, cursor, n)
+        return Json(timeline_json(page, n))
+
+    async def folders(self, request: Request) -> Response:
+        found = await self.library(self.service.folders)
+        roots = [folder.path for folder in found if folder.depth == 0]
+        return Json({"roots": roots, "folders": [folder.as_json() for folder in found]})
+
+    async def folder(self, request: Request) -> Response:
+        search, cursor, n = self._browse_request(request)
+        text = request.query_params.get("path") or ""
+        path = await self.library(checked_folder, self.service.opened, text)
+        page = await self.library(self.service.timeline, search, cursor, n, path)
+        return Json({"path": path, **timeline_json(page, n)})
+
+    async def duplicates(self, request: Request) -> Response:
+        search = SearchRequest.from_params(request.query_params.multi_items())
+        threshold = _threshold(request)
+        n = _whole(request, "n", 20, 1, MAX_PAGE)
+        offset = _whole(request, "offset", 0, 0, INT64_MAX)
+        groups = await self.library(self.service.duplicates, threshold, search)
+        shown = groups[offset : offset + n]
+        ids = [p.photo_id for group in shown for p in group.photos]
+        records = await self.library(self.service.opened.store.records_by_ids, ids)
+        return Json(
+            {
+                "threshold": threshold,
+                "total": len(groups),
+                "offset": offset,
+                "n": n,
+                "groups": [group_json(group, records) for group in shown],
+                "more": offset + n < len(groups),
+            }
+        )
 
     async def _record(self, request: Request) -> PhotoRecord:
         photo_id = _photo_id(request)
@@ -326,6 +469,10 @@ def build_site(
         Route("/api/photos/{photo_id:int}/thumbnail", web.thumbnail),
         Route("/api/photos/{photo_id:int}/original", web.original),
         Route("/api/photos/{photo_id:int}/similar", web.similar),
+        Route("/api/timeline", web.timeline),
+        Route("/api/folders", web.folders),
+        Route("/api/folder", web.folder),
+        Route("/api/duplicates", web.duplicates),
     ]
     app = Starlette(
         routes=routes,

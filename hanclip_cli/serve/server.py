@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from hanclip_model.errors import HanclipError
 
 if TYPE_CHECKING:
+    from hanclip_cli.serve.guard import Limits
     from hanclip_library.library import OpenLibrary
     from hanclip_library.text_pass import TextReader
     from hanclip_library.watch import Watcher, WatchListener
@@ -30,6 +31,7 @@ class ServeOptions:
     thumbnail_cache_mb: int = 512
     open_browser: bool = False
     idle_exit: float | None = None  # seconds without a request before it stops by itself
+    limits: Limits | None = None  # requests at once and waiting (None: guard.Limits())
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -173,7 +175,7 @@ def serve(
     import uvicorn
 
     from hanclip_cli.serve.discovery import remove_server_file, write_server_file
-    from hanclip_cli.serve.guard import allowed_hosts, is_loopback
+    from hanclip_cli.serve.guard import Limits, Throttle, allowed_hosts, is_loopback
     from hanclip_cli.serve.routes import build_site
     from hanclip_cli.serve.service import LibraryService
     from hanclip_library.thumbnails import ThumbnailCache
@@ -201,7 +203,7 @@ def serve(
             service.directory, options.thumbnail_cache_mb * 1024 * 1024
         )
         hosts = allowed_hosts(options.host, port, options.allow_hosts)
-        site = build_site(service, thumbnails, hosts)
+        site = Throttle(build_site(service, thumbnails, hosts), options.limits or Limits())
         url = url_for(options.host, port)
         if not is_loopback(options.host):
             warn(

@@ -7,6 +7,9 @@ made at start-up), and the HNSW index is kept in memory: it is read again from S
 when another connection (an `index` run) has committed since, which SQLite's data_version
 tells at no cost. The server never takes the library's writer lock, so an `index` started
 while it runs is never turned away.
+
+The duplicate groups are a pass over every photo: the last answer is kept until the library
+or the offline folders change (`duplicates`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,24 @@ from pathlib import Path
 from typing import TypeVar
 
 from hanclip_cli.common import CONSOLE_NOTICES
+from hanclip_library.duplicates import DuplicateGroup, find_duplicates
 from hanclip_library.library import OpenLibrary, open_library
 from hanclip_library.photo_text import PhotoText, Reading
 from hanclip_library.request import MAX_DEPTH, SearchRequest
-from hanclip_library.searcher import SearchHit, offline_photo_ids, search_library
+from hanclip_library.searcher import (
+    SearchHit,
+    indexed_folders,
+    offline_photo_ids,
+    search_library,
+)
 from hanclip_library.store import PhotoRecord
+from hanclip_library.timeline import (
+    FolderCount,
+    TimelineCursor,
+    TimelinePage,
+    folder_counts,
+    timeline_page,
+)
 from hanclip_library.vector_index import VectorIndex, sync_index
 
 T = TypeVar("T")
@@ -59,6 +75,7 @@ class LibraryService:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hanclip-library")
         self._vindex: VectorIndex | None = None
         self._version: int | None = None
+        self._duplicates: tuple[tuple, list[DuplicateGroup]] | None = None  # (asked, found)
         self.opened: OpenLibrary = self._thread.submit(self._open, library, model, device).result()
 
     def _open(self, library: Path | None, model: str | None, device: str | None) -> OpenLibrary:
@@ -146,3 +163,38 @@ class LibraryService:
             offline=photo_id in offline_photo_ids(self.opened),
             reading=PhotoText(self.opened.store.conn).newest(record.sha256),
         )
+
+    def timeline(
+        self,
+        request: SearchRequest,
+        cursor: TimelineCursor,
+        limit: int,
+        folder: str | None = None,
+    ) -> TimelinePage:
+        return timeline_page(self.opened, request, cursor=cursor, limit=limit, folder=folder)
+
+    def folders(self) -> list[FolderCount]:
+        return folder_counts(self.opened)
+
+    def duplicates(self, threshold: float, request: SearchRequest) -> list[DuplicateGroup]:
+        """`hanclip duplicates`' groups for the request's folders and `include_offline`,
+        kept while nothing commits and no folder goes offline or comes back."""
+        opened = self.opened
+        indexed_folders(opened, request)  # a folder with no indexed photo: said, as search does
+        asked = (
+            opened.store.data_version(),
+            threshold,
+            request.folders,
+            request.include_offline,
+            frozenset(offline_photo_ids(opened)),
+        )
+        if self._duplicates is None or self._duplicates[0] != asked:
+            found = find_duplicates(
+                opened,
+                threshold=threshold,
+                folders=request.folders,
+                include_offline=request.include_offline,
+                vector_index=self._index,
+            )
+            self._duplicates = (asked, found)
+        return self._duplicates[1]
