@@ -1,19 +1,20 @@
 """A bundle that carries its own ONNX encoders (`hanclip export`), so it indexes and
 searches without torch on whatever machine it is copied to.
 
-The encoders are the verified exports of the user cache (`fast_image`, `fast_text`: made
-now when missing, with torch; an export that fails its verification is refused with the
-reason and nothing is written), copied (hard-linked where the disk allows) into
-`BUNDLE/encoders/image` and `BUNDLE/encoders/text` through a hidden staging folder that is
-moved into place whole, then named in `hanclip.json` (written atomically). A bundle is
-therefore never left naming encoders it does not hold, and a new one (`--out`) is built whole
-in a staging folder beside it: an export that fails leaves no folder behind.
+The encoders are the verified exports of the user cache (`fast_image`, and `fast_text` or,
+for an open_clip text tower, `fast_clip_text`: made now when missing, with torch; an export
+that fails its verification is refused with the reason and nothing is written), copied
+(hard-linked where the disk allows) into `BUNDLE/encoders/image` and `BUNDLE/encoders/text`
+through a hidden staging folder that is moved into place whole, then named in `hanclip.json`
+(written atomically). A bundle is therefore never left naming encoders it does not hold, and a
+new one (`--out`) is built whole in a staging folder beside it: an export that fails leaves no
+folder behind.
 
-A built-in model (`mclip`) has no folder of its own: `--out DIR` makes a new bundle there
-naming the same encoders, so a library indexed with the built-in keeps its photos (same image
-space). `--quantize-images` adds the int8 image graph and makes the bundle use it: it is kept
-only when it stays within cosine 0.99 of fp32 on the verification images, and it is an image
-space of its own (a library moves to it with `index --reembed`).
+A built-in model (`mclip`, `xlmr-b32`, ...) has no folder of its own: `--out DIR` makes a new
+bundle there naming the same encoders, so a library indexed with the built-in keeps its photos
+(same image space). `--quantize-images` adds the int8 image graph and makes the bundle use it:
+it is kept only when it stays within cosine 0.99 of fp32 on the verification images, and it is
+an image space of its own (a library moves to it with `index --reembed`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hanclip_model.bundle import (
     MANIFEST_NAME,
     TEXT_ENCODER_DIR,
     BundleSpec,
+    clip_text_source,
     read_bundle,
     record_encoders,
     resolve_bundle,
@@ -52,6 +54,7 @@ class ExportReport:
     image_encoder: str
     text_encoder: str
     image_min_cosine: float | None  # ONNX vs open_clip on the verification images, worst
+    text_min_cosine: float | None  # ONNX vs torch on the verification texts, worst
     image_int8_cosine: float | None  # int8 vs fp32, worst; None without --quantize-images
     image_int8: bool
     encoders_bytes: int
@@ -78,12 +81,11 @@ def export_bundle(
         raise HanclipError(f"cannot write into the bundle folder {target}: it is read-only")
 
     from hanclip_model.fast_image.cache import ensure_fast_image
-    from hanclip_model.fast_text.cache import ensure_fast_text
 
     # Made (or found) before anything is written: a model that cannot be fetched or exported
     # leaves the folder as it was.
     image = ensure_fast_image(spec.image_model, cache_root(), retry=force)
-    text = ensure_fast_text(spec.text_model, cache_root())
+    text = _text_export(spec.text_model, force)
     if in_place:
         _write_encoders(target, image, text, quantize_images)
     else:
@@ -100,6 +102,19 @@ def export_bundle(
             )
             _write_encoders(staging, image, text, quantize_images)
     return _report(target, started, already=False)
+
+
+def _text_export(text_model: str, force: bool) -> Path:
+    """The verified export of the text model in the user cache, made now when missing: an
+    open_clip text tower's (`open_clip-text:`, `fast_clip_text`), else a sentence-transformers
+    model's (`fast_text`). `force` tries again an open_clip tower whose export was refused."""
+    if clip_text_source(text_model) is not None:
+        from hanclip_model.fast_clip_text.cache import ensure_fast_clip_text
+
+        return ensure_fast_clip_text(text_model, cache_root(), retry=force)
+    from hanclip_model.fast_text.cache import ensure_fast_text
+
+    return ensure_fast_text(text_model, cache_root())
 
 
 def _write_encoders(folder: Path, image: Path, text: Path, quantize_images: bool) -> None:
@@ -164,15 +179,30 @@ def _report(target: Path, started: float, *, already: bool) -> ExportReport:
     if spec.image_export is None or spec.text_export is None:
         raise HanclipError(f"{target}: the export did not record its encoders")
     config = FastImageConfig.read(spec.image_export)
+    text_cosine = _text_min_cosine(spec.text_model, spec.text_export)
     size = sum(path.stat().st_size for path in (target / ENCODERS_DIR).rglob("*") if path.is_file())
     return ExportReport(
         bundle=str(target),
         image_encoder=str(spec.image_export),
         text_encoder=str(spec.text_export),
         image_min_cosine=config.min_cosine,
+        text_min_cosine=text_cosine,
         image_int8_cosine=config.int8_cosine,
         image_int8=spec.image_int8,
         encoders_bytes=size,
         seconds=round(time.perf_counter() - started, 3),
         already=already,
     )
+
+
+def _text_min_cosine(text_model: str, export: Path) -> float | None:
+    """The worst cosine the text export in `export` reached against torch when it was
+    verified, in the form it was kept."""
+    if clip_text_source(text_model) is not None:
+        from hanclip_model.fast_clip_text.runtime import FastClipTextConfig
+
+        return FastClipTextConfig.read(export).min_cosine
+    from hanclip_model.fast_text.runtime import FastTextConfig
+
+    text = FastTextConfig.read(export)
+    return text.token_table_cosines.get(text.token_table)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hanclip_model import settings
-from hanclip_model.bundle import BundleSpec, Calibration, resolve_bundle
+from hanclip_model.bundle import BundleSpec, Calibration, clip_text_source, resolve_bundle
 from hanclip_model.cache import cache_root
 from hanclip_model.device import (
     is_cuda,
@@ -27,8 +27,9 @@ from hanclip_model.heads import Heads, l2_normalize, load_heads
 if TYPE_CHECKING:
     from PIL import Image
 
+    from hanclip_model.fast_clip_text.runtime import FastClipTextConfig, FastClipTextEncoder
     from hanclip_model.fast_image.runtime import FastImageEncoder
-    from hanclip_model.fast_text.runtime import FastTextEncoder
+    from hanclip_model.fast_text.runtime import FastTextConfig, FastTextEncoder
 
 
 def _export_folder(
@@ -238,31 +239,56 @@ class HanclipModel:
         """The folder of the text encoder's ONNX export: the bundle's own, else the user
         cache's, made on first use; its config read but the graph not opened. None when this
         model cannot be exported exactly (the reason is kept in `fast_text_error`). Without
-        torch, a missing export is a `BundleError`."""
-        from hanclip_model.fast_text.cache import cached_fast_text, ensure_fast_text
-        from hanclip_model.fast_text.runtime import FastTextConfig
+        torch, a missing export is a `BundleError`.
 
+        A sentence-transformers model's export is `fast_text`'s; an open_clip text tower's
+        (`open_clip-text:`) is `fast_clip_text`'s."""
         spec = self.spec
         try:
-            export = _export_folder(
-                spec.text_export, "text", spec.text_model, cached_fast_text, ensure_fast_text
-            )
-            FastTextConfig.read(export)
+            if self._clip_text:
+                from hanclip_model.fast_clip_text import cache as clip_text_cache
+
+                cached = clip_text_cache.cached_fast_clip_text
+                ensure = clip_text_cache.ensure_fast_clip_text
+            else:
+                from hanclip_model.fast_text.cache import cached_fast_text as cached
+                from hanclip_model.fast_text.cache import ensure_fast_text as ensure
+            export = _export_folder(spec.text_export, "text", spec.text_model, cached, ensure)
+            self._text_config(export)
             return export
         except BundleError as exc:
             self._text_export_failed(exc)
             return None
 
+    @property
+    def _clip_text(self) -> bool:
+        """Whether the text side is an open_clip model's own text tower."""
+        return clip_text_source(self.spec.text_model) is not None
+
+    def _text_config(self, export: Path) -> FastTextConfig | FastClipTextConfig:
+        """The config of the text export in `export` (`BundleError` when unreadable)."""
+        if self._clip_text:
+            from hanclip_model.fast_clip_text.runtime import FastClipTextConfig
+
+            return FastClipTextConfig.read(export)
+        from hanclip_model.fast_text.runtime import FastTextConfig
+
+        return FastTextConfig.read(export)
+
     @cached_property
-    def _fast_text_encoder(self) -> FastTextEncoder | None:
+    def _fast_text_encoder(self) -> FastTextEncoder | FastClipTextEncoder | None:
         """The ONNX export of the text encoder, opened; None when texts go through torch (see
         `_text_export_found`)."""
-        from hanclip_model.fast_text.runtime import FastTextEncoder
-
         export = self._text_export_found
         if export is None:
             return None
         try:
+            if self._clip_text:
+                from hanclip_model.fast_clip_text.runtime import FastClipTextEncoder
+
+                return FastClipTextEncoder.load(export, prepack=not self.few_texts)
+            from hanclip_model.fast_text.runtime import FastTextEncoder
+
             return FastTextEncoder.load(export, prepack=not self.few_texts)
         except BundleError as exc:
             self._text_export_failed(exc)
@@ -277,7 +303,7 @@ class HanclipModel:
     def _uses_fast_text(self) -> bool:
         return self.fast_text or not torch_available()
 
-    def _text_backend(self) -> TextEncoder | FastTextEncoder:
+    def _text_backend(self) -> TextEncoder | FastTextEncoder | FastClipTextEncoder:
         fast = self._fast_text_encoder if self._uses_fast_text() else None
         if fast is None:
             self.fast_text = False
@@ -287,13 +313,11 @@ class HanclipModel:
     def _text_dim(self) -> int:
         """The text vectors' size, from the export's config when texts go through ONNX
         Runtime (nothing is opened), else from the torch model (which loads it)."""
-        from hanclip_model.fast_text.runtime import FastTextConfig
-
         export = self._text_export_found if self._uses_fast_text() else None
         if export is None:
             self.fast_text = False
             return self.text_encoder.dim
-        return FastTextConfig.read(export).dim
+        return self._text_config(export).dim
 
     def raw_text_embeddings(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         raw = self._text_backend().embed(texts, batch_size=batch_size)

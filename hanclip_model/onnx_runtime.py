@@ -1,7 +1,9 @@
 """What the fast text and the fast image runtimes share: ONNX Runtime sessions, the provider
-for a device, a quiet quantizer, the cosine their verifications measure, and the rule of the
+for a device, a quiet quantizer, the cosine their verifications measure, the rule of the
 export cache (one folder per model, named by a fingerprint of its weights, used as it is
-while current, the stale ones of the same model swept away).
+while current, the stale ones of the same model swept away), and the record of an export
+that was refused (`<folder>.refused.json`: the reason, kept while the libraries that made and
+checked the graph are the same versions, so a refused model is not exported again each run).
 
 onnxruntime is imported only when a session is opened; this module imports no torch.
 """
@@ -9,9 +11,10 @@ onnxruntime is imported only when a session is opened; this module imports no to
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -20,8 +23,10 @@ import numpy as np
 
 from hanclip_model.device import is_cuda, usable_cores
 from hanclip_model.errors import BundleError
+from hanclip_model.files import atomic_write_text
 
 NOT_DOWNLOADED = "not-downloaded"
+REFUSED_SUFFIX = ".refused.json"
 
 
 def inference_session(
@@ -156,3 +161,50 @@ def remove_other_exports(
             shutil.rmtree(other, ignore_errors=True)
             removed.append(other)
     return removed
+
+
+# -- refused exports ---------------------------------------------------------------------------
+
+
+def package_versions(packages: Sequence[str]) -> dict[str, str | None]:
+    """The installed version of each of `packages` (None: not installed)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def refusal_path(directory: Path) -> Path:
+    """Where the refusal of the export folder `directory` is recorded: beside it."""
+    return directory.with_name(directory.name + REFUSED_SUFFIX)
+
+
+def recorded_refusal(directory: Path, versions: dict[str, str | None]) -> str | None:
+    """The reason recorded why `directory`'s model was not exported, if it was recorded with
+    these `versions` of the libraries that make and check the export; else None."""
+    try:
+        record = json.loads(refusal_path(directory).read_text(encoding="utf-8"))
+        if record["versions"] != versions:
+            return None
+        return str(record["reason"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def record_refusal(
+    directory: Path, reason: str, versions: dict[str, str | None], **about: object
+) -> None:
+    """Record beside `directory` that its export was refused for `reason` with `versions`
+    installed; `about` (format, spec) is kept in the record for a reader."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    record = {**about, "reason": reason, "versions": versions}
+    atomic_write_text(refusal_path(directory), json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def clear_refusal(directory: Path) -> None:
+    refusal_path(directory).unlink(missing_ok=True)

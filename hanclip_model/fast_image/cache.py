@@ -11,8 +11,6 @@ not be loaded (a download that failed, a missing file) is tried again on the nex
 
 from __future__ import annotations
 
-import json
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,16 +18,23 @@ from hanclip_model.encoders import parse_image_model
 from hanclip_model.errors import BundleError
 from hanclip_model.fast_image.export import MAX_PIXEL_DIFF, MIN_COSINE, export_image_encoder
 from hanclip_model.fast_image.runtime import CONFIG_NAME, FAST_IMAGE_FORMAT, FastImageConfig
-from hanclip_model.files import atomic_write_text
-from hanclip_model.onnx_runtime import current_config, export_dir, remove_other_exports
+from hanclip_model.onnx_runtime import (
+    clear_refusal,
+    current_config,
+    export_dir,
+    package_versions,
+    record_refusal,
+    recorded_refusal,
+    remove_other_exports,
+)
 from hanclip_model.sources import source_fingerprint
 
 if TYPE_CHECKING:
     from hanclip_model.encoders import ClipEncoder
 
-REFUSED_SUFFIX = ".refused.json"
-# What makes, runs and checks an export: a refusal holds only while these are the same.
-EXPORT_PACKAGES = ("torch", "open_clip_torch", "onnxruntime", "Pillow", "numpy")
+# What makes, runs and checks an export: a refusal holds only while these are the same (timm
+# builds the image towers of the SigLIP models).
+EXPORT_PACKAGES = ("torch", "open_clip_torch", "timm", "onnxruntime", "Pillow", "numpy")
 
 
 def image_fingerprint(spec: str) -> str | None:
@@ -83,14 +88,14 @@ def ensure_fast_image(
     try:
         export_image_encoder(encoder, settled, fingerprint=image_fingerprint(spec) or "unknown")
     except BundleError as exc:
-        _record_refusal(settled, spec, str(exc))
+        record_refusal(settled, str(exc), export_versions(), format=FAST_IMAGE_FORMAT, spec=spec)
         raise
-    _refusal_path(settled).unlink(missing_ok=True)
+    clear_refusal(settled)
     removed = remove_other_exports(
         settled, spec, CONFIG_NAME, lambda folder: FastImageConfig.read(folder).spec
     )
     for stale in removed:
-        _refusal_path(stale).unlink(missing_ok=True)
+        clear_refusal(stale)
     return settled
 
 
@@ -119,37 +124,9 @@ def is_current(directory: Path, spec: str) -> bool:
 def refusal(directory: Path) -> str | None:
     """The recorded reason why `directory`'s model was not exported, if one was with the
     library versions installed now (`export_versions`)."""
-    path = _refusal_path(directory)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record["versions"] != export_versions():
-            return None
-        return str(record["reason"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        return None
+    return recorded_refusal(directory, export_versions())
 
 
 def export_versions() -> dict[str, str | None]:
     """The installed version of each of `EXPORT_PACKAGES` (None: not installed)."""
-    versions: dict[str, str | None] = {}
-    for package in EXPORT_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
-def _refusal_path(directory: Path) -> Path:
-    return directory.with_name(directory.name + REFUSED_SUFFIX)
-
-
-def _record_refusal(directory: Path, spec: str, reason: str) -> None:
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "format": FAST_IMAGE_FORMAT,
-        "spec": spec,
-        "reason": reason,
-        "versions": export_versions(),
-    }
-    atomic_write_text(_refusal_path(directory), json.dumps(record, ensure_ascii=False) + "\n")
+    return package_versions(EXPORT_PACKAGES)
