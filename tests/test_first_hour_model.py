@@ -297,7 +297,11 @@ def test_the_first_offline_run_ends_in_one_line(cli, photos, tmp_path, monkeypat
     lines = result.stderr.strip().splitlines()
     assert len(lines) <= 2 and not lines[0].startswith("error"), result.stderr  # the notice
     line = _one_error_line(lines[-1])
-    assert "ViT-B-32:openai" in line and "HF_HUB_OFFLINE=1" in line and "--model" in line
+    from hanclip_library.library import default_model
+    from hanclip_model.bundle import BUILTIN_BUNDLES
+
+    image_model = BUILTIN_BUNDLES[default_model()].image_model  # the default's image tower
+    assert image_model in line and "HF_HUB_OFFLINE=1" in line and "--model" in line
     assert "README" in line
     assert offline_seen and all(offline_seen)  # loaded as offline: no retries
 

@@ -11,6 +11,7 @@ from hanclip_library.library import (
     Library,
     LibraryBusy,
     choose_model,
+    default_model,
     installed_bundle,
     library_dir,
 )
@@ -30,8 +31,8 @@ def test_library_dir_order(tmp_path, monkeypatch):
 
 def test_model_choice_order(tmp_path, monkeypatch, tiny):
     lib = Library(tmp_path / "lib", create=True)
-    default = choose_model(None, lib.directory, lib)
-    assert default.model == "mclip" and "mclip" in default.notice
+    default = choose_model(None, lib.directory, lib)  # the rule's pick (catalog.py)
+    assert default.model == default_model() and default_model() in default.notice
 
     bundle = lib.models_dir / "mine"
     bundle.mkdir(parents=True)

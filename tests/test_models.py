@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hanclip_library.library import default_model
 from hanclip_model.bundle import SEARCH_BUILTINS, read_bundle, resolve_bundle
 from trainer.card import CARD_NAME, render_card, write_card
 
@@ -111,8 +112,9 @@ def test_lists_the_built_ins_with_every_field(cli, library):
     assert mclip["image_model"] == "ViT-B-32:openai"
     assert "multilingual" in mclip["text_model"] and mclip["language"] == "multilingual"
     assert mclip["path"] is None and mclip["trained_on"] == "—" and mclip["calibrated"] is False
-    # No library, nothing installed: the built-in default is the one in use, and only it.
-    assert [e["name"] for e in entries if e["in_use"]] == ["mclip"]
+    # No library, nothing installed: the built-in default (the rule's pick) is the one in
+    # use, and only it.
+    assert [e["name"] for e in entries if e["in_use"]] == [default_model()]
     assert not library.exists()  # listing writes nothing
 
 
