@@ -359,7 +359,7 @@ class Routes:
 
     async def _record(self, request: Request) -> PhotoRecord:
         photo_id = _photo_id(request)
-        record = await self.library(self.service.opened.store.record_by_id, photo_id)
+        record = await asyncio.wrap_future(self.service.record(photo_id))
         if record is None:
             raise HTTPException(404, f"no photo with id {photo_id} in this library")
         return record

@@ -31,7 +31,7 @@ from hanclip_library.searcher import (
     offline_photo_ids,
     search_library,
 )
-from hanclip_library.store import PhotoRecord
+from hanclip_library.store import PhotoRecord, PhotoStore
 from hanclip_library.timeline import (
     FolderCount,
     TimelineCursor,
@@ -77,6 +77,13 @@ class LibraryService:
         self._version: int | None = None
         self._duplicates: tuple[tuple, list[DuplicateGroup]] | None = None  # (asked, found)
         self.opened: OpenLibrary = self._thread.submit(self._open, library, model, device).result()
+        # A photo's row for its thumbnail or original is read on a thread and connection of
+        # its own: a grid of thumbnails never waits behind searches on the library's thread
+        # (benchmarks/serve_load.py: cached thumbnails then waited as long as a search).
+        self._lookup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hanclip-lookup")
+        self._rows: PhotoStore = self._lookup.submit(
+            PhotoStore, self.opened.directory, create=False
+        ).result()
 
     def _open(self, library: Path | None, model: str | None, device: str | None) -> OpenLibrary:
         opened = open_library(
@@ -111,7 +118,14 @@ class LibraryService:
         """`function(*args)` on the library's thread, as a concurrent future."""
         return self._thread.submit(function, *args)
 
+    def record(self, photo_id: int):
+        """The row of photo `photo_id` (None: no such photo), read on the lookup thread, as a
+        concurrent future; it sees every commit made before it is asked."""
+        return self._lookup.submit(self._rows.record_by_id, photo_id)
+
     def close(self) -> None:
+        self._lookup.submit(self._rows.close).result()
+        self._lookup.shutdown()
         self._thread.submit(self.opened.close).result()
         self._thread.shutdown()
 
