@@ -85,6 +85,14 @@ def root_logger_muted() -> Iterator[None]:
         root.removeHandler(absorb)
 
 
+def worst_cosine(embed, texts, reference: np.ndarray) -> float:
+    """The worst cosine to `reference` (a row per text) of `texts` embedded by `embed` one at
+    a time and in one padded batch: how an export is verified."""
+    single = np.concatenate([embed([text]) for text in texts])
+    batched = embed(list(texts))
+    return float(min(row_cosines(single, reference).min(), row_cosines(batched, reference).min()))
+
+
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The cosine of each row of `a` with the same row of `b`, in float64 so a recorded worst
     cosine shows how far below 1 it is."""

@@ -24,8 +24,8 @@ from hanclip_model import model as model_module
 from hanclip_model.bundle import IMAGE_ENCODER_DIR, TEXT_ENCODER_DIR
 from hanclip_model.encoders import TextEncoder
 from hanclip_model.fast_image import runtime as fast_image_runtime
-from hanclip_model.fast_text import export as fast_text_export
 from hanclip_model.fast_text import runtime as fast_text_runtime
+from hanclip_model.fast_text import table as token_table
 from hanclip_model.fast_text.cache import cached_fast_text, fast_text_dir
 from hanclip_model.fast_text.export import MIN_COSINE, VERIFY_TEXTS, export_text_encoder
 from hanclip_model.fast_text.runtime import (
@@ -158,7 +158,7 @@ def test_int8_rows_keep_each_row_within_half_a_step() -> None:
 def test_a_table_form_that_strays_is_not_kept_and_says_why(
     tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = fast_text_export.write_token_table
+    real = token_table.write_token_table
     noise = np.random.default_rng(0)
 
     def stray(directory: Path, table: np.ndarray, form: str) -> None:
@@ -166,7 +166,7 @@ def test_a_table_form_that_strays_is_not_kept_and_says_why(
             table = noise.standard_normal(table.shape).astype(np.float32)
         real(directory, table, form)
 
-    monkeypatch.setattr(fast_text_export, "write_token_table", stray)
+    monkeypatch.setattr(token_table, "write_token_table", stray)  # where the forms are tried
     out = export_text_encoder(str(tiny.text_plain), tmp_path / "out")
     config = FastTextConfig.read(out)
     assert config.token_table == FULL_FORM

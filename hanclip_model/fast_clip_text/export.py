@@ -56,11 +56,11 @@ from hanclip_model.fast_text.pieces import (
 from hanclip_model.fast_text.table import (
     EMBEDDINGS_NAME,
     FULL_FORM,
-    SMALLER_FORMS,
+    smallest_form,
     write_token_table,
 )
 from hanclip_model.files import atomic_dir
-from hanclip_model.onnx_runtime import row_cosines
+from hanclip_model.onnx_runtime import worst_cosine
 
 ONNX_OPSET = 17
 MIN_COSINE = 0.999  # ONNX Runtime vs open_clip's encode_text, every verification text
@@ -456,14 +456,7 @@ def _worst_cosine(directory: Path, reference: _Reference) -> float:
                 f"export of {encoder.config.spec!r} tokenizes {text[:40]!r} "
                 "differently from open_clip"
             )
-    single = np.concatenate([encoder.embed([text]) for text in VERIFY_TEXTS])
-    batched = encoder.embed(VERIFY_TEXTS)
-    return float(
-        min(
-            row_cosines(single, reference.vectors).min(),
-            row_cosines(batched, reference.vectors).min(),
-        )
-    )
+    return worst_cosine(encoder.embed, VERIFY_TEXTS, reference.vectors)
 
 
 def _smallest_table(
@@ -473,18 +466,11 @@ def _smallest_table(
     in the smallest of `SMALLER_FORMS` with which it still reaches MIN_COSINE on
     VERIFY_TEXTS; float32 when none does. Every form tried is recorded with its cosine."""
     full = np.load(directory / EMBEDDINGS_NAME)
-    cosines = {FULL_FORM: full_cosine}
-    kept = replace(config, min_cosine=full_cosine)
-    for form in SMALLER_FORMS:
-        write_token_table(directory, full, form)
-        trial = replace(config, token_table=form)
-        trial.write(directory)  # the encoder that checks it opens the table the config names
-        cosines[form] = _worst_cosine(directory, reference)
-        if cosines[form] >= MIN_COSINE:
-            kept = replace(trial, min_cosine=cosines[form])
-            break
-    else:
-        write_token_table(directory, full, FULL_FORM)
+    kept, tried = smallest_form(
+        directory, full, config, lambda trial: _worst_cosine(directory, reference), MIN_COSINE
+    )
+    cosines = {FULL_FORM: full_cosine, **tried}
+    kept = replace(kept, min_cosine=cosines[kept.token_table])
     result = replace(kept, token_table_cosines=cosines)
     result.write(directory)
     return result

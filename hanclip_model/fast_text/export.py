@@ -42,11 +42,16 @@ from hanclip_model.fast_text.runtime import (
 from hanclip_model.fast_text.table import (
     EMBEDDINGS_NAME,
     FULL_FORM,
-    SMALLER_FORMS,
+    smallest_form,
     write_token_table,
 )
 from hanclip_model.files import atomic_dir
-from hanclip_model.onnx_runtime import NOT_DOWNLOADED, root_logger_muted, row_cosines
+from hanclip_model.onnx_runtime import (
+    NOT_DOWNLOADED,
+    root_logger_muted,
+    row_cosines,
+    worst_cosine,
+)
 from hanclip_model.sources import source_fingerprint
 from hanclip_model.texts import nfc_texts
 
@@ -321,14 +326,7 @@ def _worst_cosine(directory: Path, config: FastTextConfig, reference: _Reference
     token_ids = [tokenize(encoder._tokenizer, [text])[0][0].tolist() for text in normalised]
     if token_ids != reference.token_ids:
         raise BundleError(f"export of {config.spec!r} tokenizes differently from the model")
-    single = np.concatenate([encoder.embed([text]) for text in VERIFY_TEXTS])
-    batched = encoder.embed(VERIFY_TEXTS)
-    return float(
-        min(
-            row_cosines(single, reference.vectors).min(),
-            row_cosines(batched, reference.vectors).min(),
-        )
-    )
+    return worst_cosine(encoder.embed, VERIFY_TEXTS, reference.vectors)
 
 
 def _shrink_token_table(
@@ -339,16 +337,14 @@ def _shrink_token_table(
     MIN_COSINE to sentence-transformers on VERIFY_TEXTS; float32 when none does. Each form
     tried is recorded with its worst cosine, so a float32 table says why it was kept."""
     full = np.load(directory / EMBEDDINGS_NAME)
-    cosines = {FULL_FORM: full_cosine}
-    for form in SMALLER_FORMS:
-        write_token_table(directory, full, form)
-        trial = replace(config, token_table=form)
-        trial.write(directory)  # the encoder below opens the table the config names
-        cosines[form] = _worst_cosine(directory, trial, reference)
-        if cosines[form] >= MIN_COSINE:
-            return _recorded(directory, trial, cosines)
-    write_token_table(directory, full, FULL_FORM)
-    return _recorded(directory, config, cosines)
+    kept, tried = smallest_form(
+        directory,
+        full,
+        config,
+        lambda trial: _worst_cosine(directory, trial, reference),
+        MIN_COSINE,
+    )
+    return _recorded(directory, kept, {FULL_FORM: full_cosine, **tried})
 
 
 def _recorded(directory: Path, config: FastTextConfig, cosines: dict[str, float]) -> FastTextConfig:

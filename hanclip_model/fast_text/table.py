@@ -18,8 +18,10 @@ This module imports numpy only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -76,6 +78,33 @@ class TokenTable:
         if self.scales is not None:
             picked *= np.asarray(self.scales[token_ids], dtype=np.float32)[..., None]
         return picked
+
+
+Config = TypeVar("Config", bound=Any)  # an export's config: a dataclass with `write`
+
+
+def smallest_form(
+    directory: Path,
+    full: np.ndarray,
+    config: Config,
+    checked: Callable[[Config], float],
+    min_cosine: float,
+) -> tuple[Config, dict[str, float]]:
+    """Write the token table `full` in each of `SMALLER_FORMS` in turn, with a config that
+    names it (the encoder that checks it opens the table its config names), and keep the
+    first whose `checked` cosine reaches `min_cosine`; float32 written back when none does.
+    Returns the config naming the form kept (`config` itself for float32) and the cosine of
+    every form tried."""
+    cosines: dict[str, float] = {}
+    for form in SMALLER_FORMS:
+        write_token_table(directory, full, form)
+        trial = replace(config, token_table=form)
+        trial.write(directory)
+        cosines[form] = checked(trial)
+        if cosines[form] >= min_cosine:
+            return trial, cosines
+    write_token_table(directory, full, FULL_FORM)
+    return config, cosines
 
 
 def write_token_table(directory: Path, table: np.ndarray, form: str) -> None:
