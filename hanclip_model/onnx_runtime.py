@@ -216,3 +216,14 @@ def record_refusal(
 
 def clear_refusal(directory: Path) -> None:
     refusal_path(directory).unlink(missing_ok=True)
+
+
+def settle_export(
+    settled: Path, spec: str, config_name: str, read_spec: Callable[[Path], str]
+) -> Path:
+    """After a verified export into `settled`: its refusal record cleared, and the model's
+    stale exports beside it removed (`remove_other_exports`) with theirs. Returns `settled`."""
+    clear_refusal(settled)
+    for stale in remove_other_exports(settled, spec, config_name, read_spec):
+        clear_refusal(stale)
+    return settled

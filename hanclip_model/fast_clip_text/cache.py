@@ -25,13 +25,12 @@ from hanclip_model.fast_clip_text.runtime import (
     FastClipTextConfig,
 )
 from hanclip_model.onnx_runtime import (
-    clear_refusal,
     current_config,
     export_dir,
     package_versions,
     record_refusal,
     recorded_refusal,
-    remove_other_exports,
+    settle_export,
 )
 
 if TYPE_CHECKING:
@@ -107,12 +106,9 @@ def ensure_fast_clip_text(
         versions = export_versions()
         record_refusal(settled, str(exc), versions, format=FAST_CLIP_TEXT_FORMAT, spec=source)
         raise
-    clear_refusal(settled)
-    for stale in remove_other_exports(
+    return settle_export(
         settled, source, CONFIG_NAME, lambda folder: FastClipTextConfig.read(folder).spec
-    ):
-        clear_refusal(stale)
-    return settled
+    )
 
 
 def cached_fast_clip_text(text_model: str, cache_root: str | Path) -> Path | None:

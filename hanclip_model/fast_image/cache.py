@@ -19,13 +19,12 @@ from hanclip_model.errors import BundleError
 from hanclip_model.fast_image.export import MAX_PIXEL_DIFF, MIN_COSINE, export_image_encoder
 from hanclip_model.fast_image.runtime import CONFIG_NAME, FAST_IMAGE_FORMAT, FastImageConfig
 from hanclip_model.onnx_runtime import (
-    clear_refusal,
     current_config,
     export_dir,
     package_versions,
     record_refusal,
     recorded_refusal,
-    remove_other_exports,
+    settle_export,
 )
 from hanclip_model.sources import source_fingerprint
 
@@ -90,13 +89,9 @@ def ensure_fast_image(
     except BundleError as exc:
         record_refusal(settled, str(exc), export_versions(), format=FAST_IMAGE_FORMAT, spec=spec)
         raise
-    clear_refusal(settled)
-    removed = remove_other_exports(
+    return settle_export(
         settled, spec, CONFIG_NAME, lambda folder: FastImageConfig.read(folder).spec
     )
-    for stale in removed:
-        clear_refusal(stale)
-    return settled
 
 
 def cached_fast_image(spec: str, cache_root: str | Path) -> Path | None:
