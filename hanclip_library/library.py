@@ -437,6 +437,7 @@ def _readable_summary(directory: Path, *, with_errors: bool) -> LibrarySummary:
         store, meta = lib.store, lib.meta
         problem = store.quick_check()
         failures = tuple(store.failures())
+        texts = PhotoText(store.conn)
         contents = LibraryContents(
             photos=store.count(),
             failed=len(failures),
@@ -446,9 +447,9 @@ def _readable_summary(directory: Path, *, with_errors: bool) -> LibrarySummary:
             index=index_health(directory, store),
             offline_folders=tuple(still_offline(store.offline_folders())),
             excludes=tuple(meta.excludes),
-            text=PhotoText(store.conn).counts(),
+            text=texts.counts(),
         )
-        text_failures = tuple(PhotoText(store.conn).failures()) if with_errors else None
+        text_failures = tuple(texts.failures()) if with_errors else None
     return LibrarySummary(
         str(directory),
         DatabaseHealth(problem),
