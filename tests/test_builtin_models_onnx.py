@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_builtin_models import _bundle  # the same bundle, as an outside tool writes it
 
 from hanclip_eval.tiny_models import (
     TINY_CLIP_TEXT_KINDS,
@@ -47,19 +48,6 @@ NO_TORCH = (
     "sys.meta_path.insert(0, Blocked())\n"
     f"sys.modules.update(dict.fromkeys({BLOCKED!r}))\n"
 )
-
-
-def _bundle(directory: Path, model_spec: str, name: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "format": 1,
-        "name": name,
-        "image_model": model_spec,
-        "text_model": clip_text_model(model_spec),
-        "heads": None,
-    }
-    (directory / "hanclip.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return directory
 
 
 @pytest.fixture(scope="module", params=TINY_CLIP_TEXT_KINDS)
