@@ -1,17 +1,27 @@
 """The exported bundle on disk, and `hanclip index`'s memory when it has nothing to embed.
 
     python benchmarks/bundle_footprint.py --work /tmp/footprint [--runs 3] [--quick]
+                                          [--model xlmr-b32]
 
 Measured side by side with rclip 3.3.0, whose model files take 578 MiB and whose start-up
 peaks at 441 MiB (the targets). The real-size random ViT-B/32 + MiniLM-L12 models (seeded
 weights saved in open_clip's `local-dir:` layout, which can be exported where the unsaved
 random ViT of `benchkit.inputs.build_random_bundle` cannot; a 250,002-piece Unigram
-tokenizer; heads: `onnxbench.bundles.build_models`) become a bundle that `hanclip export`
-fills in this process, and the report gives:
+tokenizer; heads: `onnxbench.bundles.build_models`), or with `--model` a built-in at its
+real size with random weights as `model_costs.py` builds it (open_clip's own config, the
+XLM-R or NLLB tower from a local config, never fetched; a stand-in tokenizer of its kind and
+vocabulary size), become a bundle that `hanclip export` fills in this process, and the
+report gives:
 
 * every file of the bundle with its size, and the total (target: <= 578 MiB);
-* the form the token table was kept in, and the worst cosine to sentence-transformers each
-  form the export tried reached;
+* the form the token table was kept in, and the worst cosine to torch each form the export
+  tried reached;
+* the form each graph's weights were kept in (`hanclip_model.half_weights`) and what each
+  form tried reached (image: float16's worst cosine to the float32 graph; text: each form's,
+  with the table kept, to torch), and the graph as stored against a float32-weights copy of
+  it made here (the graph before float16 was kept), each opened in a fresh process: the
+  session's opening, its first run and a warm run (a batch of 32 photos; one query of 8
+  tokens), peak RSS;
 * peak RSS and wall time of `hanclip index` with nothing to embed, `--runs` times each: a
   fresh library on an empty folder, then a no-op re-index of it (target: <= 441 MiB);
 * what storing one graph per encoder costs when a session opens: each graph as stored
@@ -25,12 +35,14 @@ models (a smoke test: their sizes say nothing).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchkit import entry
 from benchkit.environment import Environment, environment
@@ -52,6 +64,7 @@ from hanclip_model.bundle import (
     write_bundle,
 )
 from hanclip_model.device import usable_cores
+from hanclip_model.half_weights import FLOAT16
 
 MIB = 1024**2
 RCLIP_MODEL_FILES_MIB = 578.0  # rclip 3.3.0's ONNX models on disk, measured side by side
@@ -62,8 +75,38 @@ FRESH = Target(
 )
 NOOP = Target("noop_index_peak_mib", "no-op re-index", "<=", RCLIP_STARTUP_MIB, " MiB")
 GRAPH_FILE = "encoder.onnx"
+DEFAULT_NAME = "vit-b32-minilm-l12"
 PREOPTIMIZED_FILE = "encoder-optimized.onnx"
 
+PHOTO_BATCH = 32  # what `index` embeds per batch
+QUERY_TOKENS = 8
+WARM_RUNS = 3  # after the first; their median is the warm figure
+# A fresh interpreter opens one graph as the product does, runs it on random inputs (rows,
+# and QUERY_TOKENS along a free sequence axis) and prints the seconds of each step.
+_OPEN_AND_RUN = f"""
+import json, sys, time
+from pathlib import Path
+import numpy as np
+import onnxruntime
+from hanclip_model.onnx_runtime import inference_session
+start = time.perf_counter()
+session = inference_session(Path(sys.argv[1]))
+opened = time.perf_counter() - start
+rows, feeds = int(sys.argv[2]), {{}}
+for given in session.get_inputs():
+    shape = [d if isinstance(d, int) else rows if i == 0 else {QUERY_TOKENS}
+             for i, d in enumerate(given.shape)]
+    if given.type == "tensor(float)":
+        feeds[given.name] = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    else:
+        feeds[given.name] = np.ones(shape, dtype=np.int64)
+runs = []
+for _ in range({1 + WARM_RUNS}):
+    start = time.perf_counter()
+    session.run(None, feeds)
+    runs.append(time.perf_counter() - start)
+print(json.dumps([opened, runs[0], float(np.median(runs[1:]))]))
+"""
 # A fresh interpreter opens one graph and prints the seconds the session took to open.
 _OPEN_SESSION = """
 import sys, time
@@ -106,14 +149,38 @@ class GraphOpening:
 
 
 @dataclass(frozen=True)
+class GraphWeights:
+    """One encoder's graph: the form its weights were kept in, what each form tried reached
+    (see the module docstring), and the graph as stored against a float32-weights copy, each
+    opened and run in a fresh process `runs` times."""
+
+    encoder: str
+    kept: str  # "float16" or "float32"
+    cosines: dict[str, float]
+    rows: int  # per run: photos, or queries
+    stored_graph_bytes: int  # the graph and its weights file
+    float32_graph_bytes: int
+    stored_open_s: Spread
+    float32_open_s: Spread
+    stored_first_run_s: Spread
+    float32_first_run_s: Spread
+    stored_warm_run_s: Spread
+    float32_warm_run_s: Spread
+    stored_peak_rss_bytes: Spread
+    float32_peak_rss_bytes: Spread
+
+
+@dataclass(frozen=True)
 class Results:
     environment: Environment
+    model: str  # the built-in measured, or the ViT-B/32 + MiniLM-L12 bundle
     bundle: str
     export_s: float  # near 0 when the work directory's cache held the exports (linked in)
     files: tuple[BundleFile, ...]
     total_bytes: int
     token_table: str  # the form the token table was kept in
     token_table_cosines: dict[str, float]  # each form tried: worst cosine to the model
+    graph_weights: tuple[GraphWeights, ...]
     index: IndexMemory
     openings: tuple[GraphOpening, ...]
     wall_s: float
@@ -124,7 +191,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = entry.parser(__doc__, example, work="kept; default: a temp dir")
     parser.add_argument("--runs", type=int, default=3, help="processes per figure (default 3)")
     parser.add_argument("--quick", action="store_true", help="the tests' tiny models, one run")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--model",
+        help="a built-in (e.g. xlmr-b32) at real size, random weights, instead of the "
+        "ViT-B/32 + MiniLM-L12 bundle",
+    )
+    args = parser.parse_args(argv)
+    if args.quick and args.model:
+        parser.error("--quick uses the tests' tiny models: leave out --model")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = 1 if args.quick else max(1, args.runs)
     with work_directory(args.work) as work:
         return entry.finish(
-            lambda: run_benchmark(work, runs, tiny=args.quick),
+            lambda: run_benchmark(work, runs, tiny=args.quick, builtin=args.model),
             args.json_path,
             title="The exported bundle on disk, and `hanclip index` with nothing to embed",
             checks=checks,
@@ -148,31 +223,38 @@ def checks(results: Results) -> list[Check]:
     ]
 
 
-def run_benchmark(work: Path, runs: int, *, tiny: bool = False) -> Results:
+def run_benchmark(
+    work: Path, runs: int, *, tiny: bool = False, builtin: str | None = None
+) -> Results:
     """Every measurement of one run (see the module docstring)."""
     from hanclip_model.bundle_export import export_bundle
-    from hanclip_model.fast_text.runtime import FastTextConfig
 
     started = time.perf_counter()
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = isolated_env(work)
+    name = builtin or DEFAULT_NAME
     with isolated_process(env):
-        models = tiny_models(work) if tiny else build_models(work)
-        bundle = fresh_bundle(work / "bundle", models)
+        bundle = models_bundle(work, tiny=tiny, builtin=builtin)
         log("hanclip export (the ONNX encoders into the bundle; made once per work directory)")
         report = export_bundle(str(bundle))
-    text = FastTextConfig.read(bundle / TEXT_ENCODER_DIR)
+    text = text_config(bundle / TEXT_ENCODER_DIR)
     files = bundle_files(bundle)
     ws = Workspace(work, bundle, env, watch_index=False)
+    scratch = work / "graph-forms"
     return Results(
         environment=environment(usable_cores()),
+        model=name,
         bundle=str(bundle),
         export_s=report.seconds,
         files=files,
         total_bytes=sum(f.size_bytes for f in files),
         token_table=text.token_table,
-        token_table_cosines=text.token_table_cosines,
+        token_table_cosines=text.token_table_cosines or {},
+        graph_weights=(
+            measure_graph_weights(bundle / IMAGE_ENCODER_DIR, scratch, runs, env),
+            measure_graph_weights(bundle / TEXT_ENCODER_DIR, scratch, runs, env),
+        ),
         index=measure_index(ws, runs),
         openings=tuple(
             measure_opening(bundle / folder, work / "preoptimized", runs, env)
@@ -180,6 +262,31 @@ def run_benchmark(work: Path, runs: int, *, tiny: bool = False) -> Results:
         ),
         wall_s=time.perf_counter() - started,
     )
+
+
+def models_bundle(work: Path, *, tiny: bool, builtin: str | None) -> Path:
+    """The bundle to export, of the models measured (see the module docstring)."""
+    directory = work / "bundle"
+    if builtin is None:
+        models = tiny_models(work) if tiny else build_models(work)
+        text_model = str(models.text_model)
+        return fresh_bundle(directory, DEFAULT_NAME, models.image_spec, text_model, models.heads)
+    from model_costs import prepare
+
+    log(f"{builtin} at real size, random weights (once per work directory)")
+    prepared = prepare(builtin, work / "models")
+    return fresh_bundle(directory, builtin, prepared.image_spec, prepared.text_spec, None)
+
+
+def text_config(export: Path) -> Any:
+    """The config of the text export in `export`: an open_clip tower's or a
+    sentence-transformers model's."""
+    from hanclip_model.fast_clip_text.runtime import CONFIG_NAME, FastClipTextConfig
+    from hanclip_model.fast_text.runtime import FastTextConfig
+
+    if (export / CONFIG_NAME).is_file():
+        return FastClipTextConfig.read(export)
+    return FastTextConfig.read(export)
 
 
 def tiny_models(work: Path) -> Models:
@@ -191,18 +298,21 @@ def tiny_models(work: Path) -> Models:
     return Models(image_spec, text, None)
 
 
-def fresh_bundle(directory: Path, models: Models) -> Path:
-    """A bundle of `models` without encoders (the export cache makes a new export cheap)."""
+def fresh_bundle(
+    directory: Path, name: str, image_spec: str, text_model: str, heads: Path | None
+) -> Path:
+    """A bundle of these models without encoders (the export cache makes a new export
+    cheap)."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    if models.heads is not None:
-        shutil.copy2(models.heads, directory / HEADS_NAME)
+    if heads is not None:
+        shutil.copy2(heads, directory / HEADS_NAME)
     write_bundle(
         directory,
-        name="random-vit-b32-minilm-l12",
-        image_model=models.image_spec,
-        text_model=str(models.text_model),
-        heads=HEADS_NAME if models.heads is not None else None,
+        name=f"random-{name}",
+        image_model=image_spec,
+        text_model=text_model,
+        heads=HEADS_NAME if heads is not None else None,
     )
     return directory
 
@@ -262,6 +372,81 @@ def measure_opening(export: Path, scratch: Path, runs: int, env: dict[str, str])
         preoptimized_peak_rss_bytes=Spread.of([r for _, r in opened[True]]),
         preoptimized_copy_bytes=copy_bytes,
     )
+
+
+def measure_graph_weights(
+    export: Path, scratch: Path, runs: int, env: dict[str, str]
+) -> GraphWeights:
+    """The form `export`'s graph keeps its weights in, and that graph against a float32 copy
+    of it, each opened and run in a fresh process, alternately, `runs` times."""
+    config = image_or_text_config(export)
+    float32 = scratch / export.name / GRAPH_FILE
+    float32_copy(export / GRAPH_FILE, float32)
+    rows = PHOTO_BATCH if export.name == Path(IMAGE_ENCODER_DIR).name else 1
+    measured: dict[bool, list[tuple[float, float, float, int]]] = {False: [], True: []}
+    log(f"the {export.name} graph as stored and with float32 weights: opened and run")
+    for _ in range(runs):
+        for copy, graph in ((False, export / GRAPH_FILE), (True, float32)):
+            process = run_process([sys.executable, "-c", _OPEN_AND_RUN, str(graph), str(rows)], env)
+            try:
+                opened, first, warm = json.loads(process.stdout.strip().splitlines()[-1])
+            except (IndexError, ValueError):
+                raise BenchmarkError(f"running {graph} printed {process.stdout!r}") from None
+            measured[copy].append((opened, first, warm, process.peak_rss_bytes))
+
+    def spread(copy: bool, index: int) -> Spread:
+        return Spread.of([figures[index] for figures in measured[copy]])
+
+    return GraphWeights(
+        encoder=export.name,
+        kept=config.graph_weights,
+        cosines=graph_cosines(config),
+        rows=rows,
+        stored_graph_bytes=graph_bytes(export / GRAPH_FILE),
+        float32_graph_bytes=graph_bytes(float32),
+        stored_open_s=spread(False, 0),
+        float32_open_s=spread(True, 0),
+        stored_first_run_s=spread(False, 1),
+        float32_first_run_s=spread(True, 1),
+        stored_warm_run_s=spread(False, 2),
+        float32_warm_run_s=spread(True, 2),
+        stored_peak_rss_bytes=spread(False, 3),
+        float32_peak_rss_bytes=spread(True, 3),
+    )
+
+
+def image_or_text_config(export: Path) -> Any:
+    from hanclip_model.fast_image.runtime import CONFIG_NAME, FastImageConfig
+
+    if (export / CONFIG_NAME).is_file():
+        return FastImageConfig.read(export)
+    return text_config(export)
+
+
+def graph_cosines(config: Any) -> dict[str, float]:
+    """What each form of the graph's weights reached: for the image graph, float16's worst
+    cosine to the float32 graph; for a text graph, each form's to torch."""
+    if hasattr(config, "float16_cosine"):
+        return {} if config.float16_cosine is None else {FLOAT16: config.float16_cosine}
+    return dict(config.graph_weights_cosines)
+
+
+def float32_copy(graph: Path, target: Path) -> None:
+    """`graph` with its weights in float32 as `target` (a copy first: the `onnx` package
+    refuses to read the weights of a bundle, hard-linked from the export cache)."""
+    from hanclip_model.half_weights import graph_files, store_float32_weights
+
+    shutil.rmtree(target.parent, ignore_errors=True)
+    target.parent.mkdir(parents=True)
+    for part in graph_files(graph):
+        shutil.copyfile(part, target.parent / part.name)
+    store_float32_weights(target, target)
+
+
+def graph_bytes(graph: Path) -> int:
+    from hanclip_model.half_weights import graph_files
+
+    return sum(part.stat().st_size for part in graph_files(graph))
 
 
 def preoptimized_copy(graph: Path, target: Path) -> None:

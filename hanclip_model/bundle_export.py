@@ -205,4 +205,6 @@ def _text_min_cosine(text_model: str, export: Path) -> float | None:
     from hanclip_model.fast_text.runtime import FastTextConfig
 
     text = FastTextConfig.read(export)
+    if text.graph_weights_cosines:  # exports made before record the table's cosines only
+        return text.graph_weights_cosines[text.graph_weights]
     return text.token_table_cosines.get(text.token_table)

@@ -46,6 +46,19 @@ def test_index_and_session_openings_are_measured(footprint) -> None:
         assert opening.preoptimized_copy_bytes > 0
 
 
+def test_each_graph_form_is_measured_against_a_float32_copy(footprint) -> None:
+    _, results = footprint
+    assert [g.encoder for g in results.graph_weights] == ["image", "text"]
+    for graph in results.graph_weights:
+        assert graph.kept == "float16"  # the tiny models verify in float16
+        assert graph.cosines["float16"] >= (0.9999 if graph.encoder == "image" else 0.999)
+        assert graph.float32_graph_bytes > 1.5 * graph.stored_graph_bytes
+        assert graph.rows == (32 if graph.encoder == "image" else 1)
+        for spread in (graph.stored_open_s, graph.float32_warm_run_s, graph.stored_first_run_s):
+            assert spread.count == 1 and spread.min > 0
+    assert results.model == "vit-b32-minilm-l12"
+
+
 def test_the_targets_follow_from_the_figures(footprint) -> None:
     script, results = footprint
     checks = script.checks(results)

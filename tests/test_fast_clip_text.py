@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from hanclip_model.fast_clip_text.runtime import (
     clean_texts,
 )
 from hanclip_model.fast_text.table import FULL_FORM, SMALLER_FORMS, TokenTable
+from hanclip_model.half_weights import FLOAT16, FLOAT32, store_float32_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Not the export's own check texts: what a search box receives, edge cases included.
@@ -107,7 +110,12 @@ def test_export_is_verified_and_says_what_the_runtime_needs(kind, tiny_clip, exp
     # Kept in the smallest form that passed, every form tried up to it recorded.
     assert config.token_table in SMALLER_FORMS
     cosines = config.token_table_cosines
-    assert cosines[FULL_FORM] >= MIN_COSINE and cosines[config.token_table] == config.min_cosine
+    assert cosines[FULL_FORM] >= MIN_COSINE
+    # With that table, the graph's weights stored in float16: it still verified.
+    graph_cosines = config.graph_weights_cosines
+    assert config.graph_weights == FLOAT16 and graph_cosines[FLOAT16] >= MIN_COSINE
+    assert graph_cosines[FLOAT32] == cosines[config.token_table]
+    assert config.min_cosine == graph_cosines[FLOAT16]
     table = TokenTable.open(exported, config.token_table)
     assert table.shape == (config.vocab_size, config.width)
     assert len(list(exported.glob("*.onnx"))) == 1  # one graph, not a plain and an optimised
@@ -239,3 +247,49 @@ def test_an_nllb_tokenizer_keeps_the_language_it_was_set_to(tmp_path):
     assert encoder.token_ids(["고양이"])[0, 0] == japanese
     expected = _open_clip_vectors(model, tokenizer, QUERIES)
     assert _cosines(encoder.embed(QUERIES), expected).min() >= MIN_COSINE
+
+
+def _initializer_types(graph: Path) -> set[int]:
+    import onnx
+
+    return {t.data_type for t in onnx.load(str(graph), load_external_data=False).graph.initializer}
+
+
+def test_a_float16_graph_below_the_bar_is_kept_in_float32(tiny_clip, tmp_path, monkeypatch):
+    from onnx import TensorProto
+
+    spec, model, tokenizer = tiny_clip
+    real_trial = clip_text_export.float16_trial
+
+    @contextmanager
+    def straying_trial(graph):  # the float16 graph reaches only 0.998 < MIN_COSINE
+        with real_trial(graph) as trial:
+            monkeypatch.setattr(clip_text_export, "_worst_cosine", lambda *args: 0.998)
+            yield trial
+
+    monkeypatch.setattr(clip_text_export, "float16_trial", straying_trial)
+    out_dir = tmp_path / "text"
+    config = export_clip_text_encoder(model, tokenizer, out_dir, spec=spec)
+    assert FastClipTextConfig.read(out_dir) == config
+    # Kept float32, with what float16 reached: the reason.
+    assert config.graph_weights == FLOAT32 and config.graph_weights_cosines[FLOAT16] == 0.998
+    assert config.min_cosine == config.graph_weights_cosines[FLOAT32] >= MIN_COSINE
+    assert TensorProto.FLOAT16 not in _initializer_types(out_dir / ENCODER_NAME)
+    assert sorted(p.name for p in out_dir.parent.iterdir()) == ["text"]  # nothing left aside
+    expected = _open_clip_vectors(model, tokenizer, QUERIES)
+    got = FastClipTextEncoder.load(out_dir).embed(QUERIES)
+    assert _cosines(got, expected).min() >= MIN_COSINE
+
+
+def test_an_export_made_before_float16_weights_still_loads(tiny_clip, exported, tmp_path):
+    _, model, tokenizer = tiny_clip
+    old = tmp_path / "old"
+    shutil.copytree(exported, old)
+    store_float32_weights(exported / ENCODER_NAME, old / ENCODER_NAME)
+    data = json.loads((old / CONFIG_NAME).read_text(encoding="utf-8"))
+    del data["graph_weights"], data["graph_weights_cosines"]
+    (old / CONFIG_NAME).write_text(json.dumps(data), encoding="utf-8")
+    config = FastClipTextConfig.read(old)
+    assert (config.graph_weights, config.graph_weights_cosines) == (FLOAT32, {})
+    expected = _open_clip_vectors(model, tokenizer, QUERIES)
+    assert _cosines(FastClipTextEncoder.load(old).embed(QUERIES), expected).min() >= MIN_COSINE

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import TensorProto
 from PIL import Image
 
 from hanclip_eval.tiny_models import build_tiny_open_clip, write_photo_folder
 from hanclip_model.encoders import ClipEncoder
 from hanclip_model.errors import BundleError
 from hanclip_model.fast_image import cache as fast_image_cache
+from hanclip_model.fast_image import export as fast_image_export
 from hanclip_model.fast_image.cache import (
     ensure_fast_image,
     fast_image_dir,
@@ -30,19 +32,24 @@ from hanclip_model.fast_image.cache import (
 from hanclip_model.fast_image.export import (
     MAX_PIXEL_DIFF,
     MIN_COSINE,
+    MIN_FLOAT16_COSINE,
+    MIN_INT8_COSINE,
     export_image_encoder,
     preprocess_config,
+    quantize_image_encoder,
     verify_export,
     verify_images,
 )
 from hanclip_model.fast_image.runtime import (
     CONFIG_NAME,
     ENCODER_NAME,
+    QUANTIZED_ENCODER_NAME,
     FastImageConfig,
     FastImageEncoder,
     preprocess_image,
     preprocess_images,
 )
+from hanclip_model.half_weights import FLOAT16, FLOAT32, store_float32_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "transformers", "sentence_transformers", "open_clip")
@@ -60,6 +67,13 @@ SHAPES = [
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _initializer_types(graph: Path) -> set[int]:
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    return {tensor.data_type for tensor in model.graph.initializer}
 
 
 def _image(width: int, height: int, mode: str, seed: int = 0) -> Image.Image:
@@ -87,6 +101,10 @@ def test_export_is_verified_and_records_what_it_measured(exported, tiny):
     assert config.fingerprint == image_fingerprint(tiny.image_spec)
     assert config.min_cosine is not None and config.min_cosine >= MIN_COSINE
     assert config.max_pixel_diff is not None and config.max_pixel_diff <= MAX_PIXEL_DIFF
+    # The weights stored in float16: every image stayed within the stricter bar of fp32.
+    assert config.graph_weights == FLOAT16
+    assert config.float16_cosine is not None and config.float16_cosine >= MIN_FLOAT16_COSINE
+    assert _initializer_types(exported / ENCODER_NAME) >= {TensorProto.FLOAT16}
     preprocess = config.preprocess
     assert (preprocess.resize_mode, preprocess.resize_size) == ("shortest", [32])
     assert (preprocess.interpolation, preprocess.crop_size) == ("bicubic", [32, 32])
@@ -263,3 +281,67 @@ def test_random_weights_have_nothing_to_cache():
 def test_preprocess_images_of_none_is_empty(exported):
     config = FastImageConfig.read(exported)
     assert preprocess_images([], config.preprocess).shape == (0, 3, 32, 32)
+
+
+def test_a_float16_graph_that_strays_from_fp32_is_kept_in_float32(clip, exported, tmp_path):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_image_export, "MIN_FLOAT16_COSINE", 1.01)  # no graph can reach it
+        out = export_image_encoder(clip, tmp_path / "export", fingerprint="tiny")
+    config = FastImageConfig.read(out)
+    # What float16 reached is recorded: the reason it was not kept.
+    assert config.graph_weights == FLOAT32
+    assert config.float16_cosine is not None and MIN_COSINE <= config.float16_cosine < 1.01
+    assert TensorProto.FLOAT16 not in _initializer_types(out / ENCODER_NAME)
+    data = f"{ENCODER_NAME}.data"
+    assert (out / data).stat().st_size > 1.9 * (exported / data).stat().st_size
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no float32 copy left
+    assert config.min_cosine is not None and config.min_cosine >= MIN_COSINE
+    # Either form is the same image space: a float16 export's vectors are the float32 one's.
+    images = verify_images()
+    float32 = FastImageEncoder.load(out).embed(images)
+    float16 = FastImageEncoder.load(exported).embed(images)
+    assert _cosines(float16, float32).min() >= MIN_FLOAT16_COSINE
+
+
+def test_an_export_made_before_float16_weights_is_used_as_it_is(
+    tiny, exported, tmp_path, monkeypatch
+):
+    """A float32 export in a user's cache, its config without the new fields: read as
+    float32, current, not exported again, and the same vectors within MIN_FLOAT16_COSINE."""
+    cache = tmp_path / "cache"
+    old = fast_image_dir(cache, tiny.image_spec)  # the cache key is what it was
+    old.mkdir(parents=True)
+    store_float32_weights(exported / ENCODER_NAME, old / ENCODER_NAME)
+    data = json.loads((exported / CONFIG_NAME).read_text(encoding="utf-8"))
+    del data["graph_weights"], data["float16_cosine"]
+    (old / CONFIG_NAME).write_text(json.dumps(data), encoding="utf-8")
+
+    monkeypatch.setattr(fast_image_cache, "export_image_encoder", _no_export)
+    assert ensure_fast_image(tiny.image_spec, cache) == old
+    config = FastImageConfig.read(old)
+    assert (config.graph_weights, config.float16_cosine) == (FLOAT32, None)
+    images = verify_images()
+    got = FastImageEncoder.load(old).embed(images)
+    assert _cosines(got, FastImageEncoder.load(exported).embed(images)).min() >= MIN_FLOAT16_COSINE
+
+
+def _no_export(*args, **kwargs):
+    raise AssertionError("exported again")
+
+
+def test_int8_is_quantised_from_the_float32_form_of_a_float16_graph(exported, tmp_path):
+    """As in a bundle: the export's files hard-linked (which the `onnx` package refuses to
+    read weights from), weights stored in float16 (which the quantiser would leave as they
+    are)."""
+    bundle = tmp_path / "image"
+    bundle.mkdir()
+    for part in exported.iterdir():
+        os.link(part, bundle / part.name)
+    config = quantize_image_encoder(bundle)
+    assert config.graph_weights == FLOAT16 and config.int8_cosine >= MIN_INT8_COSINE
+    types = _initializer_types(bundle / QUANTIZED_ENCODER_NAME)
+    assert TensorProto.INT8 in types and TensorProto.FLOAT16 not in types
+    assert (bundle / ENCODER_NAME).samefile(exported / ENCODER_NAME)  # left as it was
+    images = verify_images()
+    int8 = FastImageEncoder.load(bundle, quantized=True).embed(images)
+    assert _cosines(int8, FastImageEncoder.load(bundle).embed(images)).min() >= MIN_INT8_COSINE

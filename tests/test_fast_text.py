@@ -8,16 +8,18 @@ import shutil
 import subprocess
 import sys
 import unicodedata
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import TensorProto
 
 from hanclip_eval.tiny_models import BERT_HIDDEN, build_tiny_sentence_transformer
 from hanclip_model.encoders import TextEncoder
 from hanclip_model.errors import BundleError
 from hanclip_model.fast_text.cache import ensure_fast_text, fast_text_dir
-from hanclip_model.fast_text.export import export_text_encoder
+from hanclip_model.fast_text.export import MIN_COSINE, export_text_encoder
 from hanclip_model.fast_text.runtime import (
     CONFIG_NAME,
     ENCODER_NAME,
@@ -30,6 +32,7 @@ from hanclip_model.fast_text.runtime import (
     tokenize,
 )
 from hanclip_model.fast_text.table import EMBEDDINGS_NAME, TokenTable
+from hanclip_model.half_weights import FLOAT16, FLOAT32, store_float32_weights
 from hanclip_model.sources import source_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +45,12 @@ TEXTS = [
     "눈 오는 겨울 밤 a snowy winter night",
 ]
 LONG_TEXT = " ".join(["해변에서 본 바다 노을 a beach at sunset"] * 60)
+
+
+def _initializer_types(graph: Path) -> set[int]:
+    import onnx
+
+    return {t.data_type for t in onnx.load(str(graph), load_external_data=False).graph.initializer}
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -66,6 +75,12 @@ def test_export_writes_the_query_files(exported):
     table = TokenTable.open(out_dir, config.token_table)
     assert table.shape == (config.vocab_size, config.hidden)
     assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    # With that table, the graph's weights stored in float16: the export still verified.
+    cosines = config.graph_weights_cosines
+    assert config.graph_weights == FLOAT16 and cosines[FLOAT16] >= MIN_COSINE
+    assert cosines[FLOAT32] == config.token_table_cosines[config.token_table]
+    assert TensorProto.FLOAT16 in _initializer_types(out_dir / ENCODER_NAME)
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # no float32 copy
 
 
 def test_matches_sentence_transformers_in_korean_and_english(exported):
@@ -227,3 +242,38 @@ def test_a_broken_export_is_a_bundle_error(tmp_path):
     (tmp_path / CONFIG_NAME).write_text("{not json", encoding="utf-8")
     with pytest.raises(BundleError):
         FastTextEncoder.load(tmp_path)
+
+
+def test_a_float16_graph_below_the_bar_is_kept_in_float32(tiny, tmp_path, monkeypatch):
+    import hanclip_model.fast_text.export as fast_text_export
+
+    real_trial = fast_text_export.float16_trial
+
+    @contextmanager
+    def straying_trial(graph):  # the float16 graph reaches only 0.998 < MIN_COSINE
+        with real_trial(graph) as trial:
+            monkeypatch.setattr(fast_text_export, "_worst_cosine", lambda *args: 0.998)
+            yield trial
+
+    monkeypatch.setattr(fast_text_export, "float16_trial", straying_trial)
+    out_dir = export_text_encoder(str(tiny.text_dense), tmp_path / "out")
+    config = FastTextConfig.read(out_dir)
+    assert config.graph_weights == FLOAT32 and config.graph_weights_cosines[FLOAT16] == 0.998
+    assert config.graph_weights_cosines[FLOAT32] >= MIN_COSINE
+    assert TensorProto.FLOAT16 not in _initializer_types(out_dir / ENCODER_NAME)
+    expected = TextEncoder(str(tiny.text_dense), device="cpu").embed(TEXTS)
+    assert _cosines(FastTextEncoder.load(out_dir).embed(TEXTS), expected).min() >= MIN_COSINE
+
+
+def test_an_export_made_before_float16_weights_still_loads(exported, tmp_path):
+    source, out_dir = exported
+    old = tmp_path / "old"
+    shutil.copytree(out_dir, old)
+    store_float32_weights(out_dir / ENCODER_NAME, old / ENCODER_NAME)
+    data = json.loads((old / CONFIG_NAME).read_text(encoding="utf-8"))
+    del data["graph_weights"], data["graph_weights_cosines"]
+    (old / CONFIG_NAME).write_text(json.dumps(data), encoding="utf-8")
+    config = FastTextConfig.read(old)
+    assert (config.graph_weights, config.graph_weights_cosines) == (FLOAT32, {})
+    expected = TextEncoder(str(source), device="cpu").embed(TEXTS)
+    assert _cosines(FastTextEncoder.load(old).embed(TEXTS), expected).min() >= MIN_COSINE

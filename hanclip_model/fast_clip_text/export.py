@@ -10,8 +10,9 @@ place: an export that exists is an export that was proven. Two checks:
 
 An export that fails either, or a tower or tokenizer it cannot reproduce, is refused:
 `BundleError` with the reason, and nothing is left behind. The token table is then kept in
-the smallest form of `fast_text.table` that passes the same check, the cosine each form
-reached recorded in `clip_text.json`.
+the smallest form of `fast_text.table` that passes the same check, and with that table the
+graph's weights are stored in float16 (`half_weights`) when the export still passes it,
+else in float32; the cosine each form reached is recorded in `clip_text.json`.
 
 Supported towers: a Hugging Face encoder inside open_clip's `HFTextEncoder` (XLM-R with mean
 pooling, the encoder of an NLLB M2M100 with its first token; any pooler and projection, as
@@ -60,6 +61,7 @@ from hanclip_model.fast_text.table import (
     write_token_table,
 )
 from hanclip_model.files import atomic_dir
+from hanclip_model.half_weights import FLOAT16, FLOAT32, float16_trial
 from hanclip_model.onnx_runtime import worst_cosine
 
 ONNX_OPSET = 17
@@ -155,6 +157,7 @@ def export_clip_text_encoder(
             config = _write_export(staging, config, tower, tokenizing)
             config.write(staging)
             config = _smallest_table(staging, config, reference, _verify(staging, reference))
+            config = _smallest_graph(staging, config, reference)
     finally:
         model.to(device)
     return config
@@ -472,5 +475,25 @@ def _smallest_table(
     cosines = {FULL_FORM: full_cosine, **tried}
     kept = replace(kept, min_cosine=cosines[kept.token_table])
     result = replace(kept, token_table_cosines=cosines)
+    result.write(directory)
+    return result
+
+
+def _smallest_graph(
+    directory: Path, config: FastClipTextConfig, reference: _Reference
+) -> FastClipTextConfig:
+    """The verified export in `directory` (`config`: its table kept, its graph float32) with
+    the graph's weights stored in float16 when the whole export still reaches MIN_COSINE
+    on VERIFY_TEXTS; else the float32 graph is put back. Both cosines are recorded."""
+    assert config.min_cosine is not None
+    with float16_trial(directory / ENCODER_NAME) as trial:
+        cosine = _worst_cosine(directory, reference)
+        if cosine >= MIN_COSINE:
+            trial.keep()
+    cosines = {FLOAT32: config.min_cosine, FLOAT16: cosine}
+    kept = FLOAT16 if trial.kept else FLOAT32
+    result = replace(
+        config, graph_weights=kept, graph_weights_cosines=cosines, min_cosine=cosines[kept]
+    )
     result.write(directory)
     return result

@@ -17,7 +17,8 @@ or open_clip):
   `fast_text.table` that passed verification, memory-mapped: a query reads only its rows;
 * `encoder.onnx`: the rest of the tower, from token embeddings (and the attention mask,
   where the tower masks padding) to the L2-normalised text embedding; one graph, optimised
-  by ONNX Runtime when its session opens.
+  by ONNX Runtime when its session opens, its weights inside it, stored in float16 where
+  the export verified that form (`half_weights`; `graph_weights` in the config).
 
 What a query needs is opened on its first `embed`: the tokenizer, the table and the session.
 """
@@ -30,7 +31,7 @@ import re
 import string
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from hanclip_model.errors import BundleError
 from hanclip_model.fast_text.pieces import PieceTableTokenizer
 from hanclip_model.fast_text.table import FULL_FORM, TokenTable
 from hanclip_model.files import atomic_write_text
+from hanclip_model.half_weights import FLOAT32, GRAPH_WEIGHT_FORMS
 from hanclip_model.onnx_runtime import inference_session
 from hanclip_model.texts import nfc_texts
 
@@ -89,6 +91,12 @@ class FastClipTextConfig:
     # the export as kept; None: not verified.
     token_table_cosines: dict[str, float] | None = None
     min_cosine: float | None = None
+    # How `encoder.onnx` stores its large weights (`half_weights.GRAPH_WEIGHT_FORMS`; it
+    # computes in float32 either way), and the worst cosine to open_clip on VERIFY_TEXTS of
+    # the export, with the table kept, in each form tried (empty: not tried, as in exports
+    # made before): float16 only at `export.MIN_COSINE` or above.
+    graph_weights: str = FLOAT32
+    graph_weights_cosines: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def read(cls, directory: Path) -> FastClipTextConfig:
@@ -101,6 +109,8 @@ class FastClipTextConfig:
             raise BundleError(f"{path}: unsupported format {config.format!r}")
         if config.clean not in CLEAN_RULES:
             raise BundleError(f"{path}: unknown text cleaning {config.clean!r}")
+        if config.graph_weights not in GRAPH_WEIGHT_FORMS:
+            raise BundleError(f"{path}: unknown graph weights {config.graph_weights!r}")
         return config
 
     def write(self, directory: Path) -> None:

@@ -10,6 +10,11 @@ that exists is an export that was proven. Two checks, both one image at a time a
   transform's pixels, in float32 on the CPU: cosine >= MIN_COSINE for every image.
 
 An export that fails either raises `BundleError` with the reason and leaves nothing behind.
+The graph's weights are then stored in float16 (`half_weights`) when that changes no
+verification image's embedding by more than MIN_FLOAT16_COSINE to the float32 graph's (a
+bar above MIN_COSINE: it is the same image space, so a library indexed through a float32
+export keeps its vectors) and the export still verifies; else they stay float32. The form
+kept and the cosine measured are recorded in `fast_image.json`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +46,14 @@ from hanclip_model.fast_image.runtime import (
     preprocess_images,
 )
 from hanclip_model.files import atomic_dir
+from hanclip_model.half_weights import FLOAT16, float16_trial, store_float32_weights
 from hanclip_model.heads import l2_normalize
-from hanclip_model.onnx_runtime import inference_session, root_logger_muted, row_cosines
+from hanclip_model.onnx_runtime import (
+    inference_session,
+    root_logger_muted,
+    row_cosines,
+    worst_cosine,
+)
 from hanclip_model.storage import storage_error
 
 if TYPE_CHECKING:
@@ -53,6 +64,9 @@ ONNX_OPSET = 17
 MIN_INT8_COSINE = 0.99
 MIN_COSINE = 0.999  # ONNX Runtime + numpy preprocessing vs open_clip, every verification image
 MAX_PIXEL_DIFF = 1e-5  # numpy/Pillow pixels vs open_clip's transform, max abs difference
+# float16-stored weights vs the float32 graph, every verification image: kept only this
+# close, since both are the same image space (`BundleSpec.image_fingerprint`).
+MIN_FLOAT16_COSINE = 0.9999
 # (width, height, mode): landscape, portrait, square, one smaller than any model's input (so
 # it is upscaled), a very wide one, and the modes photos arrive in besides RGB.
 VERIFY_SHAPES = (
@@ -113,7 +127,9 @@ def export_image_encoder(
             )
             _export_graph(staging / ENCODER_NAME, model, preprocess.crop_size)
             config.write(staging)
-            verify_export(staging, model, encoder.preprocess).write(staging)
+            reference = _open_clip_reference(config, model, encoder.preprocess)
+            config = _verified(staging, reference)
+            _smallest_weights(staging, config, reference).write(staging)
     finally:
         model.to(device)
     return out_dir
@@ -238,10 +254,23 @@ def _weights_apart(traced: Path, path: Path) -> None:
 def verify_export(directory: Path, model: Any, transform: Any) -> FastImageConfig:
     """Check an export in `directory` against open_clip's `model` (on the CPU) and its
     `transform` on `verify_images()`; the config with what was measured, or `BundleError`."""
+    config = FastImageConfig.read(directory)
+    return _verified(directory, _open_clip_reference(config, model, transform))
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """open_clip's embeddings of `verify_images()`, and how far our pixels are from its."""
+
+    vectors: np.ndarray  # [N, dim], L2-normalised
+    max_pixel_diff: float
+
+
+def _open_clip_reference(config: FastImageConfig, model: Any, transform: Any) -> _Reference:
+    """open_clip's side of the verification; `BundleError` when our preprocessing (as
+    `config` states it) does not make open_clip's pixels."""
     import torch
 
-    encoder = FastImageEncoder.load(directory)
-    config = encoder.config
     images = verify_images()
     ours = preprocess_images(images, config.preprocess)
     theirs = torch.stack([transform(image) for image in images])
@@ -257,22 +286,52 @@ def verify_export(directory: Path, model: Any, transform: Any) -> FastImageConfi
             f"(max abs pixel difference {pixel_diff:.3g} > {MAX_PIXEL_DIFF})"
         )
     with torch.no_grad():
-        reference = l2_normalize(model.encode_image(theirs).float().numpy())
-    single = np.concatenate([encoder.embed([image]) for image in images])
-    batched = encoder.embed(images)
-    worst = float(min(row_cosines(single, reference).min(), row_cosines(batched, reference).min()))
+        vectors = l2_normalize(model.encode_image(theirs).float().numpy())
+    return _Reference(vectors, pixel_diff)
+
+
+def _verified(directory: Path, reference: _Reference) -> FastImageConfig:
+    """The export in `directory` against open_clip's `reference`, one image at a time and in
+    a batch: its config with what was measured, or `BundleError`."""
+    encoder = FastImageEncoder.load(directory)
+    config = encoder.config
+    worst = worst_cosine(encoder.embed, verify_images(), reference.vectors)
     if not worst >= MIN_COSINE:
         raise BundleError(
             f"export of {config.spec!r} disagrees with open_clip "
             f"(cosine {worst:.4f} < {MIN_COSINE})"
         )
-    return replace(config, min_cosine=worst, max_pixel_diff=pixel_diff)
+    return replace(config, min_cosine=worst, max_pixel_diff=reference.max_pixel_diff)
+
+
+def _smallest_weights(
+    directory: Path, config: FastImageConfig, reference: _Reference
+) -> FastImageConfig:
+    """The verified float32 export in `directory` (`config`) with its graph's weights stored
+    in float16 when every verification image, one at a time and in a batch, stays within
+    MIN_FLOAT16_COSINE of the float32 graph and within MIN_COSINE of open_clip; else kept
+    float32. The cosine to the float32 graph is recorded either way."""
+    images = verify_images()
+    float32 = FastImageEncoder.load(directory).embed(images)
+    with float16_trial(directory / ENCODER_NAME) as trial:
+        half = FastImageEncoder.load(directory)
+        to_float32 = worst_cosine(half.embed, images, float32)
+        to_open_clip = worst_cosine(half.embed, images, reference.vectors)
+        if to_float32 >= MIN_FLOAT16_COSINE and to_open_clip >= MIN_COSINE:
+            trial.keep()
+    if not trial.kept:
+        return replace(config, float16_cosine=to_float32)
+    return replace(
+        config, graph_weights=FLOAT16, float16_cosine=to_float32, min_cosine=to_open_clip
+    )
 
 
 def quantize_image_encoder(directory: str | Path) -> FastImageConfig:
     """Add ONNX Runtime's dynamic int8 quantisation of the fp32 graph in `directory` (an export
     by `export_image_encoder`) as `encoder-int8.onnx`, and record its worst cosine against the
-    fp32 graph on `verify_images()`. Needs the `onnx` package, not torch.
+    fp32 graph on `verify_images()`. Needs the `onnx` package, not torch. A graph whose
+    weights are stored in float16 is quantised from its float32 form (the quantiser reads
+    only float32 initializers), and compared with the graph as stored.
 
     Kept only at `MIN_INT8_COSINE` or above: below it the int8 file is removed and
     `BundleError` says what was measured. A library indexed with it is in its own image space
@@ -287,7 +346,7 @@ def quantize_image_encoder(directory: str | Path) -> FastImageConfig:
         with (
             root_logger_muted(),
             warnings.catch_warnings(),
-            _unlinked_copy(directory) as fp32_graph,
+            _float32_copy(directory) as fp32_graph,
         ):
             warnings.simplefilter("ignore")
             quantize_dynamic(fp32_graph, target, weight_type=QuantType.QInt8)
@@ -312,12 +371,15 @@ def quantize_image_encoder(directory: str | Path) -> FastImageConfig:
 
 
 @contextmanager
-def _unlinked_copy(directory: Path) -> Iterator[Path]:
-    """The fp32 graph of `directory`, copied into a scratch folder there for the quantiser:
-    the `onnx` package refuses to read weights from a file with several hard links, and a
-    bundle's are links to the export cache's."""
+def _float32_copy(directory: Path) -> Iterator[Path]:
+    """The graph of `directory` with float32 weights (`half_weights.store_float32_weights`),
+    copied into a scratch folder there for the quantiser: the `onnx` package refuses to read
+    weights from a file with several hard links, and a bundle's are links to the export
+    cache's."""
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=directory) as scratch:
         for part in (ENCODER_NAME, f"{ENCODER_NAME}.data"):
             if (directory / part).is_file():
                 shutil.copyfile(directory / part, Path(scratch) / part)
-        yield Path(scratch) / ENCODER_NAME
+        graph = Path(scratch) / ENCODER_NAME
+        store_float32_weights(graph, graph)
+        yield graph

@@ -5,7 +5,9 @@ ONNX graph, and this module reads it:
 
 * `encoder.onnx` (+ `encoder.onnx.data`, its weights): pixels [N, 3, H, W] float32 ->
   L2-normalised image embeddings [N, dim] (the visual tower, then the normalisation), fp32,
-  any batch size. ONNX Runtime optimises it for this CPU as the session opens.
+  any batch size. ONNX Runtime optimises it for this CPU as the session opens. Its weights
+  are stored in float16 where the export verified that form (`half_weights`: cast back to
+  float32 as the session opens; `graph_weights` in the config), else in float32.
 * `fast_image.json`: the preprocessing open_clip's transform applies, read from that
   transform at export (`PreprocessConfig`), and what the verification measured.
 
@@ -39,6 +41,7 @@ from PIL import Image
 from hanclip_model.device import is_cuda
 from hanclip_model.errors import BundleError
 from hanclip_model.files import atomic_write_text
+from hanclip_model.half_weights import FLOAT32, GRAPH_WEIGHT_FORMS
 from hanclip_model.heads import l2_normalize
 from hanclip_model.onnx_runtime import inference_session
 
@@ -105,6 +108,12 @@ class FastImageConfig:
     # The int8 graph (`encoder-int8.onnx`), kept only when its worst cosine against the fp32
     # graph on the verification images reached `export.MIN_INT8_COSINE`; None: no int8 graph.
     int8_cosine: float | None = None
+    # How `encoder.onnx` stores its large weights (`half_weights.GRAPH_WEIGHT_FORMS`): float16
+    # only when every verification image stayed within `export.MIN_FLOAT16_COSINE` of the
+    # float32 graph, the worst cosine of that trial recorded (None: not tried, as in exports
+    # made before). It computes in float32 either way.
+    graph_weights: str = FLOAT32
+    float16_cosine: float | None = None
 
     @classmethod
     def read(cls, directory: Path) -> FastImageConfig:
@@ -117,6 +126,8 @@ class FastImageConfig:
             raise BundleError(f"cannot read fast image encoder {path}: {exc}") from None
         if config.format != FAST_IMAGE_FORMAT:
             raise BundleError(f"{path}: unsupported format {config.format!r}")
+        if config.graph_weights not in GRAPH_WEIGHT_FORMS:
+            raise BundleError(f"{path}: unknown graph weights {config.graph_weights!r}")
         config.preprocess.check()
         return config
 

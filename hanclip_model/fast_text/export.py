@@ -4,7 +4,10 @@ Built in a temporary folder, verified against sentence-transformers on `VERIFY_T
 tokens, cosine >= MIN_COSINE, one text at a time and in a padded batch), then renamed into
 place: an export that exists is an export that was proven. One that fails (a full disk, say)
 leaves nothing behind. The token table is then kept in the smallest form that passes the
-same check (`table`), the cosine each form reached recorded in `fast_text.json`.
+same check (`table`), and with that table the graph's weights are stored in float16
+(`half_weights`) when the export still passes it, else in float32 (the int8 graph, when
+asked for, is quantised from the float32 one first); the cosine each form reached is
+recorded in `fast_text.json`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from hanclip_model.fast_text.table import (
     write_token_table,
 )
 from hanclip_model.files import atomic_dir
+from hanclip_model.half_weights import FLOAT16, FLOAT32, float16_trial
 from hanclip_model.onnx_runtime import (
     NOT_DOWNLOADED,
     root_logger_muted,
@@ -97,7 +101,8 @@ def export_text_encoder(
         worst = _verify(staging, config, reference)
         config = _shrink_token_table(staging, config, reference, worst)
         if quantize:
-            _quantize(staging, config)
+            config = _quantize(staging, config)
+        _smallest_graph(staging, config, reference)
     return out_dir
 
 
@@ -345,6 +350,25 @@ def _shrink_token_table(
         MIN_COSINE,
     )
     return _recorded(directory, kept, {FULL_FORM: full_cosine, **tried})
+
+
+def _smallest_graph(
+    directory: Path, config: FastTextConfig, reference: _Reference
+) -> FastTextConfig:
+    """The verified export in `directory` (`config`: its table kept, its graph float32) with
+    the graph's weights stored in float16 when the whole export still reaches MIN_COSINE to
+    sentence-transformers on VERIFY_TEXTS; else the float32 graph is put back. Both cosines
+    are recorded."""
+    with float16_trial(directory / ENCODER_NAME) as trial:
+        cosine = _worst_cosine(directory, config, reference)
+        if cosine >= MIN_COSINE:
+            trial.keep()
+    cosines = {FLOAT32: config.token_table_cosines[config.token_table], FLOAT16: cosine}
+    result = replace(
+        config, graph_weights=FLOAT16 if trial.kept else FLOAT32, graph_weights_cosines=cosines
+    )
+    result.write(directory)
+    return result
 
 
 def _recorded(directory: Path, config: FastTextConfig, cosines: dict[str, float]) -> FastTextConfig:

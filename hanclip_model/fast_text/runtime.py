@@ -13,7 +13,9 @@ and tokenizers at query time, and this module reads them:
   (`table`: int8 with a scale per row, float16 or float32).
 * `encoder.onnx` (+ `encoder.onnx.data`, its weights): the transformer body from
   `inputs_embeds` on (position and token-type embeddings, LayerNorm), then the model's own
-  pooling, Dense layers and L2 normalisation, fused into ONNX Runtime's transformer kernels.
+  pooling, Dense layers and L2 normalisation, fused into ONNX Runtime's transformer kernels;
+  its weights stored in float16 where the export verified that form (`half_weights`: cast
+  back to float32 as the session opens; `graph_weights` in the config).
   Optionally `encoder-int8.onnx`, dynamically quantised, kept only if it stays accurate.
 
 Format 3 exports (still read) also hold `encoder-optimized.onnx`, the graph after ONNX
@@ -39,6 +41,7 @@ from hanclip_model.errors import BundleError
 from hanclip_model.fast_text.pieces import PieceTableTokenizer
 from hanclip_model.fast_text.table import FULL_FORM, TokenTable
 from hanclip_model.files import atomic_write_text
+from hanclip_model.half_weights import FLOAT32, GRAPH_WEIGHT_FORMS
 from hanclip_model.onnx_runtime import inference_session
 from hanclip_model.texts import nfc_texts
 
@@ -79,6 +82,12 @@ class FastTextConfig:
     # smallest form at `export.MIN_COSINE` or above was kept, float32 when none was.
     token_table: str = FULL_FORM
     token_table_cosines: dict[str, float] = field(default_factory=dict)
+    # How `encoder.onnx` stores its large weights (`half_weights.GRAPH_WEIGHT_FORMS`; it
+    # computes in float32 either way), and the worst cosine to sentence-transformers of the
+    # export, with the table kept, in each form tried (empty: not tried, as in exports made
+    # before): float16 only at `export.MIN_COSINE` or above.
+    graph_weights: str = FLOAT32
+    graph_weights_cosines: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def read(cls, directory: Path) -> FastTextConfig:
@@ -90,6 +99,8 @@ class FastTextConfig:
             raise BundleError(f"cannot read fast text encoder {path}: {exc}") from None
         if config.format not in READABLE_FORMATS:
             raise BundleError(f"{path}: unsupported format {config.format!r}")
+        if config.graph_weights not in GRAPH_WEIGHT_FORMS:
+            raise BundleError(f"{path}: unknown graph weights {config.graph_weights!r}")
         return config
 
     @property
