@@ -181,13 +181,22 @@ def offline_photo_ids(opened: OpenLibrary) -> set[int]:
     return store.ids_under(folder.path for folder in still_offline(store.offline_folders()))
 
 
-def terms_vector(opened: OpenLibrary, terms: Sequence[QueryTerm]) -> np.ndarray:
+def terms_vector(
+    opened: OpenLibrary,
+    terms: Sequence[QueryTerm],
+    text_vectors: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """normalize(Σ w_i · q_i): the texts (normalised already, `SearchRequest.terms`) embedded
-    in one batch, each photo as with --image."""
-    texts = [term.text for term in terms if term.text is not None]
-    text_vectors = iter(opened.model.embed_texts(texts) if texts else [])
+    in one batch (those `text_vectors` holds already embedded: a server embeds its queries'
+    texts apart), each photo as with --image."""
+    known = text_vectors or {}
+    texts = [t.text for t in terms if t.text is not None and t.text not in known]
+    texts = list(dict.fromkeys(texts))
+    embedded = dict(known)
+    if texts:
+        embedded.update(zip(texts, opened.model.embed_texts(texts), strict=True))
     vectors = [
-        next(text_vectors)
+        embedded[term.text]
         if term.text is not None
         else query_vector(opened, None, term.image, term.photo_id)
         for term in terms
@@ -249,6 +258,7 @@ def search_library(
     *,
     terms: Sequence[QueryTerm] | None = None,
     vector_index: Callable[[OpenLibrary], VectorIndex] | None = None,
+    text_vectors: Mapping[str, np.ndarray] | None = None,
 ) -> SearchResult:
     """The `request.limit` nearest photos to the sum of `terms` (default: the request's)
     that pass its filters, leaving out the photos the query is made of, photos whose file is
@@ -256,7 +266,8 @@ def search_library(
     they are marked): exactly `limit` whenever that many pass, in its `sort` order.
 
     `vector_index` gives the HNSW index in line with SQLite (default `current_index`, which
-    reads it from disk: a long-lived server keeps its own)."""
+    reads it from disk: a long-lived server keeps its own); `text_vectors`, the terms' texts
+    already embedded (`terms_vector`)."""
     request.check(CLI, opened.model)
     library, model = opened.library, opened.model
     threshold = score_threshold(request, model)
@@ -266,7 +277,7 @@ def search_library(
         )
     allowed = allowed_photo_ids(opened, request) if request.narrows else None
     opened.check_image_space()
-    vector = terms_vector(opened, request.terms if terms is None else terms)
+    vector = terms_vector(opened, request.terms if terms is None else terms, text_vectors)
     vindex = (vector_index or current_index)(opened)
     if vector.shape[0] != vindex.dim:
         raise HanclipError(

@@ -94,8 +94,11 @@ class HanclipModel:
     def name(self) -> str:
         return self.spec.name
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
+        """The search space of this loaded model, read once: its heads are loaded once too
+        (a server answering many requests must not hash the heads file for each)."""
+        self.heads  # noqa: B018 - the heads this model uses, loaded before they are hashed
         return self.spec.fingerprint
 
     @property

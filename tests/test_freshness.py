@@ -154,6 +154,39 @@ def test_photos_another_writer_added_are_found(indexed: Path, tiny, tmp_path: Pa
         lib.close()
 
 
+def test_a_readers_index_in_memory_takes_in_the_commits_in_place(
+    indexed: Path, tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server holds its index in memory: after another writer's commit it is brought in
+    line in place (the new photos only), never read whole from disk again; one that cannot
+    be (too many photos gone) is read from disk as before."""
+    model = load_bundle(tiny.plain_bundle)
+    lib = Library(indexed, create=False)
+    try:
+        held = sync_index(indexed, lib.store, model, write=False)
+        before = set(held.labels)
+        _add_row(indexed, str(tmp_path / "other" / "x.jpg"), seed=5)
+        with monkeypatch.context() as patched:
+            patched.setattr(vector_index, "load_index", _refuse_disk_reads)
+            again = sync_index(indexed, lib.store, model, write=False, current=held)
+        assert again is held and again.generation == lib.store.generation()
+        (added,) = set(again.labels) - before
+        assert set(again.labels) == {int(i) for i in lib.store.ids()}
+        vector = lib.store.embedding(added)
+        assert again.search(model.project_images(vector[None])[0], 1)[0][0] == added
+
+        lib.store.remove_photos(sorted(before)[:5])  # most of the library gone
+        from_disk = sync_index(indexed, lib.store, model, write=False, current=held)
+        assert from_disk is not held
+        assert set(from_disk.labels) == {int(i) for i in lib.store.ids()}
+    finally:
+        lib.close()
+
+
+def _refuse_disk_reads(directory: Path):
+    raise AssertionError(f"read the index from {directory} again")
+
+
 def test_a_crash_between_the_commit_and_the_index_swap_is_caught(
     cli, indexed: Path, tiny, photos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,18 @@ def test_piece_table_matches_the_full_tokenizer(xlmr_json, tmp_path) -> None:
         batch = texts[start : start + 37]
         assert _ids(table.encode_batch(batch)) == _ids(full.encode_batch(batch))
     assert piece_table_agrees(full, table)
+
+
+def test_the_table_is_read_from_other_threads_at_once(xlmr_json, tmp_path) -> None:
+    """A server opens the tokenizer on one thread and embeds its queries on others (the
+    table is a SQLite file, and each call sets the vocabulary it segments with): calls from
+    many threads at once each get exactly the full tokenizer's ids."""
+    assert write_piece_table(xlmr_json, tmp_path, min_vocab=1000)
+    full, table = _full(xlmr_json), _table(tmp_path)
+    batches = [_random_texts(5, seed=seed) for seed in range(24)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda batch: _ids(table.encode_batch(batch)), batches))
+    assert got == [_ids(full.encode_batch(batch)) for batch in batches]
 
 
 def test_the_skeleton_holds_no_vocabulary(xlmr_json, tmp_path) -> None:

@@ -284,6 +284,11 @@ def test_the_exact_scan_reads_the_vectors_from_the_saved_file(tmp_path) -> None:
     loaded.add(np.array([999]), vectors[:1])  # the file lacks photo 999 now
     assert loaded.data_file is None
     assert 999 in {i for i, _ in loaded.search_among(vectors[0], 1, allowed | {999})}
+    # The file still serves the photos it holds; hnswlib's copy only the one added since.
+    assert loaded._stored is not None
+    in_memory.add(np.array([999]), vectors[:1])
+    for among in (allowed, allowed | {999}):
+        assert loaded.search_among(query, 10, among) == in_memory.search_among(query, 10, among)
 
     short = load_index(tmp_path)
     short.data_file.write_bytes(short.data_file.read_bytes()[:500])

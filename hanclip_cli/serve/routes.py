@@ -82,6 +82,14 @@ STATIC_FILES = {
 THUMBNAIL_SIZES = {"grid": GRID_SIZE, "large": LARGE_SIZE}
 
 
+class PhotoFile(FileResponse):
+    """A photo's own file, read in large chunks: a 12-MP JPEG in a few reads on a worker
+    thread instead of some sixty (Starlette's 64 KiB), each a hop between threads and a write
+    on the event loop that every other request waits behind (benchmarks/serve_load.py)."""
+
+    chunk_size = 1024 * 1024
+
+
 class BadRequest(Exception):
     """A parameter the API cannot take: 400 with this message."""
 
@@ -303,7 +311,10 @@ class Routes:
 
     async def search(self, request: Request) -> Response:
         search = self._search_request(request)
-        page = await self.library(self.service.search, search)
+        # Its texts are embedded first, off the library's thread (service.QueryTexts).
+        texts = [term.text for term in search.terms if term.text is not None]
+        vectors = await asyncio.wrap_future(self.service.texts.vectors(texts)) if texts else None
+        page = await self.library(self.service.search, search, vectors)
         opened = self.service.opened
         # Which library and model answered: `hanclip search` checks both (serve/discovery.py).
         about = {"library": str(opened.directory), "fingerprint": opened.model.fingerprint}
@@ -422,7 +433,7 @@ class Routes:
             raise HTTPException(
                 404, f"{record.path} is not there now (an unplugged drive, or moved)"
             )
-        return FileResponse(
+        return PhotoFile(
             record.path,
             filename=os.path.basename(record.path),
             content_disposition_type="inline",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,9 +118,13 @@ def remove_piece_table(directory: Path) -> None:
 
 
 class PieceTableTokenizer:
-    """The full tokenizer's `encode_batch` (ids and attention masks), from the piece table."""
+    """The full tokenizer's `encode_batch` (ids and attention masks), from the piece table.
+
+    Usable from any thread, one call at a time (a server embeds its queries on a thread of
+    their own): each call sets the small vocabulary it segments with, so calls take a lock."""
 
     def __init__(self, directory: Path, *, max_length: int, pad_id: int, padding_side: str):
+        self._lock = threading.Lock()
         try:
             self._open(directory, max_length, pad_id, padding_side)
         except Exception as exc:  # noqa: BLE001 - tokenizers raises bare Exception
@@ -137,7 +142,8 @@ class PieceTableTokenizer:
         self._byte_fallback = bool(data["model"].get("byte_fallback"))
         self._special = _special_token_ids(data)
         uri = (directory / PIECES_NAME).resolve().as_uri() + "?mode=ro"
-        self._db = sqlite3.connect(uri, uri=True)
+        # Read-only, and used under the lock: any thread may read it.
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         try:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             # The pieces every segmentation may need, whatever the text: (piece, id, score).
@@ -149,9 +155,14 @@ class PieceTableTokenizer:
             raise
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def encode_batch(self, texts: Sequence[str]) -> list[_Encoded]:
+        with self._lock:
+            return self._encode_batch(texts)
+
+    def _encode_batch(self, texts: Sequence[str]) -> list[_Encoded]:
         from tokenizers import models
 
         rows = self._pieces_for(texts)  # the small vocabulary: index here -> (piece, id, score)
