@@ -12,11 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from graph_weights import float16_falls_short, initializer_types
 
 from hanclip_eval.tiny_clip_text import KINDS, build_tiny_clip_text, load_clip_text
 from hanclip_eval.tiny_models import build_tiny_open_clip
@@ -249,32 +249,19 @@ def test_an_nllb_tokenizer_keeps_the_language_it_was_set_to(tmp_path):
     assert _cosines(encoder.embed(QUERIES), expected).min() >= MIN_COSINE
 
 
-def _initializer_types(graph: Path) -> set[int]:
-    import onnx
-
-    return {t.data_type for t in onnx.load(str(graph), load_external_data=False).graph.initializer}
-
-
 def test_a_float16_graph_below_the_bar_is_kept_in_float32(tiny_clip, tmp_path, monkeypatch):
     from onnx import TensorProto
 
     spec, model, tokenizer = tiny_clip
-    real_trial = clip_text_export.float16_trial
-
-    @contextmanager
-    def straying_trial(graph):  # the float16 graph reaches only 0.998 < MIN_COSINE
-        with real_trial(graph) as trial:
-            monkeypatch.setattr(clip_text_export, "_worst_cosine", lambda *args: 0.998)
-            yield trial
-
-    monkeypatch.setattr(clip_text_export, "float16_trial", straying_trial)
+    # The float16 graph reaches only 0.998 < MIN_COSINE.
+    float16_falls_short(monkeypatch, clip_text_export, 0.998)
     out_dir = tmp_path / "text"
     config = export_clip_text_encoder(model, tokenizer, out_dir, spec=spec)
     assert FastClipTextConfig.read(out_dir) == config
     # Kept float32, with what float16 reached: the reason.
     assert config.graph_weights == FLOAT32 and config.graph_weights_cosines[FLOAT16] == 0.998
     assert config.min_cosine == config.graph_weights_cosines[FLOAT32] >= MIN_COSINE
-    assert TensorProto.FLOAT16 not in _initializer_types(out_dir / ENCODER_NAME)
+    assert TensorProto.FLOAT16 not in initializer_types(out_dir / ENCODER_NAME)
     assert sorted(p.name for p in out_dir.parent.iterdir()) == ["text"]  # nothing left aside
     expected = _open_clip_vectors(model, tokenizer, QUERIES)
     got = FastClipTextEncoder.load(out_dir).embed(QUERIES)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from graph_weights import initializer_types
 from onnx import TensorProto
 from PIL import Image
 
@@ -69,13 +70,6 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def _initializer_types(graph: Path) -> set[int]:
-    import onnx
-
-    model = onnx.load(str(graph), load_external_data=False)
-    return {tensor.data_type for tensor in model.graph.initializer}
-
-
 def _image(width: int, height: int, mode: str, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed + width * 7 + height)
     pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -104,7 +98,7 @@ def test_export_is_verified_and_records_what_it_measured(exported, tiny):
     # The weights stored in float16: every image stayed within the stricter bar of fp32.
     assert config.graph_weights == FLOAT16
     assert config.float16_cosine is not None and config.float16_cosine >= MIN_FLOAT16_COSINE
-    assert _initializer_types(exported / ENCODER_NAME) >= {TensorProto.FLOAT16}
+    assert initializer_types(exported / ENCODER_NAME) >= {TensorProto.FLOAT16}
     preprocess = config.preprocess
     assert (preprocess.resize_mode, preprocess.resize_size) == ("shortest", [32])
     assert (preprocess.interpolation, preprocess.crop_size) == ("bicubic", [32, 32])
@@ -291,7 +285,7 @@ def test_a_float16_graph_that_strays_from_fp32_is_kept_in_float32(clip, exported
     # What float16 reached is recorded: the reason it was not kept.
     assert config.graph_weights == FLOAT32
     assert config.float16_cosine is not None and MIN_COSINE <= config.float16_cosine < 1.01
-    assert TensorProto.FLOAT16 not in _initializer_types(out / ENCODER_NAME)
+    assert TensorProto.FLOAT16 not in initializer_types(out / ENCODER_NAME)
     data = f"{ENCODER_NAME}.data"
     assert (out / data).stat().st_size > 1.9 * (exported / data).stat().st_size
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no float32 copy left
@@ -339,7 +333,7 @@ def test_int8_is_quantised_from_the_float32_form_of_a_float16_graph(exported, tm
         os.link(part, bundle / part.name)
     config = quantize_image_encoder(bundle)
     assert config.graph_weights == FLOAT16 and config.int8_cosine >= MIN_INT8_COSINE
-    types = _initializer_types(bundle / QUANTIZED_ENCODER_NAME)
+    types = initializer_types(bundle / QUANTIZED_ENCODER_NAME)
     assert TensorProto.INT8 in types and TensorProto.FLOAT16 not in types
     assert (bundle / ENCODER_NAME).samefile(exported / ENCODER_NAME)  # left as it was
     images = verify_images()

@@ -8,11 +8,11 @@ import shutil
 import subprocess
 import sys
 import unicodedata
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from graph_weights import float16_falls_short, initializer_types
 from onnx import TensorProto
 
 from hanclip_eval.tiny_models import BERT_HIDDEN, build_tiny_sentence_transformer
@@ -47,12 +47,6 @@ TEXTS = [
 LONG_TEXT = " ".join(["해변에서 본 바다 노을 a beach at sunset"] * 60)
 
 
-def _initializer_types(graph: Path) -> set[int]:
-    import onnx
-
-    return {t.data_type for t in onnx.load(str(graph), load_external_data=False).graph.initializer}
-
-
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
@@ -79,7 +73,7 @@ def test_export_writes_the_query_files(exported):
     cosines = config.graph_weights_cosines
     assert config.graph_weights == FLOAT16 and cosines[FLOAT16] >= MIN_COSINE
     assert cosines[FLOAT32] == config.token_table_cosines[config.token_table]
-    assert TensorProto.FLOAT16 in _initializer_types(out_dir / ENCODER_NAME)
+    assert TensorProto.FLOAT16 in initializer_types(out_dir / ENCODER_NAME)
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # no float32 copy
 
 
@@ -247,20 +241,13 @@ def test_a_broken_export_is_a_bundle_error(tmp_path):
 def test_a_float16_graph_below_the_bar_is_kept_in_float32(tiny, tmp_path, monkeypatch):
     import hanclip_model.fast_text.export as fast_text_export
 
-    real_trial = fast_text_export.float16_trial
-
-    @contextmanager
-    def straying_trial(graph):  # the float16 graph reaches only 0.998 < MIN_COSINE
-        with real_trial(graph) as trial:
-            monkeypatch.setattr(fast_text_export, "_worst_cosine", lambda *args: 0.998)
-            yield trial
-
-    monkeypatch.setattr(fast_text_export, "float16_trial", straying_trial)
+    # The float16 graph reaches only 0.998 < MIN_COSINE.
+    float16_falls_short(monkeypatch, fast_text_export, 0.998)
     out_dir = export_text_encoder(str(tiny.text_dense), tmp_path / "out")
     config = FastTextConfig.read(out_dir)
     assert config.graph_weights == FLOAT32 and config.graph_weights_cosines[FLOAT16] == 0.998
     assert config.graph_weights_cosines[FLOAT32] >= MIN_COSINE
-    assert TensorProto.FLOAT16 not in _initializer_types(out_dir / ENCODER_NAME)
+    assert TensorProto.FLOAT16 not in initializer_types(out_dir / ENCODER_NAME)
     expected = TextEncoder(str(tiny.text_dense), device="cpu").embed(TEXTS)
     assert _cosines(FastTextEncoder.load(out_dir).embed(TEXTS), expected).min() >= MIN_COSINE
 
