@@ -31,3 +31,18 @@ def float16_falls_short(monkeypatch: pytest.MonkeyPatch, export: ModuleType, cos
             yield trial
 
     monkeypatch.setattr(export, "float16_trial", falling_short)
+
+
+def export_from_before_float16(export: Path, old: Path, config_name: str, graph_name: str):
+    """A copy of the text export `export` at `old` as exports were written before float16
+    weights: its graph in float32 and its config without the fields that name the form."""
+    import json
+    import shutil
+
+    from hanclip_model.half_weights import store_float32_weights
+
+    shutil.copytree(export, old)
+    store_float32_weights(export / graph_name, old / graph_name)
+    data = json.loads((old / config_name).read_text(encoding="utf-8"))
+    del data["graph_weights"], data["graph_weights_cosines"]
+    (old / config_name).write_text(json.dumps(data), encoding="utf-8")

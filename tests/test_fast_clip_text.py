@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from graph_weights import float16_falls_short, initializer_types
+from graph_weights import export_from_before_float16, float16_falls_short, initializer_types
 
 from hanclip_eval.tiny_clip_text import KINDS, build_tiny_clip_text, load_clip_text
 from hanclip_eval.tiny_models import build_tiny_open_clip
@@ -36,7 +35,7 @@ from hanclip_model.fast_clip_text.runtime import (
     clean_texts,
 )
 from hanclip_model.fast_text.table import FULL_FORM, SMALLER_FORMS, TokenTable
-from hanclip_model.half_weights import FLOAT16, FLOAT32, store_float32_weights
+from hanclip_model.half_weights import FLOAT16, FLOAT32
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Not the export's own check texts: what a search box receives, edge cases included.
@@ -271,11 +270,7 @@ def test_a_float16_graph_below_the_bar_is_kept_in_float32(tiny_clip, tmp_path, m
 def test_an_export_made_before_float16_weights_still_loads(tiny_clip, exported, tmp_path):
     _, model, tokenizer = tiny_clip
     old = tmp_path / "old"
-    shutil.copytree(exported, old)
-    store_float32_weights(exported / ENCODER_NAME, old / ENCODER_NAME)
-    data = json.loads((old / CONFIG_NAME).read_text(encoding="utf-8"))
-    del data["graph_weights"], data["graph_weights_cosines"]
-    (old / CONFIG_NAME).write_text(json.dumps(data), encoding="utf-8")
+    export_from_before_float16(exported, old, CONFIG_NAME, ENCODER_NAME)
     config = FastClipTextConfig.read(old)
     assert (config.graph_weights, config.graph_weights_cosines) == (FLOAT32, {})
     expected = _open_clip_vectors(model, tokenizer, QUERIES)

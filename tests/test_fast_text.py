@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graph_weights import float16_falls_short, initializer_types
+from graph_weights import export_from_before_float16, float16_falls_short, initializer_types
 from onnx import TensorProto
 
 from hanclip_eval.tiny_models import BERT_HIDDEN, build_tiny_sentence_transformer
@@ -32,7 +32,7 @@ from hanclip_model.fast_text.runtime import (
     tokenize,
 )
 from hanclip_model.fast_text.table import EMBEDDINGS_NAME, TokenTable
-from hanclip_model.half_weights import FLOAT16, FLOAT32, store_float32_weights
+from hanclip_model.half_weights import FLOAT16, FLOAT32
 from hanclip_model.sources import source_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -255,11 +255,7 @@ def test_a_float16_graph_below_the_bar_is_kept_in_float32(tiny, tmp_path, monkey
 def test_an_export_made_before_float16_weights_still_loads(exported, tmp_path):
     source, out_dir = exported
     old = tmp_path / "old"
-    shutil.copytree(out_dir, old)
-    store_float32_weights(out_dir / ENCODER_NAME, old / ENCODER_NAME)
-    data = json.loads((old / CONFIG_NAME).read_text(encoding="utf-8"))
-    del data["graph_weights"], data["graph_weights_cosines"]
-    (old / CONFIG_NAME).write_text(json.dumps(data), encoding="utf-8")
+    export_from_before_float16(out_dir, old, CONFIG_NAME, ENCODER_NAME)
     config = FastTextConfig.read(old)
     assert (config.graph_weights, config.graph_weights_cosines) == (FLOAT32, {})
     expected = TextEncoder(str(source), device="cpu").embed(TEXTS)
