@@ -26,6 +26,11 @@ rules and nothing else's.
 The watcher runs on the thread that opened the library (SQLite's rule); the event sources
 are threads that only put what they see on one queue. It prints nothing: batches go to the
 `WatchListener` the front end hands in.
+
+A watch is background work: `in_background()` lowers the CPU priority of the thread that
+will run it (and of the threads it starts: the model's among them) before the library is
+opened, so a folder of new photos being embedded gives way to what a person is doing, a
+search of the same server's page included (`benchmarks/serve_load.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import os
 import queue
 import select
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -59,6 +65,7 @@ from hanclip_model.images import (
 )
 
 MOUNT_TABLE = "/proc/self/mountinfo"
+BACKGROUND_NICE = 10  # the CPU priority (nice value) a watch runs at, at least
 OFFLINE_PROBE_S = 5.0  # an offline root is probed at least this often (`_EventThread`)
 
 
@@ -217,6 +224,27 @@ class _MountThread:
         self._thread.join()
         os.close(self._wake_read)
         os.close(self._wake_write)
+
+
+def in_background(*, whole_process: bool = False) -> bool:
+    """Lower the CPU priority of the calling thread to nice BACKGROUND_NICE (never raise it:
+    a higher value already set stays), and so of the threads it starts from then on; with
+    `whole_process` (a process that is nothing but the watch), of every thread it has. Linux
+    gives each thread its own nice value; elsewhere only `whole_process` lowers anything,
+    the whole process, where the system has `os.nice`. Whether it was lowered."""
+    try:
+        if sys.platform.startswith("linux"):
+            own = os.listdir("/proc/self/task") if whole_process else ()
+            for thread in {threading.get_native_id(), *map(int, own)}:
+                current = os.getpriority(os.PRIO_PROCESS, thread)
+                os.setpriority(os.PRIO_PROCESS, thread, max(current, BACKGROUND_NICE))
+            return True
+        if whole_process and hasattr(os, "nice"):
+            os.nice(max(0, BACKGROUND_NICE - os.nice(0)))
+            return True
+    except OSError:
+        pass  # not allowed here (a sandbox): the watch runs as it is
+    return False
 
 
 def _nearest_folder(path: str) -> str:

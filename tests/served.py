@@ -19,6 +19,7 @@ class Served:
     library: Path
     photos: Path
     output: list[str]  # the lines it printed so far (stdout and stderr)
+    pid: int | None = None
 
     def api(self, path: str) -> str:
         return self.url.rstrip("/") + path
@@ -46,4 +47,4 @@ def running_server(
     """`hanclip serve --library LIBRARY --port 0 EXTRA...` until the block ends."""
     args = ["--library", str(library), *extra]
     with spawned_server(args, env=serve_env(cache)) as server:
-        yield Served(server.url, server.port, library, photos, server.output)
+        yield Served(server.url, server.port, library, photos, server.output, server.process.pid)

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +24,7 @@ from served import running_server
 
 from hanclip_eval.tiny_models import write_photo_folder
 from hanclip_library.store import OfflineFolder, PhotoRecord, PhotoStore
-from hanclip_library.watch import _Pending
+from hanclip_library.watch import BACKGROUND_NICE, _Pending, in_background
 
 REPO = Path(__file__).resolve().parents[1]
 STARTED_S = 180  # a cold start on a busy machine: torch, the model, the catch-up
@@ -114,6 +114,21 @@ def offline(library: Path) -> list[OfflineFolder]:
         store.close()
 
 
+def nice_values(pid: int) -> dict[int, int]:
+    """The nice value of each thread of process `pid` (Linux: /proc/PID/task/TID/stat)."""
+    values = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):  # a thread that ended meanwhile
+            fields = task.joinpath("stat").read_text().rpartition(")")[2].split()
+            values[int(task.name)] = int(fields[16])  # field 19 of stat: nice
+    return values
+
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="threads have their own priority on Linux"
+)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -175,7 +190,11 @@ def test_a_photo_written_slowly_is_embedded_once_whole(tiny, tmp_path):
     data = source.read_bytes()
     slow = folder / "천천히.jpg"
     # Pauses well under the settle time, whatever the machine's load: still one copy.
-    with watching(library, tiny.plain_bundle, folder, extra=("--settle", "2")) as watch:
+    extra = ("--settle", "2", "--foreground")
+    with watching(library, tiny.plain_bundle, folder, extra=extra) as watch:
+        if sys.platform.startswith("linux"):  # --foreground: the priority it was started at
+            base = os.getpriority(os.PRIO_PROCESS, 0)
+            assert set(nice_values(watch.process.pid).values()) == {base}
         with open(slow, "wb") as out:
             for start in range(0, len(data), max(1, len(data) // 6)):
                 out.write(data[start : start + max(1, len(data) // 6)])
@@ -258,6 +277,8 @@ def test_index_runs_while_watching_and_sigterm_stops_with_the_library_whole(tiny
     write_photo_folder(other, count=4, seed=5)
     spare = jpegs(tmp_path / "spare", 8, seed=9)
     with watching(library, tiny.plain_bundle, folder) as watch:
+        if sys.platform.startswith("linux"):  # background work: every thread at nice 10
+            assert min(nice_values(watch.process.pid).values()) >= BACKGROUND_NICE
         manual = cli("index", other, "--library", library, "--no-ocr", "--json")
         assert manual.exit_code == 0, manual.stderr  # the watch holds no lock between batches
         shutil.copy(spare[0], folder / "그다음.jpg")
@@ -288,6 +309,10 @@ def test_serve_watch_finds_a_new_photo_in_its_next_answer(tiny, tmp_path, _cache
         while len(found()) < 4:  # the catch-up runs beside the server
             assert time.monotonic() < deadline, "\n".join(server.output)
             time.sleep(0.2)
+        if sys.platform.startswith("linux"):  # the watch's thread low, the server's not
+            nice = nice_values(server.pid)
+            assert nice[server.pid] == os.getpriority(os.PRIO_PROCESS, 0)
+            assert max(nice.values()) >= BACKGROUND_NICE
         new = folder / "새사진.jpg"
         shutil.copy(spare[0], new)
         deadline = time.monotonic() + CHANGED_S
@@ -311,6 +336,31 @@ def test_watch_help_shows_a_korean_example(cli):
     result = cli("watch", "--help")
     assert result.exit_code == 0 and "hanclip watch ~/Pictures" in result.stdout
     assert "새 사진" in result.stdout
+
+
+@linux_only
+def test_a_watch_thread_runs_low_and_so_do_the_threads_it_starts():
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: dict[str, int] = {}
+
+    def started_by_it() -> None:
+        seen["child"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def watch_thread() -> None:
+        seen["lowered"] = in_background()
+        seen["own"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        child = threading.Thread(target=started_by_it)
+        child.start()
+        child.join()
+        seen["again"] = in_background()  # never raised back: still at least as low
+        seen["own_again"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=watch_thread)
+    thread.start()
+    thread.join()
+    assert seen["lowered"] and seen["again"]
+    assert seen["own"] == seen["child"] == seen["own_again"] == max(base, BACKGROUND_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # this one not
 
 
 def test_pending_paths_settle_together_below_a_new_folder():

@@ -77,6 +77,14 @@ def watch(
             show_default=False,
         ),
     ] = None,
+    background: Annotated[
+        bool,
+        typer.Option(
+            "--background/--foreground",
+            help="Run at a low CPU priority (nice 10), giving way to what you are doing; "
+            "--foreground: at the priority it was started with.",
+        ),
+    ] = True,
     device: DeviceOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -86,16 +94,18 @@ def watch(
     renamed and copied photos within seconds, through the file system's events. A folder that
     goes away (a drive unplugged) goes offline, its photos kept; back, it is indexed again
     with nothing embedded twice. Another `index` or `forget` may run meanwhile. Ctrl-C or
-    SIGTERM finishes the batch in hand and stops.
+    SIGTERM finishes the batch in hand and stops. It runs at a low CPU priority.
     """
     from hanclip_cli.commands.index import RichProgress, _text_reader
     from hanclip_library.indexer import IndexOptions
     from hanclip_library.library import open_library
-    from hanclip_library.watch import WatchOptions, watch_library
+    from hanclip_library.watch import WatchOptions, in_background, watch_library
 
     # As `index`: the model's idle OpenMP threads sleep instead of spinning.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     roots = watched_roots(paths, library)
+    if background:  # before the model loads: its threads start at this priority
+        in_background(whole_process=True)
     opened = open_library(library, model, for_writing=True, device=device, notices=CONSOLE_NOTICES)
     progress = make_progress(disable=json_output)
     index = IndexOptions(include_hidden=include_hidden, exclude=tuple(exclude or ()))

@@ -101,10 +101,11 @@ class WatchPlan:
 
 
 class BackgroundWatch:
-    """`serve --watch`: `hanclip watch` on a thread of the server's process. It opens the
-    library for writing on that thread (SQLite's rule) and commits through its own
-    connection, so the service sees each batch at its next request (`service.py`: the index
-    is read again after another connection commits)."""
+    """`serve --watch`: `hanclip watch` on a thread of the server's process, at a low CPU
+    priority where the system gives threads their own (Linux). It opens the library for
+    writing on that thread (SQLite's rule) and commits through its own connection, so the
+    service sees each batch at its next request (`service.py`: the index is brought in line
+    after another connection commits)."""
 
     def __init__(self, options: ServeOptions, plan: WatchPlan, warn: Callable[[str], None]):
         self._opened: Future[Watcher] = Future()
@@ -112,8 +113,9 @@ class BackgroundWatch:
         def run() -> None:
             from hanclip_cli.common import CONSOLE_NOTICES
             from hanclip_library.library import open_library
-            from hanclip_library.watch import Watcher, WatchOptions
+            from hanclip_library.watch import Watcher, WatchOptions, in_background
 
+            in_background()  # this thread and the model's threads it starts, not the server's
             try:
                 opened = open_library(
                     options.library,
