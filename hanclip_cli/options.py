@@ -1,9 +1,10 @@
 """The options several commands share, declared once.
 
 Each is a `SharedOption` (flags, type, help, environment variable), read both by the Typer
-commands, which take it as `LibraryOption`, `ModelOption`, `DeviceOption` or `JsonOption`
-(Typer `Annotated` types, built on first use so that importing this module imports no Typer),
-and by `search`'s fast parser, which never imports Typer.
+commands, which take it as `LibraryOption`, `ModelOption`, `DeviceOption`, `JsonOption`,
+`IncludeHiddenOption` or `ExcludeOption` (Typer `Annotated` types, built on first use so that
+importing this module imports no Typer), and by `search`'s fast parser, which never imports
+Typer.
 
 An option whose default an environment variable gives names it (`envvar`), so `--help` shows
 it; the variable itself is declared in `hanclip_model.settings`. `--device` does not: `search`
@@ -35,6 +36,7 @@ class SharedOption:
     # Checks the value (None: not given) while the command line is parsed, returning it;
     # a `HanclipError` says why not.
     check: Callable[[Any], Any] | None = None
+    repeatable: bool = False  # given any number of times: a list of values (None: none)
 
     def typer(self) -> Any:
         """The option as a Typer parameter type: `Annotated[T | None, typer.Option(...)]`
@@ -49,7 +51,8 @@ class SharedOption:
         option = typer.Option(
             *self.flags, help=self.help, show_default=False, callback=self._callback(), **shown
         )
-        return Annotated[self.value_type | None, option]  # type: ignore[operator]
+        value = list[self.value_type] if self.repeatable else self.value_type
+        return Annotated[value | None, option]  # type: ignore[operator]
 
     def _callback(self) -> Callable[[Any], Any] | None:
         """`check` as Typer calls it while parsing, so a bad value stops the command before
@@ -78,8 +81,9 @@ LIBRARY = SharedOption(
 MODEL = SharedOption(
     ("--model", "-m"),
     str,
-    "Model bundle directory or built-in name (mclip). Default: the library's model, "
-    "else a bundle in the library's models/, else mclip.",
+    "Model bundle directory or built-in name (xlmr-b32, mclip, ...: `hanclip models`). "
+    "Default: the library's model, else a bundle in the library's models/, else the default "
+    "built-in (`hanclip models` marks it).",
     envvar=settings.MODEL.name,
 )
 
@@ -97,12 +101,23 @@ DEVICE = SharedOption(
     check=_checked_device,
 )
 JSON = SharedOption(("--json",), bool, "Print JSON for scripts.")
+# What `index` walks, and `watch` with it.
+INCLUDE_HIDDEN = SharedOption(("--include-hidden",), bool, "Also index hidden folders and files.")
+EXCLUDE = SharedOption(
+    ("--exclude",),
+    str,
+    "Skip folders and files with this name or glob (repeatable; remembered for later runs). "
+    "NAS and trash folders (@eaDir, #recycle, .Trash-*, ...) always are.",
+    repeatable=True,
+)
 
 _TYPER_NAMES = {
     "LibraryOption": LIBRARY,
     "ModelOption": MODEL,
     "DeviceOption": DEVICE,
     "JsonOption": JSON,
+    "IncludeHiddenOption": INCLUDE_HIDDEN,
+    "ExcludeOption": EXCLUDE,
 }
 
 

@@ -20,7 +20,14 @@ from hanclip_cli.common import (
     print_json,
     resumable,
 )
-from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption, ModelOption
+from hanclip_cli.options import (
+    DeviceOption,
+    ExcludeOption,
+    IncludeHiddenOption,
+    JsonOption,
+    LibraryOption,
+    ModelOption,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -51,18 +58,8 @@ def index(
     reembed: Annotated[
         bool, typer.Option("--reembed", help="Embed every photo again (new image model).")
     ] = False,
-    include_hidden: Annotated[
-        bool, typer.Option("--include-hidden", help="Also walk hidden folders and files.")
-    ] = False,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--exclude",
-            help="Skip folders and files with this name or glob (repeatable; remembered for "
-            "later runs). NAS and trash folders (@eaDir, #recycle, .Trash-*, ...) always are.",
-            show_default=False,
-        ),
-    ] = None,
+    include_hidden: IncludeHiddenOption = False,
+    exclude: ExcludeOption = None,
     reset_excludes: Annotated[
         bool,
         typer.Option("--reset-excludes", help="Forget the remembered --exclude patterns."),

@@ -23,7 +23,14 @@ from hanclip_cli.common import (
     offline_text,
     resumable,
 )
-from hanclip_cli.options import DeviceOption, JsonOption, LibraryOption, ModelOption
+from hanclip_cli.options import (
+    DeviceOption,
+    ExcludeOption,
+    IncludeHiddenOption,
+    JsonOption,
+    LibraryOption,
+    ModelOption,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -56,18 +63,8 @@ def watch(
     library: LibraryOption = None,
     model: ModelOption = None,
     settle: SettleOption = 0.5,
-    include_hidden: Annotated[
-        bool, typer.Option("--include-hidden", help="Also index hidden folders and files.")
-    ] = False,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--exclude",
-            help="Skip folders and files with this name or glob (repeatable; remembered, as "
-            "by `index`).",
-            show_default=False,
-        ),
-    ] = None,
+    include_hidden: IncludeHiddenOption = False,
+    exclude: ExcludeOption = None,
     ocr: Annotated[
         bool | None,
         typer.Option(
