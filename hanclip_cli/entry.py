@@ -10,17 +10,29 @@ from __future__ import annotations
 import os
 import sys
 
-# numpy's matrix products here are small (the heads on a query or a batch of photos): on
-# several threads OpenBLAS gains no time and its threads spin after every call, ten times the
-# CPU of one thread (0.23 -> 2.3 ms a head call), taken from the encoders and, in `serve`,
-# from every other request. Set before numpy loads; a user's own setting wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from hanclip_model import settings
 
-from hanclip_model import settings  # noqa: E402 - after the setting above
+# Commands whose matrix products are large and may go through the same OpenBLAS as numpy's
+# (torch's, on Linux for ARM): they keep its threads.
+TRAINING_COMMANDS = frozenset({"train", "bench"})
+
+
+def one_blas_thread(args: list[str]) -> None:
+    """numpy's OpenBLAS on one thread, unless the command trains or the user said otherwise.
+
+    numpy's matrix products here are small (the heads on a query or a batch of photos): on
+    several threads OpenBLAS gains no time and its threads spin after every call, ten times
+    the CPU of one thread (0.23 -> 2.3 ms a head call), taken from the encoders and, in
+    `serve`, from every other request. Takes effect only before numpy loads (`main` calls it
+    first; nothing imported before it loads numpy)."""
+    if args[:1] and args[0] in TRAINING_COMMANDS:
+        return
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def main() -> None:
     args = sys.argv[1:]
+    one_blas_thread(args)
     if args[:1] == ["search"] and settings.FAST_CLI.enabled():
         from hanclip_cli.commands.search import fast_search
 

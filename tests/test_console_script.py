@@ -142,17 +142,24 @@ def test_reindex_with_nothing_new_loads_no_model(tiny, tmp_path):
     assert json.loads(switched.stdout)["unchanged"] == 5  # the same image model: kept
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("3", "3")])
-def test_blas_runs_on_one_thread_unless_the_user_says(given, expected):
+@pytest.mark.parametrize(
+    ("command", "given", "expected"),
+    [("serve", None, "1"), ("index", "3", "3"), ("train", None, None), ("bench", None, None)],
+)
+def test_blas_runs_on_one_thread_unless_the_command_trains_or_the_user_says(
+    command, given, expected
+):
     """The console script sets numpy's OpenBLAS to one thread before numpy loads (small
-    products spin its other threads for nothing); a user's own setting is kept."""
+    products spin its other threads for nothing); a user's own setting is kept, and the
+    commands whose large products may share that OpenBLAS (torch's) keep its threads."""
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     if given is not None:
         env["OPENBLAS_NUM_THREADS"] = given
     probe = (
-        "import os, sys; import hanclip_cli.entry; "
-        "print('numpy' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])"
+        "import os, sys; from hanclip_cli import entry; "
+        f"entry.one_blas_thread([{command!r}, '--help']); "
+        "print('numpy' in sys.modules, os.environ.get('OPENBLAS_NUM_THREADS'))"
     )
     done = _run(sys.executable, "-c", probe, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", expected]
+    assert done.stdout.split() == ["False", str(expected)]
