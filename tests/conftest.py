@@ -176,3 +176,21 @@ def single_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, through Playwright, for one module of browser tests (the
+    modules skip themselves where either is missing: `test_serve_browser._browser_missing`)."""
+    from playwright.sync_api import sync_playwright
+
+    from hanclip_eval.server_process import CHROMIUM, HEADLESS_CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=list(HEADLESS_CHROMIUM_ARGS)
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()

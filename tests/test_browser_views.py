@@ -10,33 +10,19 @@ import io
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
+import test_serve_browser as serve_browser
 import test_serve_views
 from needs import skip_unless_present
-from test_serve_browser import TIMEOUT_MS, _browser_missing, wait_for_thumbnails
+from test_serve_browser import TIMEOUT_MS, _browser_missing, api, url_params, wait_for_thumbnails
 from test_serve_views import COPY_THRESHOLD
-
-from hanclip_eval.server_process import CHROMIUM, HEADLESS_CHROMIUM_ARGS
 
 skip_unless_present(_browser_missing(), "HANCLIP_REQUIRE_BROWSER")
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page  # noqa: E402
 
 views = test_serve_views.views  # the server on the dated photos, a fixture
 KOREAN_MONTHS = {"2023-07": "2023년 7월", "2023-04": "2023년 4월", "2022-01": "2022년 1월"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=list(HEADLESS_CHROMIUM_ARGS)
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _new_page(browser: Browser, problems: list[str], **options) -> Page:
@@ -73,18 +59,8 @@ def page(browser: Browser) -> Iterator[Page]:
     assert problems == []
 
 
-def api(served, route: str, **params) -> dict:
-    response = httpx.get(served.api(route), params=params, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def url_params(page: Page) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(page.url).query)
-
-
 def tile_ids(page: Page, selector: str = "#view .tile") -> list[int]:
-    return [int(i) for i in page.eval_on_selector_all(selector, "ts => ts.map(t => t.dataset.id)")]
+    return serve_browser.tile_ids(page, selector)
 
 
 def timeline_ids(served, **params) -> list[int]:

@@ -21,7 +21,7 @@ from served import Served, running_server
 from test_text_display import HOSTILE_TEXT, index_text_library
 from text_photos import BROKEN, PLAIN, SCREENSHOT
 
-from hanclip_eval.server_process import CHROMIUM, HEADLESS_CHROMIUM_ARGS
+from hanclip_eval.server_process import CHROMIUM
 
 TIMEOUT_MS = 15_000
 
@@ -38,19 +38,7 @@ def _browser_missing() -> str | None:
 
 skip_unless_present(_browser_missing(), "HANCLIP_REQUIRE_BROWSER")
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=list(HEADLESS_CHROMIUM_ARGS)
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+from playwright.sync_api import Browser, Page  # noqa: E402
 
 
 @pytest.fixture
@@ -76,8 +64,9 @@ def page(browser: Browser, served) -> Iterator[Page]:
     assert problems == []
 
 
-def api(served, path: str, **params) -> dict:
-    response = httpx.get(served.api(path), params=params, timeout=30)
+def api(served, route: str, **params) -> dict:
+    """The JSON answer of `route` (params may hold `path`, as /api/folder asks)."""
+    response = httpx.get(served.api(route), params=params, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
 
