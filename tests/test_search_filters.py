@@ -23,12 +23,22 @@ from hanclip_model.errors import HanclipError
 from hanclip_model.heads import l2_normalize
 
 
-def _ns(*when: int) -> int:
+def ns(*when: int) -> int:
+    """A local date and time as file times give it, in nanoseconds."""
     return int(datetime(*when).timestamp()) * 10**9
 
 
-def _photo(path: Path, seed: int, *, mtime_ns: int, exif_date: str | None = None) -> None:
-    pixels = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+def dated_photo(
+    path: Path,
+    seed: int,
+    *,
+    mtime_ns: int,
+    exif_date: str | None = None,
+    shape: tuple[int, int] = (24, 32),
+) -> None:
+    """A photo of random pixels (`shape`: height, width) with that file time and, if given,
+    that EXIF DateTimeOriginal."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     exif = Image.Exif()
     if exif_date:
@@ -43,16 +53,16 @@ def dated(tmp_path: Path) -> Path:
     half of 2023 (their files dated 2019), six by file time in its second half."""
     root = tmp_path / "사진"
     for month in range(1, 13):
-        _photo(root / "A" / f"a{month:02}.png", month, mtime_ns=_ns(2020, month, 15, 12))
+        dated_photo(root / "A" / f"a{month:02}.png", month, mtime_ns=ns(2020, month, 15, 12))
     for month in range(1, 7):
-        _photo(
+        dated_photo(
             root / "B" / f"exif{month:02}.jpg",
             100 + month,
-            mtime_ns=_ns(2019, 1, 1),
+            mtime_ns=ns(2019, 1, 1),
             exif_date=f"2023:{month:02}:10 08:30:00",
         )
     for month in range(7, 13):
-        _photo(root / "B" / f"b{month:02}.png", 200 + month, mtime_ns=_ns(2023, month, 1, 9))
+        dated_photo(root / "B" / f"b{month:02}.png", 200 + month, mtime_ns=ns(2023, month, 1, 9))
     return root
 
 
@@ -76,7 +86,7 @@ def search(cli, tiny, dated, library):
 def test_a_date_is_the_start_of_its_day_month_or_year(text, expected) -> None:
     year, month, day = (int(part) for part in expected.split("-"))
     bound = SearchRequest(after=text).date_bound("after", CLI)
-    assert bound == DateBound(expected, _ns(year, month, day))
+    assert bound == DateBound(expected, ns(year, month, day))
 
 
 @pytest.mark.parametrize("text", ["2023-13", "2023-02-30", "23", "2023/07", "어제"])

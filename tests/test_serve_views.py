@@ -4,20 +4,17 @@ SQL behind the timeline read through the date index."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
-import numpy as np
 import pytest
 from conftest import CliResultRunner
-from PIL import Image
 from served import Served, running_server
+from test_search_filters import dated_photo, ns
 
 from hanclip_library.request import SearchRequest
 from hanclip_library.store import PhotoRecord, PhotoStore
@@ -27,18 +24,8 @@ from hanclip_library.timeline import TimelineCursor, folder_counts, timeline_pag
 COPY_THRESHOLD = 0.99999
 
 
-def _ns(*when: int) -> int:
-    return int(datetime(*when).timestamp()) * 10**9
-
-
 def _photo(path: Path, seed: int, *, mtime_ns: int, exif_date: str | None = None) -> None:
-    pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    exif = Image.Exif()
-    if exif_date:
-        exif.get_ifd(0x8769)[36867] = exif_date  # DateTimeOriginal
-    Image.fromarray(pixels).save(path, exif=exif)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
+    dated_photo(path, seed, mtime_ns=mtime_ns, exif_date=exif_date, shape=(48, 64))
 
 
 def write_dated_photos(root: Path) -> None:
@@ -46,19 +33,19 @@ def write_dated_photos(root: Path) -> None:
     2023/봄/ three with an EXIF date (their files dated 2019); 2023/여름/ three by file time;
     복사본/ exact copies of one of each kind (their dates kept)."""
     for month in range(1, 13):
-        _photo(root / "2022" / f"f{month:02}.png", month, mtime_ns=_ns(2022, month, 15, 12))
+        _photo(root / "2022" / f"f{month:02}.png", month, mtime_ns=ns(2022, month, 15, 12))
     for name, seed in (("same_a.png", 50), ("same_b.png", 51)):
-        _photo(root / "2022" / name, seed, mtime_ns=_ns(2022, 5, 20, 9))
+        _photo(root / "2022" / name, seed, mtime_ns=ns(2022, 5, 20, 9))
     for day, seed in ((10, 60), (2, 61), (28, 62)):
         month = 3 if day != 2 else 4
         _photo(
             root / "2023" / "봄" / f"exif{month:02}{day:02}.jpg",
             seed,
-            mtime_ns=_ns(2019, 1, 1),
+            mtime_ns=ns(2019, 1, 1),
             exif_date=f"2023:{month:02}:{day:02} 08:30:00",
         )
     for day, seed in ((1, 70), (9, 71), (30, 72)):
-        _photo(root / "2023" / "여름" / f"f07{day:02}.png", seed, mtime_ns=_ns(2023, 7, day, 9))
+        _photo(root / "2023" / "여름" / f"f07{day:02}.png", seed, mtime_ns=ns(2023, 7, day, 9))
     copies = root / "복사본"
     copies.mkdir()
     shutil.copy2(root / "2022" / "f05.png", copies / "f05 사본.png")
@@ -182,8 +169,8 @@ def test_a_photo_added_between_pages_leaves_the_pages_whole(
     with running_server(library, photos, _cache_dir) as server:
         whole = [p["id"] for p in _photos(_ok(server, "/api/timeline"))]
         first = _ok(server, "/api/timeline", n=5)
-        _photo(photos / "2024" / "new.png", 99, mtime_ns=_ns(2024, 1, 1))  # newest of all
-        _photo(photos / "2022" / "old.png", 98, mtime_ns=_ns(2021, 1, 1))  # oldest of all
+        _photo(photos / "2024" / "new.png", 99, mtime_ns=ns(2024, 1, 1))  # newest of all
+        _photo(photos / "2022" / "old.png", 98, mtime_ns=ns(2021, 1, 1))  # oldest of all
         assert cli("index", photos, "--library", library).exit_code == 0
         rest = _walk(server, cursor=first["cursor"], n=5)
     seen = [p["id"] for p in _photos(first)] + [p["id"] for page in rest for p in page]
