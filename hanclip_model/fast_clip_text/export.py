@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import unicodedata
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +47,7 @@ from hanclip_model.fast_clip_text.runtime import (
     FastClipTextEncoder,
     full_tokenizer,
 )
+from hanclip_model.fast_text.export import VERIFY_TEXTS as SENTENCE_VERIFY_TEXTS
 from hanclip_model.fast_text.pieces import (
     PieceTableTokenizer,
     piece_table_agrees,
@@ -68,18 +68,12 @@ ONNX_OPSET = 17
 MIN_COSINE = 0.999  # ONNX Runtime vs open_clip's encode_text, every verification text
 _TABLE_ROWS = 8192  # token embeddings computed this many at a time
 
-# Korean, English and both; NFD Hangul (NFC-normalised on both paths); what open_clip's
-# cleaning changes (ftfy's full-width forms, ligatures and curly quotes, HTML entities,
-# punctuation, underscores, case, odd whitespace); and a text far beyond any context length,
-# so truncation is checked too.
+# The sentence-transformers export's texts (Korean, English and both; NFD Hangul, NFC-normalised
+# on both paths; stray whitespace), then what open_clip's cleaning changes (ftfy's full-width
+# forms, ligatures and curly quotes, HTML entities, punctuation, underscores, case, odd
+# whitespace), and a text far beyond any context length, so truncation is checked too.
 VERIFY_TEXTS = (
-    "바다 위 노을",
-    "누워있는 고양이",
-    "공원에서 뛰는 강아지와 아이들",
-    unicodedata.normalize("NFD", "눈 덮인 산 사진"),
-    "a cat sleeping on the sofa by the window",
-    "  Sunset over the SEA, 2023!  ",
-    "서울 야경 city lights at night",
+    *SENTENCE_VERIFY_TEXTS[:-1],  # its last is its own long text
     "“Ｆｕｌｌ” ﬁsh &amp; chips_쇼핑\t\n리스트 ‘여행’",
     " ".join(["해변에서 본 바다 노을 a beach at sunset"] * 40),
 )
