@@ -351,6 +351,8 @@ def measure_opening(export: Path, scratch: Path, runs: int, env: dict[str, str])
     """Open `export`'s graph as stored and as a pre-optimised copy, alternately, `runs`
     times each, every time in a fresh process."""
     copy = scratch / export.name / PREOPTIMIZED_FILE
+    shutil.rmtree(copy.parent, ignore_errors=True)
+    copy.parent.mkdir(parents=True)
     preoptimized_copy(export / GRAPH_FILE, copy)
     copy_bytes = sum(p.stat().st_size for p in copy.parent.glob(f"{PREOPTIMIZED_FILE}*"))
     opened: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
@@ -450,12 +452,11 @@ def graph_bytes(graph: Path) -> int:
 
 
 def preoptimized_copy(graph: Path, target: Path) -> None:
-    """`graph` after ONNX Runtime's extended optimisations, saved as `target` with its weights
-    in `target.data`: the second graph exports stored beside each one before."""
+    """`graph` after ONNX Runtime's extended optimisations, saved as `target` (in a folder
+    that exists) with its weights in `target.data`: the second graph exports stored beside
+    each one before (tests/test_bundle_footprint.py makes old bundles with it)."""
     import onnxruntime as ort
 
-    shutil.rmtree(target.parent, ignore_errors=True)
-    target.parent.mkdir(parents=True)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)

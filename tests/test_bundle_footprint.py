@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_footprint import preoptimized_copy
 
 from hanclip_eval.tiny_models import (
     build_tiny_open_clip,
@@ -65,19 +66,7 @@ def exported(cli, tmp_path: Path) -> Path:
 def _preoptimized_copy(graph: Path) -> None:
     """What exports wrote beside each graph before one was stored: the graph after ONNX
     Runtime's extended optimisations, its weights in a `.data` file."""
-    import onnxruntime as ort
-
-    target = graph.with_name(OPTIMIZED_ENCODER_NAME)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(target)
-    options.add_session_config_entry(
-        "session.optimized_model_external_initializers_file_name", target.name + ".data"
-    )
-    options.add_session_config_entry(
-        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-    )
-    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    preoptimized_copy(graph, graph.with_name(OPTIMIZED_ENCODER_NAME))
 
 
 def _old_layout(bundle: Path, out: Path) -> Path:
