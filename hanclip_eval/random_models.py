@@ -499,7 +499,9 @@ def standin_gemma_tokenizer(vocab_size: int | None = GEMMA_VOCAB_SIZE, seed: int
 
 # The Hugging Face text towers inside open_clip's multilingual models, at their real sizes
 # (`hf_model_name` in open_clip's configs): built from these configs, never fetched.
-def _xlmr_base_config(vocab_size: int) -> Any:
+def xlmr_config(vocab_size: int, **shape: Any) -> Any:
+    """xlm-roberta-base's config.json, with `shape` overriding its sizes (the tests' tiny
+    towers, `tiny_clip_text`)."""
     from transformers import XLMRobertaConfig
 
     return XLMRobertaConfig(
@@ -510,6 +512,7 @@ def _xlmr_base_config(vocab_size: int) -> Any:
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
+        **shape,
     )
 
 
@@ -533,7 +536,7 @@ def _nllb_config(vocab_size: int, layers: int, ffn_dim: int) -> Any:
 NLLB_VOCAB_SIZE = 256_206
 # hf_model_name -> (a config of that size, the stand-in tokenizer of the same kind)
 HF_TEXT_TOWERS: dict[str, tuple[Any, Any]] = {
-    "xlm-roberta-base": (lambda: _xlmr_base_config(XLMR_VOCAB_SIZE), standin_unigram_tokenizer),
+    "xlm-roberta-base": (lambda: xlmr_config(XLMR_VOCAB_SIZE), standin_unigram_tokenizer),
     "facebook/nllb-200-distilled-600M": (
         lambda: _nllb_config(NLLB_VOCAB_SIZE, 12, 4096),
         standin_nllb_tokenizer,

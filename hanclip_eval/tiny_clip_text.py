@@ -26,6 +26,7 @@ from hanclip_eval.random_models import (
     standin_corpus,
     standin_nllb_tokenizer,
     standin_unigram_tokenizer,
+    xlmr_config,
 )
 
 KINDS = ("xlmr", "nllb", "siglip2")
@@ -56,22 +57,6 @@ def _hf_text_cfg(directory: Path, pooler: str, proj: str | None) -> dict[str, An
     if proj is not None:
         cfg["hf_proj_type"] = proj
     return cfg
-
-
-def _xlmr_config(vocab_size: int, **shape: Any) -> Any:
-    """xlm-roberta-base's config.json, with `shape` overriding its sizes."""
-    from transformers import XLMRobertaConfig
-
-    return XLMRobertaConfig(
-        vocab_size=vocab_size,
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        **shape,
-    )
 
 
 def _tiny_m2m100_config(vocab_size: int, pad_id: int) -> Any:
@@ -125,7 +110,7 @@ def build_tiny_clip_text(directory: Path, kind: str, *, seed: int = 0) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     if kind == "xlmr":
         tokenizer = standin_unigram_tokenizer(vocab_size=TINY_XLMR_VOCAB, seed=seed)
-        _xlmr_config(
+        xlmr_config(
             len(tokenizer),
             hidden_size=WIDTH,
             num_hidden_layers=2,
@@ -171,7 +156,7 @@ def real_size_xlmr_clip(directory: Path, *, seed: int = 0) -> str:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = standin_unigram_tokenizer(vocab_size=XLMR_VOCAB_SIZE, seed=seed)
-    _xlmr_config(len(tokenizer)).save_pretrained(directory / TEXT_CONFIG_DIR)
+    xlmr_config(len(tokenizer)).save_pretrained(directory / TEXT_CONFIG_DIR)
     model_cfg = {
         "embed_dim": 512,
         "vision_cfg": _vision_cfg(),
