@@ -6,10 +6,8 @@ The towers of `xlm-roberta-base-ViT-B-32` (Hugging Face XLM-R, mean pooling, a p
 each at a tiny size with random weights and a stand-in tokenizer of the same kind, written
 as an open_clip `local-dir:` model: `open_clip_config.json`, the weights, the tokenizer files,
 and (Hugging Face towers) the text model's `config.json` in `text-config/`, which the model
-config names by path, so open_clip builds the tower without asking the hub.
-
-`real_size_xlmr_clip` builds the XLM-R tower at true size (the real config's shape, a
-250,002-piece stand-in vocabulary) for timing; its outputs are meaningless.
+config names by path, so open_clip builds the tower without asking the hub. (The real-size
+towers, for timing, are `random_models`'.)
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from hanclip_eval.random_models import (
     HANGUL_SYLLABLES,
     METASPACE,
     PRINTABLE_ASCII,
-    XLMR_VOCAB_SIZE,
     standin_corpus,
     standin_nllb_tokenizer,
     standin_unigram_tokenizer,
@@ -145,23 +142,6 @@ def build_tiny_clip_text(directory: Path, kind: str, *, seed: int = 0) -> str:
     else:
         raise ValueError(f"unknown text tower kind {kind!r}; one of {KINDS}")
     model_cfg["vision_cfg"] = _vision_cfg()
-    tokenizer.save_pretrained(str(directory))
-    return _write_open_clip(directory, model_cfg, seed)
-
-
-def real_size_xlmr_clip(directory: Path, *, seed: int = 0) -> str:
-    """xlm-roberta-base-ViT-B-32's shape with random weights (XLM-R base: 12 layers, 768 wide,
-    the 250,002-piece stand-in vocabulary; a 1-layer ViT, as only the text tower is timed);
-    returns its `local-dir:` spec."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = standin_unigram_tokenizer(vocab_size=XLMR_VOCAB_SIZE, seed=seed)
-    xlmr_config(len(tokenizer)).save_pretrained(directory / TEXT_CONFIG_DIR)
-    model_cfg = {
-        "embed_dim": 512,
-        "vision_cfg": _vision_cfg(),
-        "text_cfg": _hf_text_cfg(directory, "mean_pooler", None),
-    }
     tokenizer.save_pretrained(str(directory))
     return _write_open_clip(directory, model_cfg, seed)
 
