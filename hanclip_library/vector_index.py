@@ -124,9 +124,9 @@ class VectorIndex:
 
     `data_file` is the file the index was loaded from or last saved to, while it still holds
     every vector of the index (an `add` makes it stale; a removal does not, as removed photos
-    are never asked for again: ids are never reused). The vectors it holds are still read from
-    it after an `add` (a photo's vector never changes under its id): only the photos added
-    since come from hnswlib's own copy.
+    are never asked for again: ids are never reused). Once memory-mapped (`_stored_file`), the
+    vectors it holds are still read from it after an `add` (a photo's vector never changes
+    under its id): only the photos added since come from hnswlib's own copy.
     """
 
     index: object  # hnswlib.Index
@@ -207,6 +207,11 @@ class VectorIndex:
             vectors[~found] = np.asarray(self.index.get_items(ids[~found]), dtype=np.float32)
         return vectors
 
+    def vectors_readable(self) -> bool:
+        """Whether a filtered search reads the vectors from the index's file (memory-mapped
+        from now on, so it stays readable after a writer replaces it), or has none to read."""
+        return len(self) == 0 or self._stored_file() is not None
+
     def _stored_file(self) -> StoredVectors | None:
         """The index's file memory-mapped, once `data_file` is checked to hold the very
         vectors hnswlib holds (its first live vector compared); None where it cannot serve."""
@@ -233,7 +238,6 @@ class VectorIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        self._stored_file()  # opened now, while it still matches the index
         self.data_file = None  # it lacks the new vectors: a save writes another file
         needed = self.index.get_current_count() + len(ids)
         if needed > self.index.get_max_elements():
@@ -394,12 +398,13 @@ def sync_index(
     docstring); otherwise every photo id is compared. `current`: the index a long-lived
     reader holds in memory, brought in line in place (the photos committed since: a few
     milliseconds) instead of read whole from disk again (tens of milliseconds at 10k photos,
-    after every commit of a running `watch`); read from disk when it cannot be.
+    after every commit of a running `watch`), as long as its file still serves its vectors
+    (`vectors_readable`: hnswlib's own copy is slow to read); read from disk when it cannot be.
     """
     # Read before the photos: they are then at least this generation (see the docstring).
     generation = store.generation()
     vindex, changed = None, False
-    if current is not None:
+    if current is not None and current.vectors_readable():
         vindex, changed = _in_line(current, store, model, generation)
     if vindex is None:
         vindex, changed = _in_line(load_index(directory), store, model, generation)

@@ -183,6 +183,25 @@ def test_a_readers_index_in_memory_takes_in_the_commits_in_place(
         lib.close()
 
 
+def test_a_readers_index_whose_file_is_gone_is_read_again(
+    indexed: Path, tiny, tmp_path: Path
+) -> None:
+    """Filtered searches read an index's vectors from its file (hnswlib's own copy is slow to
+    read): an index whose file went before it was mapped is not kept in memory, it is read
+    again (here rebuilt, its pointer naming the same file)."""
+    model = load_bundle(tiny.plain_bundle)
+    lib = Library(indexed, create=False)
+    try:
+        held = sync_index(indexed, lib.store, model, write=False)
+        held.data_file.unlink()
+        _add_row(indexed, str(tmp_path / "other" / "y.jpg"), seed=6)
+        again = sync_index(indexed, lib.store, model, write=False, current=held)
+        assert again is not held
+        assert set(again.labels) == {int(i) for i in lib.store.ids()}
+    finally:
+        lib.close()
+
+
 def _refuse_disk_reads(directory: Path):
     raise AssertionError(f"read the index from {directory} again")
 
