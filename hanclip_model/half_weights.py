@@ -39,7 +39,7 @@ GRAPH_WEIGHT_FORMS = (FLOAT32, FLOAT16)
 # every op they feed: they stay float32.
 MIN_ELEMENTS = 1024
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
-_WEIGHTS_APART_MIN_BYTES = 1024  # as the exports save them (`fast_image.export`)
+_WEIGHTS_APART_MIN_BYTES = 1024  # smaller tensors stay inside the graph
 
 
 @dataclass(frozen=True)
@@ -133,18 +133,26 @@ def _rewrite(source: Path, target: Path, change: Callable[[Any], int]) -> Rewrit
     for stale in {*before[1:], weights} if target == source else {weights}:
         stale.unlink(missing_ok=True)
     if apart:
-        onnx.save_model(
-            model,
-            str(target),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=weights.name,
-            size_threshold=_WEIGHTS_APART_MIN_BYTES,
-        )
+        save_weights_apart(model, target)
     else:
         onnx.save_model(model, str(target))
     bytes_after = sum(part.stat().st_size for part in graph_files(target))
     return Rewritten(tensors, bytes_before, bytes_after)
+
+
+def save_weights_apart(model: Any, path: Path) -> None:
+    """Save the ONNX `model` as `path` with its weights in `path.data`, as the exports store
+    a graph: ONNX Runtime then maps them instead of parsing them out of one protobuf."""
+    import onnx
+
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=_WEIGHTS_APART_MIN_BYTES,
+    )
 
 
 def _float16_initializers(model: Any, min_elements: int) -> int:

@@ -46,7 +46,12 @@ from hanclip_model.fast_image.runtime import (
     preprocess_images,
 )
 from hanclip_model.files import atomic_dir
-from hanclip_model.half_weights import FLOAT16, float16_trial, store_float32_weights
+from hanclip_model.half_weights import (
+    FLOAT16,
+    float16_trial,
+    save_weights_apart,
+    store_float32_weights,
+)
 from hanclip_model.heads import l2_normalize
 from hanclip_model.onnx_runtime import (
     inference_session,
@@ -240,15 +245,7 @@ def _weights_apart(traced: Path, path: Path) -> None:
     and with less memory (benchmarks/bundle_footprint.py times both)."""
     import onnx
 
-    graph = onnx.load(str(traced))
-    onnx.save_model(
-        graph,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=path.name + ".data",
-        size_threshold=1024,
-    )
+    save_weights_apart(onnx.load(str(traced)), path)
 
 
 def verify_export(directory: Path, model: Any, transform: Any) -> FastImageConfig:
