@@ -146,15 +146,19 @@ def served_library(tiny: TinyModels, tmp_path_factory: pytest.TempPathFactory, _
     photos = root / "사진"
     write_photo_folder(photos, count=12)
     library = root / "library"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HANCLIP_CACHE", str(_cache_dir))
-        patch.setenv("HANCLIP_DEVICE", "cpu")
-        patch.setenv("HANCLIP_HOME", str(root / "home"))
-        result = CliResultRunner()(
-            "index", photos, "--library", library, "--model", tiny.plain_bundle
-        )
-    assert result.exit_code == 0, result.stderr
+    index_once(photos, library, tiny.plain_bundle, home=root / "home", cache=_cache_dir)
     return library, photos
+
+
+def index_once(photos: Path, library: Path, model: Path, *, home: Path, cache: Path) -> None:
+    """`hanclip index PHOTOS` into `library` with the tests' settings, for a fixture wider
+    than one test (which the per-test environment does not reach): made once, then read."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HANCLIP_CACHE", str(cache))
+        patch.setenv("HANCLIP_DEVICE", "cpu")
+        patch.setenv("HANCLIP_HOME", str(home))
+        result = CliResultRunner()("index", photos, "--library", library, "--model", model)
+    assert result.exit_code == 0, result.stderr
 
 
 @pytest.fixture(scope="session")

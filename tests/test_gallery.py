@@ -13,10 +13,9 @@ from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 import numpy as np
 import pytest
+from conftest import index_once
 from PIL import Image
-from typer.testing import CliRunner
 
-from hanclip_cli.cli import app
 from hanclip_cli.commands.search import SearchArgs, parse_search_args
 from hanclip_cli.gallery import render_gallery
 from hanclip_eval.tiny_models import write_photo_folder
@@ -66,13 +65,7 @@ def indexed(tiny, tmp_path_factory: pytest.TempPathFactory, _cache_dir: Path):
     folder = root / "사진"
     _write_photos(folder)
     library = root / "library"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HANCLIP_CACHE", str(_cache_dir))
-        patch.setenv("HANCLIP_DEVICE", "cpu")
-        patch.setenv("HANCLIP_HOME", str(root / "home"))
-        args = ["index", str(folder), "--library", str(library), "--model", str(tiny.plain_bundle)]
-        result = CliRunner().invoke(app, args, catch_exceptions=False)
-        assert result.exit_code == 0, result.stderr
+    index_once(folder, library, tiny.plain_bundle, home=root / "home", cache=_cache_dir)
     return library, folder, tiny.plain_bundle
 
 

@@ -158,7 +158,7 @@ def test_throttle_refuses_a_request_that_waited_too_long() -> None:
 def big_library(tiny, tmp_path_factory: pytest.TempPathFactory, _cache_dir: Path):
     """(library, the big photo's path): three small photos and one of BIG_PHOTO_MB (a JPEG
     with bytes after its end marker, as some cameras write), indexed with the tiny bundle."""
-    from conftest import CliResultRunner
+    from conftest import index_once
 
     root = tmp_path_factory.mktemp("load")
     photos = root / "photos"
@@ -166,14 +166,7 @@ def big_library(tiny, tmp_path_factory: pytest.TempPathFactory, _cache_dir: Path
     big = photos / "big.jpg"
     big.write_bytes(small[0].read_bytes() + bytes(BIG_PHOTO_MB * 1024 * 1024))
     library = root / "library"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HANCLIP_CACHE", str(_cache_dir))
-        patch.setenv("HANCLIP_DEVICE", "cpu")
-        patch.setenv("HANCLIP_HOME", str(root / "home"))
-        result = CliResultRunner()(
-            "index", photos, "--library", library, "--model", tiny.plain_bundle
-        )
-    assert result.exit_code == 0, result.stderr
+    index_once(photos, library, tiny.plain_bundle, home=root / "home", cache=_cache_dir)
     return library, big.resolve()
 
 
