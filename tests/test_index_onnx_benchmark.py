@@ -70,17 +70,19 @@ def test_report_and_targets_follow_the_figures(results: onnx_figures.Results) ->
     startup, ratio = onnx_figures.checks(results)
     assert startup.passed == (s.onnx.wall_s.p50 <= 1.5)
     assert ratio.passed == (e.ratio >= 1.1)
-    assert re.search(
-        rf"\n  {startup.verdict()} +exported start-up, median +[0-9.]+ s  <= 1.5 s", report
-    )
-    assert re.search(
-        rf"\n  {ratio.verdict()} +encoder stage ONNX/torch +{e.ratio:.4g}x  >= 1.1x", report
-    )
+    # A verdict that fails reads "FAIL (4% short)": its brackets are text, not a group.
+    started, sped = re.escape(startup.verdict()), re.escape(ratio.verdict())
+    assert re.search(rf"\n  {started} +exported start-up, median +[0-9.]+ s  <= 1.5 s", report)
+    assert re.search(rf"\n  {sped} +encoder stage ONNX/torch +{e.ratio:.4g}x  >= 1.1x", report)
     assert re.search(r"\n  onnx imports torch +no\n", report)
     assert re.search(rf"\n  kept +{'yes' if results.int8.kept else 'no'}\n", report)
     # The verdicts flip with the figures, not with anything else.
     slow = replace(results, startup=replace(s, onnx=replace(s.onnx, wall_s=Spread.of([9.0]))))
     assert re.search(r"\n  FAIL \(500% over\) +exported start-up, median +9 s", _report(slow))
+    # An encoder stage as fast as torch falls short of 1.1x, whatever this machine measured.
+    even = replace(e, onnx_batch_s=e.torch_batch_s)
+    short = _report(replace(results, encoder=even))
+    assert re.search(r"\n  FAIL \(9% short\) +encoder stage ONNX/torch +1x  >= 1.1x", short)
     figures = json.loads(to_json(results, onnx_figures.checks(results)))
     assert figures["encoder"]["ratio"] == pytest.approx(e.ratio)
     assert figures["startup"]["onnx_imports_torch"] is False
