@@ -434,15 +434,12 @@ def graph_cosines(config: Any) -> dict[str, float]:
 
 
 def float32_copy(graph: Path, target: Path) -> None:
-    """`graph` with its weights in float32 as `target` (a copy first: the `onnx` package
-    refuses to read the weights of a bundle, hard-linked from the export cache)."""
-    from hanclip_model.half_weights import graph_files, store_float32_weights
+    """`graph` with its weights in float32 as `target`, in a folder of its own made new."""
+    from hanclip_model import half_weights
 
     shutil.rmtree(target.parent, ignore_errors=True)
     target.parent.mkdir(parents=True)
-    for part in graph_files(graph):
-        shutil.copyfile(part, target.parent / part.name)
-    store_float32_weights(target, target)
+    half_weights.float32_copy(graph, target)
 
 
 def graph_bytes(graph: Path) -> int:

@@ -23,6 +23,7 @@ ONNX Runtime.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,6 +67,18 @@ def store_float32_weights(source: Path, target: Path) -> Rewritten:
     `store_float16_weights` made back in float32 (the values as float16 rounded them), their
     Casts removed: the float32 graph an ONNX tool that reads initializers expects."""
     return _rewrite(source, target, _float32_initializers)
+
+
+def float32_copy(graph: Path, target: Path) -> Rewritten:
+    """The graph `graph` with its weights in float32 (`store_float32_weights`), written as
+    `target` in another folder, which exists. Its files are copied there first: the `onnx`
+    package refuses to read weights from a file with several hard links, and a bundle's are
+    links to the export cache's."""
+    graph, *weights = graph_files(graph)
+    shutil.copyfile(graph, target)
+    for part in weights:  # under the names the graph gives them
+        shutil.copyfile(part, target.parent / part.name)
+    return store_float32_weights(target, target)
 
 
 def graph_files(graph: Path) -> list[Path]:

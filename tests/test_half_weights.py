@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hanclip_model.half_weights import (
     float16_trial,
+    float32_copy,
     graph_files,
     store_float16_weights,
     store_float32_weights,
@@ -135,6 +136,27 @@ def test_float32_weights_undo_the_rewrite_exactly(tmp_path):
     assert "Cast" not in [node.op_type for node in onnx.load(str(back)).graph.node]
     np.testing.assert_array_equal(_run(back), _run(half))  # float16 -> float32 is exact
     assert store_float32_weights(back, tmp_path / "again.onnx").tensors == 0
+
+
+def test_a_float32_copy_reads_hard_linked_weights_and_leaves_them_as_they_were(tmp_path):
+    """A bundle's graph files are hard links to the export cache's, whose weights the `onnx`
+    package will not read in place: the copy is made first, then rewritten."""
+    cached = _graph(tmp_path / "cache")
+    store_float16_weights(cached, cached)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for part in graph_files(cached):
+        (bundle / part.name).hardlink_to(part)
+    linked = bundle / cached.name
+    before = {part.name: part.read_bytes() for part in graph_files(linked)}
+    target = tmp_path / "scratch" / cached.name
+    target.parent.mkdir()
+    assert float32_copy(linked, target).tensors == 1
+    assert _initializer_types(target)["w"] == TensorProto.FLOAT
+    assert graph_files(target) == [target, target.with_name("encoder.onnx.data")]
+    np.testing.assert_array_equal(_run(target), _run(linked))
+    assert {part.name: part.read_bytes() for part in graph_files(linked)} == before
+    assert _initializer_types(cached)["w.float16"] == TensorProto.FLOAT16
 
 
 def test_onnx_runtime_folds_the_casts_when_a_session_opens(tmp_path):

@@ -19,7 +19,6 @@ kept and the cosine measured are recorded in `fast_image.json`.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -49,8 +48,8 @@ from hanclip_model.files import atomic_dir
 from hanclip_model.half_weights import (
     FLOAT16,
     float16_trial,
+    float32_copy,
     save_weights_apart,
-    store_float32_weights,
 )
 from hanclip_model.heads import l2_normalize
 from hanclip_model.onnx_runtime import (
@@ -369,14 +368,9 @@ def quantize_image_encoder(directory: str | Path) -> FastImageConfig:
 
 @contextmanager
 def _float32_copy(directory: Path) -> Iterator[Path]:
-    """The graph of `directory` with float32 weights (`half_weights.store_float32_weights`),
-    copied into a scratch folder there for the quantiser: the `onnx` package refuses to read
-    weights from a file with several hard links, and a bundle's are links to the export
-    cache's."""
+    """The graph of `directory` with float32 weights, copied into a scratch folder there for
+    the quantiser (`half_weights.float32_copy`)."""
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=directory) as scratch:
-        for part in (ENCODER_NAME, f"{ENCODER_NAME}.data"):
-            if (directory / part).is_file():
-                shutil.copyfile(directory / part, Path(scratch) / part)
         graph = Path(scratch) / ENCODER_NAME
-        store_float32_weights(graph, graph)
+        float32_copy(directory / ENCODER_NAME, graph)
         yield graph
